@@ -1,0 +1,192 @@
+//! `AppState` and the router: every feature's routes merged in one place, with the
+//! middleware stack around them.
+
+use std::{ops::Deref, sync::Arc};
+
+use axum::{
+    Router,
+    extract::{Request, State},
+    http::{HeaderName, HeaderValue, StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Redirect, Response},
+    routing::get,
+};
+use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
+use tower_sessions::{Expiry, SessionManagerLayer, cookie::SameSite};
+
+use crate::{
+    audit,
+    auth::{self, password::Passwords},
+    clock::Clock,
+    config::Config,
+    error::{self, AppError},
+    keys, orgs,
+    store::{Store, sessions::SessionBackend},
+    verify::Verifier,
+};
+
+/// Everything handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub config: Config,
+    pub store: Store,
+    pub clock: Arc<dyn Clock>,
+    pub passwords: Passwords,
+    pub verifier: Verifier,
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(config: Config, store: Store, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let verifier = Verifier::new(
+            store.clone(),
+            config.key_prefix.clone(),
+            crate::config::KeyPepper::new(config.key_pepper.expose().to_vec()),
+            clock.clone(),
+        );
+        Ok(Self(Arc::new(Inner {
+            passwords: Passwords::new()?,
+            config,
+            store,
+            clock,
+            verifier,
+        })))
+    }
+}
+
+/// Name of the session cookie. With https the `__Host-` prefix pins it to this exact
+/// origin (Secure, Path=/, no Domain). It must not collide with an identity provider's
+/// cookies on the same host (`_session`, `_interaction`).
+pub fn session_cookie_name(secure: bool) -> &'static str {
+    if secure {
+        "__Host-keyward_session"
+    } else {
+        "keyward_session"
+    }
+}
+
+/// Builds the whole application.
+pub fn router(state: AppState, sessions: SessionBackend) -> Router {
+    let secure = state.config.secure_cookies();
+    let session_layer = SessionManagerLayer::new(sessions)
+        .with_name(session_cookie_name(secure))
+        .with_secure(secure)
+        .with_http_only(true)
+        // Lax, not Strict: the SSO callback is a top-level cross-site redirect that must
+        // carry the session; CSRF tokens protect every form.
+        .with_same_site(SameSite::Lax)
+        .with_path("/")
+        .with_expiry(Expiry::OnInactivity(
+            time::Duration::try_from(state.config.session_idle).unwrap_or(time::Duration::HOUR),
+        ));
+
+    let dashboard = Router::new()
+        .route("/", get(|| async { Redirect::to("/settings/api-keys") }))
+        .merge(auth::router())
+        .merge(orgs::router())
+        .merge(keys::router())
+        .merge(audit::router())
+        .fallback(|| async { AppError::NotFound })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::csrf::guard,
+        ))
+        .layer(session_layer)
+        .layer(middleware::from_fn(no_store))
+        .layer(middleware::from_fn(error::html_errors));
+
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/static/app.css", get(static_css))
+        .route("/static/app.js", get(static_js))
+        .merge(dashboard)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            security_headers,
+        ))
+        .layer(TraceLayer::new_for_http())
+        .layer(CatchPanicLayer::custom(|_| {
+            AppError::internal(anyhow::anyhow!("handler panicked")).into_response()
+        }))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<AppState>) -> Result<&'static str, AppError> {
+    state.store.ping().await?;
+    Ok("ready")
+}
+
+/// Bumped when the assets change, so browsers fetch the new ones (`?v=`).
+pub const ASSET_VERSION: &str = "1";
+
+async fn static_css() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        include_str!("../static/app.css"),
+    )
+}
+
+async fn static_js() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        include_str!("../static/app.js"),
+    )
+}
+
+/// Dashboard pages are personal and some show secrets once: never cache them.
+async fn no_store(req: Request, next: Next) -> Response {
+    let mut res = next.run(req).await;
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+    object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'";
+
+async fn security_headers(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    h.insert(
+        HeaderName::from_static("cross-origin-opener-policy"),
+        HeaderValue::from_static("same-origin"),
+    );
+    if state.config.secure_cookies() {
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+        );
+    }
+    if res.status() == StatusCode::INTERNAL_SERVER_ERROR {
+        tracing::debug!("500 response");
+    }
+    res
+}

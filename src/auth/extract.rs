@@ -1,0 +1,203 @@
+//! The `CurrentUser` extractor: who is signed in, in which organization, with which role.
+//! Pages take it as an argument; without a valid session it redirects to the sign-in page.
+//! It also enforces the idle and absolute session timeouts with the injected clock.
+
+use axum::{
+    extract::FromRequestParts,
+    http::request::Parts,
+    response::{IntoResponse, Redirect, Response},
+};
+use tower_sessions::Session;
+
+use super::session::{self, AUTHENTICATED_AT, Flash, ORG_ID, SEEN_AT, USER_ID};
+use crate::{
+    app::AppState,
+    error::AppError,
+    orgs::{Action, Role},
+    store::{Membership, User},
+};
+
+#[derive(Debug, Clone)]
+pub struct CurrentUser {
+    pub user: User,
+    /// The active organization.
+    pub org: Membership,
+    pub role: Role,
+    /// Every organization the user belongs to (for the switcher).
+    pub orgs: Vec<Membership>,
+    pub session: Session,
+    pub csrf: String,
+}
+
+impl CurrentUser {
+    pub fn org_id(&self) -> &str {
+        &self.org.org_id
+    }
+
+    /// Fails with 403 unless the role allows `action`.
+    pub fn require(&self, action: Action) -> Result<(), AppError> {
+        if self.role.can(action) {
+            Ok(())
+        } else {
+            tracing::warn!(
+                event = "authz_denied",
+                user_id = %self.user.id,
+                org_id = %self.org.org_id,
+                role = %self.role,
+                action = ?action,
+                "permission denied"
+            );
+            Err(AppError::forbidden(format!(
+                "Your role ({}) in {} does not allow this.",
+                self.role, self.org.org_name
+            )))
+        }
+    }
+
+    /// The page chrome every dashboard template renders: navigation, org switcher, CSRF
+    /// token, and the pending flash message (consumed here).
+    pub async fn chrome(&self, section: &'static str) -> Result<Chrome, AppError> {
+        Ok(Chrome {
+            section,
+            user_email: self.user.email.clone(),
+            org_id: self.org.org_id.clone(),
+            org_name: self.org.org_name.clone(),
+            role: self.role,
+            orgs: self
+                .orgs
+                .iter()
+                .map(|m| (m.org_id.clone(), m.org_name.clone()))
+                .collect(),
+            csrf: self.csrf.clone(),
+            flash: session::take_flash(&self.session).await?,
+        })
+    }
+
+    pub async fn flash(&self, kind: &str, message: impl Into<String>) -> Result<(), AppError> {
+        session::set_flash(&self.session, kind, message).await
+    }
+}
+
+/// Shared page context for the base layout.
+#[derive(Debug, Clone)]
+pub struct Chrome {
+    pub section: &'static str,
+    pub user_email: String,
+    pub org_id: String,
+    pub org_name: String,
+    pub role: Role,
+    pub orgs: Vec<(String, String)>,
+    pub csrf: String,
+    pub flash: Option<Flash>,
+}
+
+/// Why a page request has no user: go and sign in, or something failed.
+pub enum AuthRejection {
+    SignIn {
+        next: String,
+        reason: Option<&'static str>,
+    },
+    Error(AppError),
+}
+
+impl From<AppError> for AuthRejection {
+    fn from(e: AppError) -> Self {
+        AuthRejection::Error(e)
+    }
+}
+
+impl IntoResponse for AuthRejection {
+    fn into_response(self) -> Response {
+        match self {
+            AuthRejection::SignIn { next, reason } => {
+                let mut url = format!("/login?next={}", urlencoding::encode(&next));
+                if let Some(r) = reason {
+                    url.push_str("&reason=");
+                    url.push_str(r);
+                }
+                Redirect::to(&url).into_response()
+            }
+            AuthRejection::Error(e) => e.into_response(),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for CurrentUser {
+    type Rejection = AuthRejection;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let session = parts
+            .extensions
+            .get::<Session>()
+            .cloned()
+            .ok_or_else(|| AppError::internal(anyhow::anyhow!("session layer missing")))?;
+        let next = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        let sign_in = |reason| AuthRejection::SignIn {
+            next: next.clone(),
+            reason,
+        };
+
+        let Some(user_id) = session
+            .get::<String>(USER_ID)
+            .await
+            .map_err(AppError::from)?
+        else {
+            return Err(sign_in(None));
+        };
+        let now = state.clock.unix();
+        let auth_at: i64 = session
+            .get(AUTHENTICATED_AT)
+            .await
+            .map_err(AppError::from)?
+            .unwrap_or(0);
+        let seen_at: i64 = session
+            .get(SEEN_AT)
+            .await
+            .map_err(AppError::from)?
+            .unwrap_or(0);
+        let absolute = i64::try_from(state.config.session_absolute.as_secs()).unwrap_or(i64::MAX);
+        let idle = i64::try_from(state.config.session_idle.as_secs()).unwrap_or(i64::MAX);
+        if now.saturating_sub(auth_at) > absolute || now.saturating_sub(seen_at) > idle {
+            session.flush().await.map_err(AppError::from)?;
+            return Err(sign_in(Some("expired")));
+        }
+
+        let user = state.store.user(&user_id).await.map_err(AppError::from)?;
+        let Some(user) = user.filter(|u| u.disabled_at.is_none()) else {
+            session.flush().await.map_err(AppError::from)?;
+            return Err(sign_in(None));
+        };
+        let orgs = state
+            .store
+            .memberships(&user.id)
+            .await
+            .map_err(AppError::from)?;
+        let active: Option<String> = session.get(ORG_ID).await.map_err(AppError::from)?;
+        let org = active
+            .and_then(|id| orgs.iter().find(|m| m.org_id == id))
+            .or_else(|| orgs.first())
+            .cloned()
+            .ok_or_else(|| {
+                AppError::forbidden("Your account does not belong to any organization.")
+            })?;
+        let role = Role::parse(&org.role)
+            .ok_or_else(|| AppError::internal(anyhow::anyhow!("unknown role {:?}", org.role)))?;
+        session.insert(SEEN_AT, now).await.map_err(AppError::from)?;
+        let csrf = session::csrf_token(&session).await?;
+        Ok(CurrentUser {
+            user,
+            org,
+            role,
+            orgs,
+            session,
+            csrf,
+        })
+    }
+}

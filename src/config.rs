@@ -1,0 +1,288 @@
+//! Configuration: command-line flags, each with an environment variable (see `.env.sample`),
+//! resolved once at start-up into a [`Config`].
+//!
+//! Secrets that are not given (today: the key pepper) are generated on first start and
+//! persisted to the secrets file with mode 0600, never hard-coded, so that keys created
+//! before a restart still verify after it.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::{Context, bail};
+use base64::{Engine, engine::general_purpose::STANDARD as B64};
+use clap::{Args, ValueEnum};
+use secrecy::{ExposeSecret, SecretBox, SecretString};
+use serde::{Deserialize, Serialize};
+
+use crate::keys::scopes::ScopeCatalog;
+
+/// Who may create an account from the sign-up page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignupMode {
+    /// Anyone can sign up.
+    Open,
+    /// Only people holding an invitation can sign up (invitations: see the Members page).
+    Invite,
+    /// Nobody can sign up; operators create users with `keyward user create`.
+    Closed,
+}
+
+/// Settings shared by every sub-command that opens the store.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Database URL: `sqlite://path/to/file.db` (created when missing) or `postgres://…`.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://keyward.db")]
+    pub database_url: String,
+
+    /// Where generated secrets are kept (created with mode 0600 on first start).
+    #[arg(long, env = "KEYWARD_SECRETS_FILE", default_value = "keyward.secrets")]
+    pub secrets_file: PathBuf,
+
+    /// Pepper for API-key hashes (HMAC-SHA-256 key), base64, at least 32 bytes.
+    /// Generated and stored in the secrets file when not given. Changing it makes every
+    /// existing key unverifiable.
+    #[arg(long, env = "KEYWARD_KEY_PEPPER", hide_env_values = true)]
+    pub key_pepper: Option<SecretString>,
+
+    /// Minimum password length in Unicode characters. NIST SP 800-63B-4 requires 15 for a
+    /// password used as the only factor.
+    #[arg(long, env = "KEYWARD_MIN_PASSWORD_LENGTH", default_value_t = 15)]
+    pub min_password_length: usize,
+}
+
+/// `keyward serve` flags.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "KEYWARD_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+
+    /// Public URL of the dashboard (used in links and snippets). With an `https://` URL,
+    /// cookies get the `Secure` flag and the `__Host-` prefix. Default: `http://<bind>`.
+    #[arg(long, env = "KEYWARD_BASE_URL")]
+    pub base_url: Option<String>,
+
+    /// Prefix of every API key (`kw` → `kw_live_…`): lowercase letters and digits, 1–16.
+    /// Never change it once keys exist: keys are parsed by it.
+    #[arg(long, env = "KEYWARD_KEY_PREFIX", default_value = "kw")]
+    pub key_prefix: String,
+
+    /// Base URL of the deploying team's own API, used in the snippets shown with a new key.
+    #[arg(
+        long,
+        env = "KEYWARD_API_BASE_URL",
+        default_value = "https://api.example.com"
+    )]
+    pub api_base_url: String,
+
+    /// Who may sign up.
+    #[arg(long, env = "KEYWARD_SIGNUP", value_enum, default_value = "open")]
+    pub signup: SignupMode,
+
+    /// TOML file with the scope catalog (`[[scopes]]` and `[[presets]]`); default catalog:
+    /// read, write, admin.
+    #[arg(long, env = "KEYWARD_SCOPES_FILE")]
+    pub scopes_file: Option<PathBuf>,
+
+    /// Sign out after this many minutes without activity.
+    #[arg(long, env = "KEYWARD_SESSION_IDLE_MINUTES", default_value_t = 60)]
+    pub session_idle_minutes: u64,
+
+    /// Sign out this many hours after sign-in, whatever the activity.
+    #[arg(long, env = "KEYWARD_SESSION_ABSOLUTE_HOURS", default_value_t = 24)]
+    pub session_absolute_hours: u64,
+
+    /// Log format: `text` for people, `json` for log shippers.
+    #[arg(long, env = "KEYWARD_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// The resolved configuration the application runs with.
+#[derive(Debug)]
+pub struct Config {
+    pub base_url: String,
+    pub api_base_url: String,
+    pub key_prefix: String,
+    pub signup: SignupMode,
+    pub scopes: ScopeCatalog,
+    pub session_idle: Duration,
+    pub session_absolute: Duration,
+    pub min_password_length: usize,
+    pub key_pepper: KeyPepper,
+}
+
+impl Config {
+    pub fn from_args(args: &ServeArgs) -> anyhow::Result<Self> {
+        validate_prefix(&args.key_prefix)?;
+        let scopes = match &args.scopes_file {
+            Some(path) => ScopeCatalog::from_file(path)?,
+            None => ScopeCatalog::default(),
+        };
+        let base_url = args
+            .base_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", args.bind))
+            .trim_end_matches('/')
+            .to_string();
+        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+            bail!("KEYWARD_BASE_URL must start with http:// or https://, got {base_url:?}");
+        }
+        Ok(Self {
+            base_url,
+            api_base_url: args.api_base_url.trim_end_matches('/').to_string(),
+            key_prefix: args.key_prefix.clone(),
+            signup: args.signup,
+            scopes,
+            session_idle: Duration::from_secs(args.session_idle_minutes.max(1) * 60),
+            session_absolute: Duration::from_secs(args.session_absolute_hours.max(1) * 3600),
+            min_password_length: args.store.min_password_length.max(8),
+            key_pepper: load_pepper(&args.store)?,
+        })
+    }
+
+    /// A configuration for tests and embedding: default catalog, open sign-up.
+    pub fn for_tests(base_url: &str, pepper: [u8; 32]) -> Self {
+        Self {
+            base_url: base_url.to_string(),
+            api_base_url: "https://api.example.com".into(),
+            key_prefix: "kw".into(),
+            signup: SignupMode::Open,
+            scopes: ScopeCatalog::default(),
+            session_idle: Duration::from_secs(3600),
+            session_absolute: Duration::from_secs(24 * 3600),
+            min_password_length: 15,
+            key_pepper: KeyPepper::new(pepper.to_vec()),
+        }
+    }
+
+    /// Whether cookies must be `Secure` (and may use the `__Host-` prefix).
+    pub fn secure_cookies(&self) -> bool {
+        self.base_url.starts_with("https://")
+    }
+}
+
+fn validate_prefix(prefix: &str) -> anyhow::Result<()> {
+    let ok = (1..=16).contains(&prefix.len())
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if !ok {
+        bail!("key prefix must be 1–16 lowercase letters or digits, got {prefix:?}");
+    }
+    Ok(())
+}
+
+/// The HMAC key that API-key hashes are computed with. Never printed.
+pub struct KeyPepper(SecretBox<Vec<u8>>);
+
+impl KeyPepper {
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self(SecretBox::new(Box::new(bytes)))
+    }
+    pub fn expose(&self) -> &[u8] {
+        self.0.expose_secret()
+    }
+}
+
+impl std::fmt::Debug for KeyPepper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyPepper([redacted])")
+    }
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct SecretsFile {
+    key_pepper: Option<String>,
+}
+
+/// Reads the pepper from the flag/env, else from the secrets file, else generates one and
+/// writes it to the secrets file.
+pub fn load_pepper(args: &StoreArgs) -> anyhow::Result<KeyPepper> {
+    if let Some(given) = &args.key_pepper {
+        return decode_pepper(given.expose_secret()).context("KEYWARD_KEY_PEPPER");
+    }
+    let path = &args.secrets_file;
+    let mut file: SecretsFile = if path.exists() {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading secrets file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing secrets file {}", path.display()))?
+    } else {
+        SecretsFile::default()
+    };
+    if let Some(p) = &file.key_pepper {
+        return decode_pepper(p).with_context(|| format!("key_pepper in {}", path.display()));
+    }
+    let mut bytes = vec![0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("OS random generator: {e}"))?;
+    file.key_pepper = Some(B64.encode(&bytes));
+    write_private(path, &toml::to_string(&file)?)?;
+    tracing::warn!(
+        path = %path.display(),
+        "generated a new API-key pepper and saved it to the secrets file; keep this file (or set KEYWARD_KEY_PEPPER): without it existing keys cannot be verified"
+    );
+    Ok(KeyPepper::new(bytes))
+}
+
+fn decode_pepper(text: &str) -> anyhow::Result<KeyPepper> {
+    let bytes = B64
+        .decode(text.trim())
+        .context("the pepper must be base64")?;
+    if bytes.len() < 32 {
+        bail!("the pepper must be at least 32 bytes, got {}", bytes.len());
+    }
+    Ok(KeyPepper::new(bytes))
+}
+
+fn write_private(path: &std::path::Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("creating secrets file {}", path.display()))?;
+    f.write_all(
+        b"# Keyward secrets, generated on first start. Keep private; back it up with the database.\n",
+    )?;
+    f.write_all(contents.as_bytes())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_rules() {
+        assert!(validate_prefix("kw").is_ok());
+        assert!(validate_prefix("acme2").is_ok());
+        assert!(validate_prefix("").is_err());
+        assert!(validate_prefix("Acme").is_err());
+        assert!(validate_prefix("ac_me").is_err());
+    }
+
+    #[test]
+    fn pepper_is_generated_once_and_reused() {
+        let dir = std::env::temp_dir().join(format!("kw-secrets-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let args = StoreArgs {
+            database_url: String::new(),
+            secrets_file: dir.join("s"),
+            key_pepper: None,
+            min_password_length: 15,
+        };
+        let a = load_pepper(&args).unwrap();
+        let b = load_pepper(&args).unwrap();
+        assert_eq!(a.expose(), b.expose());
+        assert_eq!(a.expose().len(), 32);
+        assert!(!format!("{a:?}").contains(&B64.encode(a.expose())));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

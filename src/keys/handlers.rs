@@ -1,0 +1,805 @@
+//! Settings → API Keys: list, create (shown once), detail, edit, roll, revoke.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::{
+    extract::{Path, Query, State},
+    http::StatusCode,
+    response::{IntoResponse, Redirect, Response},
+};
+use axum_extra::extract::Form;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{
+    ExpiryChoice, GraceChoice,
+    scopes::{self, ScopeError},
+    token::{Environment, PlainKey},
+};
+use crate::{
+    app::AppState,
+    audit::{ClientMeta, EventRow},
+    auth::{Chrome, CurrentUser, session},
+    error::{AppError, Result},
+    orgs::Action,
+    store::{ApiKey, AuditFilter, KeyChanges, KeyFilter, KeyStatus, NewKey},
+    templates::{Pager, TimeView, query_string},
+};
+
+const PER_PAGE: i64 = 25;
+const MAX_NAME: usize = 100;
+const MAX_DESCRIPTION: usize = 500;
+
+/// One key as lists and detail pages show it: display fields only, never the key.
+pub struct KeyView {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub display: String,
+    pub environment: String,
+    pub scopes: Vec<String>,
+    pub created: TimeView,
+    pub creator: String,
+    pub last_used: Option<TimeView>,
+    pub expires: Option<TimeView>,
+    pub ends: Option<TimeView>,
+    pub revoked: Option<TimeView>,
+    pub status: KeyStatus,
+    pub rolled_from: Option<String>,
+    pub can_manage: bool,
+}
+
+impl KeyView {
+    fn new(k: &ApiKey, now: i64, cu: &CurrentUser) -> Self {
+        Self {
+            id: k.id.clone(),
+            name: k.name.clone(),
+            description: k.description.clone(),
+            display: format!("{}…{}", k.display_prefix, k.last4),
+            environment: k.environment.clone(),
+            scopes: k.scope_list(),
+            created: TimeView::new(k.created_at, now),
+            creator: k
+                .creator_email
+                .clone()
+                .unwrap_or_else(|| "(removed user)".into()),
+            last_used: TimeView::opt(k.last_used_at, now),
+            expires: TimeView::opt(k.expires_at, now),
+            ends: TimeView::opt(k.ends_at(), now),
+            revoked: TimeView::opt(k.revoked_at, now),
+            status: k.status(now),
+            rolled_from: k.rolled_from.clone(),
+            can_manage: cu.role.can_manage_key(&cu.user.id, k.created_by.as_deref()),
+        }
+    }
+    pub fn is_live(&self) -> bool {
+        self.environment == "live"
+    }
+    /// Whether the key can still be edited, rolled or revoked.
+    pub fn is_open(&self) -> bool {
+        !matches!(self.status, KeyStatus::Revoked | KeyStatus::Expired)
+    }
+}
+
+// ---------------------------------------------------------------------------- list
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ListQuery {
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    env: String,
+    #[serde(default)]
+    q: String,
+    page: Option<i64>,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "settings/api_keys/index.html")]
+struct ListPage {
+    chrome: Chrome,
+    keys: Vec<KeyView>,
+    q: ListQuery,
+    pager: Pager,
+    filtered: bool,
+    can_create: bool,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    cu: CurrentUser,
+    Query(mut q): Query<ListQuery>,
+) -> Result<Response> {
+    cu.require(Action::ViewKeys)?;
+    if !matches!(
+        q.status.as_str(),
+        "" | "active" | "expiring" | "expired" | "revoked"
+    ) {
+        q.status.clear();
+    }
+    if Environment::parse(&q.env).is_none() {
+        q.env.clear();
+    }
+    q.q = q.q.trim().chars().take(MAX_NAME).collect();
+    let now = state.clock.unix();
+    let page = q.page.unwrap_or(1).max(1);
+    let filter = KeyFilter {
+        status: q.status.clone(),
+        environment: q.env.clone(),
+        name_contains: q.q.clone(),
+    };
+    let (keys, total) = state
+        .store
+        .list_keys(
+            cu.org_id(),
+            &filter,
+            now,
+            PER_PAGE,
+            Pager::offset(page, PER_PAGE),
+        )
+        .await?;
+    let base = query_string(&[("status", &q.status), ("env", &q.env), ("q", &q.q)]);
+    Ok(ListPage {
+        chrome: cu.chrome("api-keys").await?,
+        keys: keys.iter().map(|k| KeyView::new(k, now, &cu)).collect(),
+        pager: Pager::new(page, PER_PAGE, total, base),
+        filtered: !(q.status.is_empty() && q.env.is_empty() && q.q.is_empty()),
+        can_create: cu.role.can(Action::CreateKey),
+        q,
+    }
+    .into_response())
+}
+
+// -------------------------------------------------------------------------- create
+
+/// What the create and edit forms submit. Unknown fields (such as an injected `org_id`)
+/// are ignored: the organization always comes from the session.
+#[derive(Debug, Default, Deserialize)]
+pub struct KeyForm {
+    #[serde(default)]
+    form_token: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    environment: String,
+    #[serde(default)]
+    preset: String,
+    #[serde(default)]
+    scopes: Vec<String>,
+    #[serde(default)]
+    expiry: String,
+    #[serde(default)]
+    custom_date: String,
+}
+
+#[derive(Debug, Default)]
+pub struct FieldErrors {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub environment: Option<String>,
+    pub scopes: Option<String>,
+    pub expiry: Option<String>,
+}
+
+impl FieldErrors {
+    fn any(&self) -> bool {
+        self.name.is_some()
+            || self.description.is_some()
+            || self.environment.is_some()
+            || self.scopes.is_some()
+            || self.expiry.is_some()
+    }
+}
+
+pub struct Choice {
+    pub value: String,
+    pub label: String,
+    pub hint: String,
+    pub checked: bool,
+}
+
+/// Everything the create/edit form needs to render.
+pub struct FormView {
+    pub form_token: String,
+    pub name: String,
+    pub description: String,
+    pub environment: String,
+    pub presets: Vec<Choice>,
+    pub scopes: Vec<Choice>,
+    pub expiry_options: Vec<Choice>,
+    pub custom_date: String,
+    pub errors: FieldErrors,
+    /// Editing an existing key (no environment or preset choice) rather than creating one.
+    pub editing: bool,
+}
+
+impl FormView {
+    fn build(
+        state: &AppState,
+        cu: &CurrentUser,
+        f: &KeyForm,
+        errors: FieldErrors,
+        form_token: String,
+        editing: bool,
+    ) -> Self {
+        let catalog = &state.config.scopes;
+        let grantable: Vec<&str> = catalog
+            .grantable_by(cu.role)
+            .map(|s| s.name.as_str())
+            .collect();
+        let mut presets: Vec<Choice> = catalog
+            .presets
+            .iter()
+            .filter(|p| p.scopes.iter().all(|s| grantable.contains(&s.as_str())))
+            .map(|p| Choice {
+                value: p.name.clone(),
+                label: p.name.clone(),
+                hint: p.scopes.join(", "),
+                checked: f.preset == p.name,
+            })
+            .collect();
+        if !editing {
+            presets.push(Choice {
+                value: "custom".into(),
+                label: "Custom".into(),
+                hint: "Choose scopes below".into(),
+                checked: f.preset == "custom" || f.preset.is_empty(),
+            });
+        }
+        let scopes = catalog
+            .scopes
+            .iter()
+            .filter(|s| grantable.contains(&s.name.as_str()) || f.scopes.contains(&s.name))
+            .map(|s| Choice {
+                value: s.name.clone(),
+                label: s.name.clone(),
+                hint: s.description.clone(),
+                checked: f.scopes.contains(&s.name),
+            })
+            .collect();
+        let mut options: Vec<(&str, &str)> = Vec::new();
+        if editing {
+            options.push(("keep", "Keep the current expiry"));
+        }
+        options.extend(ExpiryChoice::CREATE_OPTIONS);
+        let default_expiry = if editing { "keep" } else { "90d" };
+        let chosen = if f.expiry.is_empty() {
+            default_expiry
+        } else {
+            f.expiry.as_str()
+        };
+        let expiry_options = options
+            .iter()
+            .map(|(v, l)| Choice {
+                value: v.to_string(),
+                label: l.to_string(),
+                hint: String::new(),
+                checked: *v == chosen,
+            })
+            .collect();
+        Self {
+            form_token,
+            name: f.name.clone(),
+            description: f.description.clone(),
+            environment: if f.environment.is_empty() {
+                "live".into()
+            } else {
+                f.environment.clone()
+            },
+            presets,
+            scopes,
+            expiry_options,
+            custom_date: f.custom_date.clone(),
+            errors,
+            editing,
+        }
+    }
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "settings/api_keys/new.html")]
+struct NewPage {
+    chrome: Chrome,
+    form: FormView,
+}
+
+pub async fn new_page(State(state): State<AppState>, cu: CurrentUser) -> Result<Response> {
+    cu.require(Action::CreateKey)?;
+    let token = session::issue_form_token(&cu.session).await?;
+    let blank = KeyForm::default();
+    Ok(NewPage {
+        form: FormView::build(&state, &cu, &blank, FieldErrors::default(), token, false),
+        chrome: cu.chrome("api-keys").await?,
+    }
+    .into_response())
+}
+
+/// Checks name and description; returns them trimmed.
+fn check_text(f: &KeyForm, errors: &mut FieldErrors) -> (String, String) {
+    let name = f.name.trim().to_string();
+    let n = name.chars().count();
+    if n == 0 {
+        errors.name = Some("Give the key a name, so you can tell it apart later.".into());
+    } else if n > MAX_NAME {
+        errors.name = Some(format!(
+            "Use at most {MAX_NAME} characters (this name has {n})."
+        ));
+    } else if name.chars().any(char::is_control) {
+        errors.name = Some("The name cannot contain control characters.".into());
+    }
+    let description = f.description.trim().to_string();
+    let d = description.chars().count();
+    if d > MAX_DESCRIPTION {
+        errors.description = Some(format!(
+            "Use at most {MAX_DESCRIPTION} characters (this has {d})."
+        ));
+    }
+    (name, description)
+}
+
+fn scope_message(e: &ScopeError) -> String {
+    match e {
+        ScopeError::Empty => "Choose at least one scope.".into(),
+        other => {
+            format!(
+                "{}{}",
+                other.to_string()[..1].to_uppercase(),
+                &other.to_string()[1..]
+            ) + "."
+        }
+    }
+}
+
+/// Resolves the requested scopes: a preset's, or the checked boxes for "Custom".
+fn requested_scopes(state: &AppState, f: &KeyForm) -> Result<Vec<String>, String> {
+    if f.preset.is_empty() || f.preset == "custom" {
+        return Ok(f.scopes.clone());
+    }
+    state
+        .config
+        .scopes
+        .presets
+        .iter()
+        .find(|p| p.name == f.preset)
+        .map(|p| p.scopes.clone())
+        .ok_or_else(|| format!("Unknown preset \"{}\".", f.preset))
+}
+
+fn generate(state: &AppState, env: Environment) -> Result<PlainKey> {
+    PlainKey::generate(&state.config.key_prefix, env)
+        .map_err(|e| AppError::internal(anyhow::anyhow!("OS random generator: {e}")))
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    cu: CurrentUser,
+    meta: ClientMeta,
+    Form(f): Form<KeyForm>,
+) -> Result<Response> {
+    cu.require(Action::CreateKey)?;
+    if !session::consume_form_token(&cu.session, &f.form_token).await? {
+        cu.flash(
+            "info",
+            "That form was already submitted. For your security a new key is shown only once; if you lost it, roll the key to get a new one.",
+        )
+        .await?;
+        return Ok(Redirect::to("/settings/api-keys").into_response());
+    }
+    let now = state.clock.unix();
+    let mut errors = FieldErrors::default();
+    let (name, description) = check_text(&f, &mut errors);
+    let env = Environment::parse(&f.environment);
+    if env.is_none() {
+        errors.environment = Some("Choose live or test.".into());
+    }
+    let scopes = match requested_scopes(&state, &f).and_then(|r| {
+        state
+            .config
+            .scopes
+            .check(&r, cu.role)
+            .map_err(|e| scope_message(&e))
+    }) {
+        Ok(s) => s,
+        Err(msg) => {
+            errors.scopes = Some(msg);
+            vec![]
+        }
+    };
+    let expires_at = match ExpiryChoice::parse(&f.expiry).filter(|c| *c != ExpiryChoice::Keep) {
+        None => {
+            errors.expiry = Some("Choose when the key expires.".into());
+            None
+        }
+        Some(choice) => choice
+            .resolve(&f.custom_date, None, now)
+            .unwrap_or_else(|msg| {
+                errors.expiry = Some(msg);
+                None
+            }),
+    };
+    let (Some(env), false) = (env, errors.any()) else {
+        let token = session::issue_form_token(&cu.session).await?;
+        let page = NewPage {
+            form: FormView::build(&state, &cu, &f, errors, token, false),
+            chrome: cu.chrome("api-keys").await?,
+        };
+        return Ok((StatusCode::BAD_REQUEST, page).into_response());
+    };
+
+    let key = generate(&state, env)?;
+    let new = NewKey {
+        id: crate::store::new_id(),
+        org_id: cu.org_id().to_string(),
+        created_by: Some(cu.user.id.clone()),
+        name,
+        description,
+        environment: env.as_str().into(),
+        key_hash: key.hash(&state.config.key_pepper).0.to_vec(),
+        display_prefix: key.display_prefix().into(),
+        last4: key.last4().into(),
+        scopes: scopes::join(&scopes),
+        metadata: "{}".into(),
+        created_at: now,
+        expires_at,
+        rolled_from: None,
+    };
+    let audit = cu
+        .audit("key.created", &meta, now)
+        .target("api_key", &new.id, &new.name)
+        .details(
+            json!({ "environment": new.environment, "scopes": scopes, "expires_at": expires_at }),
+        );
+    state.store.insert_key(&new, &audit).await?;
+    tracing::info!(event = "key.created", key_id = %new.id, prefix = %new.display_prefix, org_id = %new.org_id, "API key created");
+    created_page(&state, &cu, &new.id, &new.name, key, expires_at, None).await
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "settings/api_keys/created.html")]
+struct CreatedPage {
+    chrome: Chrome,
+    key_id: String,
+    name: String,
+    key: String,
+    expires: Option<TimeView>,
+    /// For a roll: when the previous key stops working.
+    old_key_until: Option<TimeView>,
+    api_base_url: String,
+}
+
+async fn created_page(
+    state: &AppState,
+    cu: &CurrentUser,
+    key_id: &str,
+    name: &str,
+    key: PlainKey,
+    expires_at: Option<i64>,
+    old_key_until: Option<i64>,
+) -> Result<Response> {
+    let now = state.clock.unix();
+    // Cache-Control: no-store is set on every dashboard response.
+    Ok(CreatedPage {
+        chrome: cu.chrome("api-keys").await?,
+        key_id: key_id.into(),
+        name: name.into(),
+        key: key.expose().to_string(),
+        expires: TimeView::opt(expires_at, now),
+        old_key_until: TimeView::opt(old_key_until, now),
+        api_base_url: state.config.api_base_url.clone(),
+    }
+    .into_response())
+}
+
+// -------------------------------------------------------------------------- detail
+
+#[derive(Template, WebTemplate)]
+#[template(path = "settings/api_keys/show.html")]
+struct DetailPage {
+    chrome: Chrome,
+    key: KeyView,
+    events: Vec<EventRow>,
+    form: FormView,
+    grace_options: Vec<(&'static str, &'static str)>,
+    roll_token: String,
+}
+
+/// The key if it belongs to the active organization; otherwise 404, whether it exists
+/// elsewhere or not.
+async fn load(state: &AppState, cu: &CurrentUser, id: &str) -> Result<ApiKey> {
+    match state.store.key(cu.org_id(), id).await? {
+        Some(k) => Ok(k),
+        None => {
+            tracing::warn!(event = "authz_denied", user_id = %cu.user.id, org_id = %cu.org_id(), key_id = %id, "key not found in the active organization");
+            Err(AppError::NotFound)
+        }
+    }
+}
+
+fn require_manage(cu: &CurrentUser, key: &ApiKey) -> Result<()> {
+    if cu
+        .role
+        .can_manage_key(&cu.user.id, key.created_by.as_deref())
+    {
+        return Ok(());
+    }
+    tracing::warn!(event = "authz_denied", user_id = %cu.user.id, key_id = %key.id, role = %cu.role, "may not manage this key");
+    Err(AppError::forbidden(format!(
+        "Your role ({}) does not allow changing this key{}.",
+        cu.role,
+        if cu.role.can(Action::ManageOwnKey) {
+            ": developers can change only keys they created"
+        } else {
+            ""
+        }
+    )))
+}
+
+async fn detail_page(
+    state: &AppState,
+    cu: &CurrentUser,
+    key: &ApiKey,
+    form: &KeyForm,
+    errors: FieldErrors,
+) -> Result<DetailPage> {
+    let now = state.clock.unix();
+    let filter = AuditFilter {
+        target_id: key.id.clone(),
+        ..AuditFilter::default()
+    };
+    let (events, _) = state.store.list_audit(cu.org_id(), &filter, 50, 0).await?;
+    let view = KeyView::new(key, now, cu);
+    let roll_token = if view.can_manage && view.is_open() {
+        session::issue_form_token(&cu.session).await?
+    } else {
+        String::new()
+    };
+    Ok(DetailPage {
+        form: FormView::build(state, cu, form, errors, String::new(), true),
+        key: view,
+        events: events.iter().map(|e| EventRow::new(e, now)).collect(),
+        grace_options: GraceChoice::OPTIONS.to_vec(),
+        roll_token,
+        chrome: cu.chrome("api-keys").await?,
+    })
+}
+
+fn form_from_key(k: &ApiKey) -> KeyForm {
+    KeyForm {
+        name: k.name.clone(),
+        description: k.description.clone(),
+        environment: k.environment.clone(),
+        scopes: k.scope_list(),
+        expiry: "keep".into(),
+        ..KeyForm::default()
+    }
+}
+
+pub async fn detail(
+    State(state): State<AppState>,
+    cu: CurrentUser,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    cu.require(Action::ViewKeys)?;
+    let key = load(&state, &cu, &id).await?;
+    let page = detail_page(
+        &state,
+        &cu,
+        &key,
+        &form_from_key(&key),
+        FieldErrors::default(),
+    )
+    .await?;
+    Ok(page.into_response())
+}
+
+// -------------------------------------------------------------------------- update
+
+pub async fn update(
+    State(state): State<AppState>,
+    cu: CurrentUser,
+    meta: ClientMeta,
+    Path(id): Path<String>,
+    Form(f): Form<KeyForm>,
+) -> Result<Response> {
+    let key = load(&state, &cu, &id).await?;
+    require_manage(&cu, &key)?;
+    let now = state.clock.unix();
+    if !matches!(
+        key.status(now),
+        KeyStatus::Active | KeyStatus::ExpiringSoon | KeyStatus::Disabled
+    ) {
+        return Err(AppError::bad_request(
+            "Revoked and expired keys can no longer be changed.",
+        ));
+    }
+    let mut errors = FieldErrors::default();
+    let (name, description) = check_text(&f, &mut errors);
+    let current = key.scope_list();
+    let scopes = state
+        .config
+        .scopes
+        .check_edit(&f.scopes, &current, cu.role)
+        .unwrap_or_else(|e| {
+            errors.scopes = Some(scope_message(&e));
+            current.clone()
+        });
+    let choice = if f.expiry.is_empty() {
+        Some(ExpiryChoice::Keep)
+    } else {
+        ExpiryChoice::parse(&f.expiry)
+    };
+    let expires_at = match choice {
+        None => {
+            errors.expiry = Some("Choose when the key expires.".into());
+            key.expires_at
+        }
+        Some(c) => c
+            .resolve(&f.custom_date, key.expires_at, now)
+            .unwrap_or_else(|msg| {
+                errors.expiry = Some(msg);
+                key.expires_at
+            }),
+    };
+    if errors.any() {
+        let mut shown = f;
+        shown.environment = key.environment.clone();
+        let page = detail_page(&state, &cu, &key, &shown, errors).await?;
+        return Ok((StatusCode::BAD_REQUEST, page).into_response());
+    }
+
+    let mut changes = serde_json::Map::new();
+    let mut note = |field: &str, from: serde_json::Value, to: serde_json::Value| {
+        if from != to {
+            changes.insert(field.into(), json!({ "from": from, "to": to }));
+        }
+    };
+    note("name", json!(key.name), json!(name));
+    note("description", json!(key.description), json!(description));
+    note("scopes", json!(current), json!(scopes));
+    note("expires_at", json!(key.expires_at), json!(expires_at));
+    if changes.is_empty() {
+        cu.flash("info", "Nothing changed.").await?;
+        return Ok(Redirect::to(&format!("/settings/api-keys/{}", key.id)).into_response());
+    }
+    let c = KeyChanges {
+        name: name.clone(),
+        description,
+        scopes: scopes::join(&scopes),
+        expires_at,
+    };
+    let audit = cu
+        .audit("key.updated", &meta, now)
+        .target("api_key", &key.id, &name)
+        .details(json!({ "changes": changes }));
+    if !state
+        .store
+        .update_key(cu.org_id(), &key.id, &c, now, &audit)
+        .await?
+    {
+        return Err(AppError::NotFound);
+    }
+    cu.flash("success", format!("Saved changes to “{name}”."))
+        .await?;
+    Ok(Redirect::to(&format!("/settings/api-keys/{}", key.id)).into_response())
+}
+
+// -------------------------------------------------------------------------- revoke
+
+pub async fn revoke(
+    State(state): State<AppState>,
+    cu: CurrentUser,
+    meta: ClientMeta,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let key = load(&state, &cu, &id).await?;
+    require_manage(&cu, &key)?;
+    let now = state.clock.unix();
+    let audit = cu
+        .audit("key.revoked", &meta, now)
+        .target("api_key", &key.id, &key.name);
+    if state
+        .store
+        .revoke_key(cu.org_id(), &key.id, now, &audit)
+        .await?
+    {
+        tracing::info!(event = "key.revoked", key_id = %key.id, prefix = %key.display_prefix, "API key revoked");
+        cu.flash(
+            "success",
+            format!("Revoked “{}”. It stopped working immediately.", key.name),
+        )
+        .await?;
+    } else {
+        cu.flash("info", format!("“{}” was already revoked.", key.name))
+            .await?;
+    }
+    Ok(Redirect::to(&format!("/settings/api-keys/{}", key.id)).into_response())
+}
+
+// ---------------------------------------------------------------------------- roll
+
+#[derive(Deserialize)]
+pub struct RollForm {
+    #[serde(default)]
+    form_token: String,
+    #[serde(default)]
+    grace: String,
+}
+
+pub async fn roll(
+    State(state): State<AppState>,
+    cu: CurrentUser,
+    meta: ClientMeta,
+    Path(id): Path<String>,
+    Form(f): Form<RollForm>,
+) -> Result<Response> {
+    let old = load(&state, &cu, &id).await?;
+    require_manage(&cu, &old)?;
+    let back = format!("/settings/api-keys/{}", old.id);
+    if !session::consume_form_token(&cu.session, &f.form_token).await? {
+        cu.flash(
+            "info",
+            "That roll was already submitted. The new key was shown only once; roll again if you did not copy it.",
+        )
+        .await?;
+        return Ok(Redirect::to(&back).into_response());
+    }
+    let grace = GraceChoice::parse(&f.grace)
+        .ok_or_else(|| AppError::bad_request("Choose when the current key stops working."))?;
+    let now = state.clock.unix();
+    let env = Environment::parse(&old.environment)
+        .ok_or_else(|| AppError::internal(anyhow::anyhow!("bad stored environment")))?;
+    let key = generate(&state, env)?;
+    let new = NewKey {
+        id: crate::store::new_id(),
+        org_id: old.org_id.clone(),
+        created_by: Some(cu.user.id.clone()),
+        name: old.name.clone(),
+        description: old.description.clone(),
+        environment: old.environment.clone(),
+        key_hash: key.hash(&state.config.key_pepper).0.to_vec(),
+        display_prefix: key.display_prefix().into(),
+        last4: key.last4().into(),
+        scopes: old.scopes.clone(),
+        metadata: old.metadata.clone(),
+        created_at: now,
+        expires_at: old.expires_at,
+        rolled_from: Some(old.id.clone()),
+    };
+    let grace_until = now + grace.seconds();
+    let rolled = cu
+        .audit("key.rolled", &meta, now)
+        .target("api_key", &old.id, &old.name)
+        .details(json!({ "new_key_id": new.id, "old_key_valid_until": grace_until }));
+    let created = cu
+        .audit("key.created_by_roll", &meta, now)
+        .target("api_key", &new.id, &new.name)
+        .details(json!({ "rolled_from": old.id }));
+    if !state
+        .store
+        .roll_key(
+            cu.org_id(),
+            &old.id,
+            &new,
+            grace_until,
+            now,
+            [&rolled, &created],
+        )
+        .await?
+    {
+        cu.flash("error", "Only active keys can be rolled.").await?;
+        return Ok(Redirect::to(&back).into_response());
+    }
+    tracing::info!(event = "key.rolled", old_key_id = %old.id, new_key_id = %new.id, "API key rolled");
+    created_page(
+        &state,
+        &cu,
+        &new.id,
+        &new.name,
+        key,
+        new.expires_at,
+        Some(grace_until),
+    )
+    .await
+}

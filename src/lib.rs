@@ -1,0 +1,21 @@
+//! Keyward: self-hosted API key management.
+//!
+//! The binary (`keyward serve`) runs the dashboard; the library exposes the same pieces so
+//! that tests — and Rust services sharing the store — can build the app or verify keys
+//! in-process with [`verify::Verifier`].
+
+pub mod app;
+pub mod audit;
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod keys;
+pub mod orgs;
+pub mod store;
+pub mod templates;
+pub mod verify;
+
+pub use app::{AppState, router};
+pub use store::Store;
+pub use verify::{Verification, Verifier, VerifyCode};

@@ -1,0 +1,228 @@
+//! The `keyward` command: `serve` (the default), `migrate`, `user create`.
+
+use std::{io::Read, net::SocketAddr, sync::Arc};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use keyward::{
+    AppState, Store,
+    auth::{normalize_email, password, valid_email},
+    clock::{Clock, SystemClock},
+    config::{Config, ServeArgs, StoreArgs},
+    orgs::Role,
+    store::{NewAudit, NewUser, StoreError},
+};
+use secrecy::{ExposeSecret, SecretString};
+use tower_sessions::session_store::ExpiredDeletion;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "keyward", version, about = "Self-hosted API key management")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// `serve` flags, also accepted without the sub-command (`keyward --bind …`).
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the dashboard (the default).
+    Serve(Box<ServeArgs>),
+    /// Apply database migrations and exit.
+    Migrate(StoreArgs),
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user; the password is read from standard input.
+    Create {
+        #[arg(long)]
+        email: String,
+        /// Also add the user to this organization (created if no organization has this name).
+        #[arg(long)]
+        org: Option<String>,
+        /// Role in `--org`.
+        #[arg(long, default_value = "owner")]
+        role: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+fn init_tracing(json: bool) {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,tower_http=info,sqlx=warn,tower_sessions=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        None => serve(cli.serve).await,
+        Some(Command::Serve(args)) => serve(*args).await,
+        Some(Command::Migrate(args)) => {
+            init_tracing(false);
+            let store = Store::connect(&args.database_url).await?;
+            store.migrate().await?;
+            store.session_store().await?;
+            tracing::info!(backend = store.backend(), "migrations applied");
+            Ok(())
+        }
+        Some(Command::User(UserCommand::Create {
+            email,
+            org,
+            role,
+            store,
+        })) => {
+            init_tracing(false);
+            create_user(&email, org.as_deref(), &role, &store).await
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    init_tracing(args.log_format == "json");
+    let config = Config::from_args(&args)?;
+    let store = Store::connect(&args.store.database_url)
+        .await
+        .with_context(|| {
+            format!(
+                "opening the database ({})",
+                redact(&args.store.database_url)
+            )
+        })?;
+    store.migrate().await.context("applying migrations")?;
+    let sessions = store.session_store().await?;
+    let cleanup = tokio::spawn(
+        sessions
+            .clone()
+            .continuously_delete_expired(tokio::time::Duration::from_secs(300)),
+    );
+    let base_url = config.base_url.clone();
+    let backend = store.backend();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let state = AppState::new(config, store.clone(), clock)?;
+    let app = keyward::router(state, sessions);
+
+    let listener = tokio::net::TcpListener::bind(args.bind)
+        .await
+        .with_context(|| format!("listening on {}", args.bind))?;
+    tracing::info!(
+        backend,
+        "Keyward is running at {base_url} (listening on {})",
+        listener.local_addr()?
+    );
+    println!("Keyward dashboard: {base_url}");
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
+    cleanup.abort();
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+/// Hides a password in a database URL for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://…@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_string(),
+    }
+}
+
+async fn create_user(
+    email: &str,
+    org: Option<&str>,
+    role: &str,
+    args: &StoreArgs,
+) -> anyhow::Result<()> {
+    let email = normalize_email(email);
+    if !valid_email(&email) {
+        bail!("{email:?} is not a valid email address");
+    }
+    let role = Role::parse(role)
+        .with_context(|| format!("unknown role {role:?} (owner, admin, developer, viewer)"))?;
+    let mut input = String::new();
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .context("reading the password from stdin")?;
+    // One trailing newline is the terminator of `echo`/a here-string, not part of the password.
+    let pw = input.strip_suffix('\n').unwrap_or(&input);
+    let pw = pw.strip_suffix('\r').unwrap_or(pw);
+    let password = SecretString::from(pw.to_string());
+    if let Err(why) =
+        password::check_policy(password.expose_secret(), &email, args.min_password_length)
+    {
+        bail!("password refused: {why}");
+    }
+    let store = Store::connect(&args.database_url).await?;
+    store.migrate().await?;
+    let hash = password::Passwords::new()?.hash(&password).await?;
+    let now = SystemClock.unix();
+    let local = email.split('@').next().unwrap_or("my");
+    let new = NewUser {
+        email: email.clone(),
+        name: String::new(),
+        password_hash: Some(hash),
+    };
+    let audit = NewAudit::new("user.created_by_operator", now);
+    let (user, _) = match store
+        .create_user(&new, &format!("{local}'s organization"), now, audit)
+        .await
+    {
+        Err(StoreError::Conflict) => bail!("a user with email {email} already exists"),
+        other => other?,
+    };
+    println!("created user {email} ({})", user.id);
+    if let Some(name) = org {
+        let org_id = match store.org_by_name(name).await? {
+            Some(o) => o.id,
+            None => {
+                let audit = NewAudit::new("org.created", now).actor(Some(&user.id), &email);
+                store.create_org(&user.id, name, now, audit).await?.id
+            }
+        };
+        let audit = NewAudit::new("member.added", now)
+            .actor(None, "operator (CLI)")
+            .target("user", &user.id, &email)
+            .details(serde_json::json!({ "role": role.as_str() }));
+        store
+            .add_member(&org_id, &user.id, role.as_str(), audit)
+            .await?;
+        println!("added {email} to {name} as {role}");
+    }
+    Ok(())
+}

@@ -1,0 +1,20 @@
+//! Organizations: creating them, switching between them, and the role model.
+
+mod handlers;
+mod roles;
+
+use axum::{
+    Router,
+    routing::{get, post},
+};
+
+use crate::app::AppState;
+
+pub use roles::{Action, Role};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/orgs/new", get(handlers::new_page))
+        .route("/orgs", post(handlers::create))
+        .route("/orgs/switch", post(handlers::switch))
+}

@@ -1,0 +1,405 @@
+//! API keys: only hashes and display fields are stored, never a key.
+
+use std::sync::LazyLock;
+
+use serde::Serialize;
+
+use super::{NewAudit, Result, Store, audit::insert_audit, with_pool};
+
+/// Keys whose expiry (or roll grace deadline) is this close are "expiring soon".
+pub const EXPIRING_SOON_SECS: i64 = 7 * 24 * 3600;
+
+#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
+pub struct ApiKey {
+    pub id: String,
+    pub org_id: String,
+    pub created_by: Option<String>,
+    /// The creator's email (joined), `None` if the creator no longer exists.
+    pub creator_email: Option<String>,
+    pub name: String,
+    pub description: String,
+    pub environment: String,
+    #[serde(skip)]
+    pub key_hash: Vec<u8>,
+    pub display_prefix: String,
+    pub last4: String,
+    pub scopes: String,
+    pub metadata: String,
+    pub enabled: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub expires_at: Option<i64>,
+    /// When revocation takes or took effect (a roll schedules it at the grace deadline).
+    pub revoked_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+    pub rolled_from: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyStatus {
+    Active,
+    ExpiringSoon,
+    Expired,
+    Revoked,
+    Disabled,
+}
+
+impl KeyStatus {
+    pub fn label(self) -> &'static str {
+        match self {
+            KeyStatus::Active => "Active",
+            KeyStatus::ExpiringSoon => "Expiring soon",
+            KeyStatus::Expired => "Expired",
+            KeyStatus::Revoked => "Revoked",
+            KeyStatus::Disabled => "Disabled",
+        }
+    }
+    /// The CSS badge class.
+    pub fn badge(self) -> &'static str {
+        match self {
+            KeyStatus::Active => "badge-active",
+            KeyStatus::ExpiringSoon => "badge-expiring",
+            KeyStatus::Expired => "badge-expired",
+            KeyStatus::Revoked => "badge-revoked",
+            KeyStatus::Disabled => "badge-disabled",
+        }
+    }
+}
+
+impl ApiKey {
+    /// The key's status at `now`. Revocation wins over expiry, expiry over disabling.
+    pub fn status(&self, now: i64) -> KeyStatus {
+        if self.revoked_at.is_some_and(|r| r <= now) {
+            KeyStatus::Revoked
+        } else if self.expires_at.is_some_and(|e| e <= now) {
+            KeyStatus::Expired
+        } else if !self.enabled {
+            KeyStatus::Disabled
+        } else if self
+            .ends_at()
+            .is_some_and(|e| e <= now + EXPIRING_SOON_SECS)
+        {
+            KeyStatus::ExpiringSoon
+        } else {
+            KeyStatus::Active
+        }
+    }
+
+    /// When the key stops working: the earlier of its expiry and a scheduled revocation.
+    pub fn ends_at(&self) -> Option<i64> {
+        match (self.expires_at, self.revoked_at) {
+            (Some(e), Some(r)) => Some(e.min(r)),
+            (e, r) => e.or(r),
+        }
+    }
+
+    pub fn scope_list(&self) -> Vec<String> {
+        crate::keys::scopes::split(&self.scopes)
+    }
+}
+
+/// A key to insert (the caller generated and hashed it).
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    pub id: String,
+    pub org_id: String,
+    pub created_by: Option<String>,
+    pub name: String,
+    pub description: String,
+    pub environment: String,
+    pub key_hash: Vec<u8>,
+    pub display_prefix: String,
+    pub last4: String,
+    pub scopes: String,
+    pub metadata: String,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub rolled_from: Option<String>,
+}
+
+/// Editable fields.
+#[derive(Debug, Clone)]
+pub struct KeyChanges {
+    pub name: String,
+    pub description: String,
+    pub scopes: String,
+    pub expires_at: Option<i64>,
+}
+
+/// List filters; empty strings mean "any". `status` is one of `active`, `expiring`,
+/// `expired`, `revoked`.
+#[derive(Debug, Clone, Default)]
+pub struct KeyFilter {
+    pub status: String,
+    pub environment: String,
+    pub name_contains: String,
+}
+
+/// `$1` org, `$2` environment, `$3` LIKE pattern, `$4` status, `$5` now, `$6` now + 7 days.
+static KEY_WHERE: LazyLock<String> = LazyLock::new(|| {
+    let revoked = "(k.revoked_at IS NOT NULL AND k.revoked_at <= $5)";
+    let expired = "(k.expires_at IS NOT NULL AND k.expires_at <= $5)";
+    let soon = "((k.expires_at IS NOT NULL AND k.expires_at <= $6) \
+                OR (k.revoked_at IS NOT NULL AND k.revoked_at <= $6))";
+    format!(
+        "k.org_id = $1 \
+         AND ($2 = '' OR k.environment = $2) \
+         AND ($3 = '' OR LOWER(k.name) LIKE $3 ESCAPE '\\') \
+         AND ($4 = '' \
+           OR ($4 = 'revoked' AND {revoked}) \
+           OR ($4 = 'expired' AND NOT {revoked} AND {expired}) \
+           OR ($4 = 'expiring' AND NOT {revoked} AND NOT {expired} AND {soon}) \
+           OR ($4 = 'active' AND NOT {revoked} AND NOT {expired} AND NOT {soon}))"
+    )
+});
+
+const KEY_SELECT: &str =
+    "SELECT k.*, u.email AS creator_email FROM api_keys k LEFT JOIN users u ON u.id = k.created_by";
+
+const INSERT_KEY: &str = "INSERT INTO api_keys (id, org_id, created_by, name, description, \
+     environment, key_hash, display_prefix, last4, scopes, metadata, created_at, updated_at, \
+     expires_at, rolled_from) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13, $14)";
+
+macro_rules! insert_key {
+    ($exec:expr, $k:expr) => {{
+        let k: &NewKey = $k;
+        sqlx::query(INSERT_KEY)
+            .bind(&k.id)
+            .bind(&k.org_id)
+            .bind(&k.created_by)
+            .bind(&k.name)
+            .bind(&k.description)
+            .bind(&k.environment)
+            .bind(&k.key_hash)
+            .bind(&k.display_prefix)
+            .bind(&k.last4)
+            .bind(&k.scopes)
+            .bind(&k.metadata)
+            .bind(k.created_at)
+            .bind(k.expires_at)
+            .bind(&k.rolled_from)
+            .execute($exec)
+            .await
+            .map(|_| ())
+    }};
+}
+
+impl Store {
+    /// Inserts a key and its `key.created` event in one transaction.
+    pub async fn insert_key(&self, key: &NewKey, audit: &NewAudit) -> Result<()> {
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            insert_key!(&mut *tx, key)?;
+            insert_audit!(&mut *tx, audit)?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    /// One key of one organization; `None` for another organization's key.
+    pub async fn key(&self, org_id: &str, key_id: &str) -> Result<Option<ApiKey>> {
+        let sql = format!("{KEY_SELECT} WHERE k.id = $1 AND k.org_id = $2");
+        with_pool!(self, |pool| {
+            Ok(sqlx::query_as::<_, ApiKey>(&sql)
+                .bind(key_id)
+                .bind(org_id)
+                .fetch_optional(pool)
+                .await?)
+        })
+    }
+
+    /// The verification lookup: one indexed query by hash.
+    pub async fn key_by_hash(&self, hash: &[u8]) -> Result<Option<ApiKey>> {
+        let sql = format!("{KEY_SELECT} WHERE k.key_hash = $1");
+        with_pool!(self, |pool| {
+            Ok(sqlx::query_as::<_, ApiKey>(&sql)
+                .bind(hash)
+                .fetch_optional(pool)
+                .await?)
+        })
+    }
+
+    /// A page of an organization's keys, newest first, with the total matching count.
+    pub async fn list_keys(
+        &self,
+        org_id: &str,
+        f: &KeyFilter,
+        now: i64,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<ApiKey>, i64)> {
+        let list_sql = format!(
+            "{KEY_SELECT} WHERE {} ORDER BY k.created_at DESC, k.id DESC LIMIT $7 OFFSET $8",
+            *KEY_WHERE
+        );
+        let count_sql = format!("SELECT COUNT(*) FROM api_keys k WHERE {}", *KEY_WHERE);
+        let pattern = if f.name_contains.is_empty() {
+            String::new()
+        } else {
+            super::like_contains(&f.name_contains)
+        };
+        with_pool!(self, |pool| {
+            let rows = sqlx::query_as::<_, ApiKey>(&list_sql)
+                .bind(org_id)
+                .bind(&f.environment)
+                .bind(&pattern)
+                .bind(&f.status)
+                .bind(now)
+                .bind(now + EXPIRING_SOON_SECS)
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(pool)
+                .await?;
+            let total: i64 = sqlx::query_scalar(&count_sql)
+                .bind(org_id)
+                .bind(&f.environment)
+                .bind(&pattern)
+                .bind(&f.status)
+                .bind(now)
+                .bind(now + EXPIRING_SOON_SECS)
+                .fetch_one(pool)
+                .await?;
+            Ok((rows, total))
+        })
+    }
+
+    /// Applies edits and records `key.updated`, in one transaction. Returns false when the
+    /// key is not in this organization.
+    pub async fn update_key(
+        &self,
+        org_id: &str,
+        key_id: &str,
+        c: &KeyChanges,
+        now: i64,
+        audit: &NewAudit,
+    ) -> Result<bool> {
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let n = sqlx::query(
+                "UPDATE api_keys SET name = $3, description = $4, scopes = $5, expires_at = $6, \
+                 updated_at = $7 WHERE id = $1 AND org_id = $2",
+            )
+            .bind(key_id)
+            .bind(org_id)
+            .bind(&c.name)
+            .bind(&c.description)
+            .bind(&c.scopes)
+            .bind(c.expires_at)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n == 0 {
+                return Ok(false);
+            }
+            insert_audit!(&mut *tx, audit)?;
+            tx.commit().await?;
+            Ok(true)
+        })
+    }
+
+    /// Revokes a key now, recording `key.revoked`. Returns false when the key is not in
+    /// this organization or was already revoked.
+    pub async fn revoke_key(
+        &self,
+        org_id: &str,
+        key_id: &str,
+        now: i64,
+        audit: &NewAudit,
+    ) -> Result<bool> {
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let n = sqlx::query(
+                "UPDATE api_keys SET revoked_at = $3, updated_at = $3 \
+                 WHERE id = $1 AND org_id = $2 AND (revoked_at IS NULL OR revoked_at > $3)",
+            )
+            .bind(key_id)
+            .bind(org_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n == 0 {
+                return Ok(false);
+            }
+            insert_audit!(&mut *tx, audit)?;
+            tx.commit().await?;
+            Ok(true)
+        })
+    }
+
+    /// Rolls a key: inserts its successor and schedules the old key's revocation at
+    /// `grace_until` (never later than an earlier scheduled revocation), with both audit
+    /// events, in one transaction. Returns false when the old key is not in this
+    /// organization or no longer active.
+    pub async fn roll_key(
+        &self,
+        org_id: &str,
+        old_id: &str,
+        new: &NewKey,
+        grace_until: i64,
+        now: i64,
+        audits: [&NewAudit; 2],
+    ) -> Result<bool> {
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let n = sqlx::query(
+                "UPDATE api_keys SET \
+                   revoked_at = CASE WHEN revoked_at IS NOT NULL AND revoked_at < $3 THEN revoked_at ELSE $3 END, \
+                   updated_at = $4 \
+                 WHERE id = $1 AND org_id = $2 AND (revoked_at IS NULL OR revoked_at > $4) \
+                   AND (expires_at IS NULL OR expires_at > $4)",
+            )
+            .bind(old_id)
+            .bind(org_id)
+            .bind(grace_until)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n == 0 {
+                return Ok(false);
+            }
+            insert_key!(&mut *tx, new)?;
+            for a in audits {
+                insert_audit!(&mut *tx, a)?;
+            }
+            tx.commit().await?;
+            Ok(true)
+        })
+    }
+
+    /// Records a use of a key. The first use also writes `key.first_used` to the audit log.
+    pub async fn mark_key_used(&self, key: &ApiKey, now: i64) -> Result<()> {
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let first = sqlx::query(
+                "UPDATE api_keys SET last_used_at = $2 WHERE id = $1 AND last_used_at IS NULL",
+            )
+            .bind(&key.id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if first {
+                let audit = NewAudit::new("key.first_used", now)
+                    .org(&key.org_id)
+                    .target("api_key", &key.id, &key.name);
+                insert_audit!(&mut *tx, &audit)?;
+            } else {
+                sqlx::query(
+                    "UPDATE api_keys SET last_used_at = $2 WHERE id = $1 AND last_used_at < $2",
+                )
+                .bind(&key.id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+}

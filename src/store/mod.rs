@@ -1,0 +1,167 @@
+//! The store: one interface over SQLite and Postgres.
+//!
+//! Following atuin's dual-backend precedent, queries are runtime `sqlx::query_as` with
+//! `FromRow` row types. Unlike atuin we do not write each query twice: both backends
+//! accept `$N` parameters and our schema keeps types that read alike (text ids, BIGINT
+//! Unix-second timestamps), so every method is written once and [`with_pool!`] expands
+//! it for the concrete pool. Where the dialects differ, the migrations differ
+//! (`migrations/sqlite`, `migrations/postgres`), not the queries.
+//!
+//! Every change that is audited writes its audit row in the same transaction.
+
+mod audit;
+mod keys;
+mod orgs;
+pub mod sessions;
+mod users;
+
+use std::{str::FromStr, time::Duration};
+
+use sqlx::{
+    PgPool, SqlitePool,
+    postgres::PgPoolOptions,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+};
+
+pub use audit::{AuditEvent, AuditFilter, NewAudit};
+pub use keys::{ApiKey, KeyChanges, KeyFilter, KeyStatus, NewKey};
+pub use orgs::{Membership, Org};
+pub use users::{NewUser, User};
+
+/// How long a request waits for a pooled connection before the store reports itself
+/// unavailable (→ 503), instead of hanging.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub(crate) enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs the same code against whichever pool the store holds. `$pool` is bound to the
+/// concrete `SqlitePool` or `PgPool`, so the body is type-checked for both backends.
+macro_rules! with_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match &$store.db {
+            $crate::store::Db::Sqlite($pool) => $body,
+            $crate::store::Db::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use with_pool;
+
+/// The application's data store. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub(crate) db: Db,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique constraint was violated (e.g. an email already registered).
+    #[error("a record with the same unique value already exists")]
+    Conflict,
+    #[error("database error: {0}")]
+    Db(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict,
+            _ => StoreError::Db(e),
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+impl Store {
+    /// Opens (and for SQLite, creates) the database named by `url`.
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        let db = if url.starts_with("sqlite:") {
+            let opts = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                // WAL lets readers proceed while one writer writes; NORMAL sync is safe with WAL.
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                // SQLite does not enforce foreign keys unless asked, per connection.
+                .foreign_keys(true)
+                // Wait for a busy writer up to this long, then fail (→ 503) rather than hang.
+                .busy_timeout(Duration::from_secs(5));
+            let pool = SqlitePoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .connect_with(opts)
+                .await?;
+            Db::Sqlite(pool)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let pool = PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .connect(url)
+                .await?;
+            Db::Postgres(pool)
+        } else {
+            anyhow::bail!("unsupported database URL (use sqlite://… or postgres://…)");
+        };
+        Ok(Self { db })
+    }
+
+    /// Applies the embedded migrations of this backend.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        match &self.db {
+            Db::Sqlite(pool) => sqlx::migrate!("./migrations/sqlite").run(pool).await?,
+            Db::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        match self.db {
+            Db::Sqlite(_) => "sqlite",
+            Db::Postgres(_) => "postgres",
+        }
+    }
+
+    /// A cheap round trip, for readiness checks.
+    pub async fn ping(&self) -> Result<()> {
+        with_pool!(self, |pool| {
+            sqlx::query("SELECT 1").execute(pool).await?;
+        });
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        with_pool!(self, |pool| pool.close().await)
+    }
+}
+
+/// A new random id (UUIDv7: unique, time-ordered, not guessable in its random part).
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// Escapes `%`, `_` and `\` for a `LIKE … ESCAPE '\'` pattern.
+pub fn like_contains(needle: &str) -> String {
+    let mut out = String::with_capacity(needle.len() + 2);
+    out.push('%');
+    for c in needle.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn like_patterns_escape_wildcards() {
+        assert_eq!(super::like_contains("a%b_c\\"), "%a\\%b\\_c\\\\%");
+        assert_eq!(super::like_contains("ABC"), "%abc%");
+    }
+}

@@ -1,0 +1,123 @@
+//! Organizations and memberships.
+
+use super::{NewAudit, Result, Store, audit::insert_audit, with_pool};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Org {
+    pub id: String,
+    pub name: String,
+    pub personal: bool,
+    pub created_by: Option<String>,
+    pub created_at: i64,
+}
+
+/// A user's membership, with the organization's name.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Membership {
+    pub org_id: String,
+    pub org_name: String,
+    pub personal: bool,
+    pub role: String,
+}
+
+const MEMBERSHIP_SELECT: &str = "SELECT m.org_id, o.name AS org_name, o.personal, m.role \
+     FROM memberships m JOIN organizations o ON o.id = m.org_id";
+
+impl Store {
+    /// Creates an organization with `user_id` as its owner, audited, in one transaction.
+    pub async fn create_org(
+        &self,
+        user_id: &str,
+        name: &str,
+        now: i64,
+        audit: NewAudit,
+    ) -> Result<Org> {
+        let org_id = super::new_id();
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let org = sqlx::query_as::<_, Org>(
+                "INSERT INTO organizations (id, name, personal, created_by, created_at) \
+                 VALUES ($1, $2, FALSE, $3, $4) RETURNING *",
+            )
+            .bind(&org_id)
+            .bind(name)
+            .bind(user_id)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO memberships (org_id, user_id, role, created_at) VALUES ($1, $2, 'owner', $3)",
+            )
+            .bind(&org_id)
+            .bind(user_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            let audit = audit.org(&org_id).target("organization", &org_id, name);
+            insert_audit!(&mut *tx, &audit)?;
+            tx.commit().await?;
+            Ok(org)
+        })
+    }
+
+    /// Adds a member (or changes their role), audited. Used by the operator CLI.
+    pub async fn add_member(
+        &self,
+        org_id: &str,
+        user_id: &str,
+        role: &str,
+        audit: NewAudit,
+    ) -> Result<()> {
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO memberships (org_id, user_id, role, created_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (org_id, user_id) DO UPDATE SET role = excluded.role",
+            )
+            .bind(org_id)
+            .bind(user_id)
+            .bind(role)
+            .bind(audit.occurred_at)
+            .execute(&mut *tx)
+            .await?;
+            insert_audit!(&mut *tx, &audit.org(org_id))?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    pub async fn org_by_name(&self, name: &str) -> Result<Option<Org>> {
+        with_pool!(self, |pool| {
+            Ok(sqlx::query_as::<_, Org>(
+                "SELECT * FROM organizations WHERE name = $1 AND personal = FALSE ORDER BY created_at LIMIT 1",
+            )
+            .bind(name)
+            .fetch_optional(pool)
+            .await?)
+        })
+    }
+
+    /// The organizations a user belongs to: personal first, then by name.
+    pub async fn memberships(&self, user_id: &str) -> Result<Vec<Membership>> {
+        let sql = format!(
+            "{MEMBERSHIP_SELECT} WHERE m.user_id = $1 ORDER BY o.personal DESC, o.name, o.id"
+        );
+        with_pool!(self, |pool| {
+            Ok(sqlx::query_as::<_, Membership>(&sql)
+                .bind(user_id)
+                .fetch_all(pool)
+                .await?)
+        })
+    }
+
+    pub async fn membership(&self, user_id: &str, org_id: &str) -> Result<Option<Membership>> {
+        let sql = format!("{MEMBERSHIP_SELECT} WHERE m.user_id = $1 AND m.org_id = $2");
+        with_pool!(self, |pool| {
+            Ok(sqlx::query_as::<_, Membership>(&sql)
+                .bind(user_id)
+                .bind(org_id)
+                .fetch_optional(pool)
+                .await?)
+        })
+    }
+}

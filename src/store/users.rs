@@ -1,0 +1,140 @@
+//! Users and their sign-up.
+
+use super::{NewAudit, Result, Store, audit::insert_audit, with_pool};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct User {
+    pub id: String,
+    pub email: String,
+    pub name: String,
+    pub password_hash: Option<String>,
+    pub created_at: i64,
+    pub disabled_at: Option<i64>,
+    pub failed_logins: i64,
+    pub last_login_at: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub email: String,
+    pub name: String,
+    pub password_hash: Option<String>,
+}
+
+impl Store {
+    /// Creates a user with their personal organization (owner) and records `user.signed_up`,
+    /// in one transaction. Fails with [`StoreError::Conflict`](super::StoreError::Conflict)
+    /// when the email is taken.
+    pub async fn create_user(
+        &self,
+        new: &NewUser,
+        org_name: &str,
+        now: i64,
+        audit: NewAudit,
+    ) -> Result<(User, String)> {
+        let user_id = super::new_id();
+        let org_id = super::new_id();
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let user = sqlx::query_as::<_, User>(
+                "INSERT INTO users (id, email, name, password_hash, created_at) \
+                 VALUES ($1, $2, $3, $4, $5) RETURNING *",
+            )
+            .bind(&user_id)
+            .bind(&new.email)
+            .bind(&new.name)
+            .bind(&new.password_hash)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO organizations (id, name, personal, created_by, created_at) \
+                 VALUES ($1, $2, TRUE, $3, $4)",
+            )
+            .bind(&org_id)
+            .bind(org_name)
+            .bind(&user_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO memberships (org_id, user_id, role, created_at) VALUES ($1, $2, 'owner', $3)",
+            )
+            .bind(&org_id)
+            .bind(&user_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            let mut audit = audit.org(&org_id);
+            audit.actor_id = Some(user_id.clone());
+            audit.actor_email = new.email.clone();
+            audit.target_type = "user".into();
+            audit.target_id = user_id.clone();
+            audit.target_name = new.email.clone();
+            insert_audit!(&mut *tx, &audit)?;
+            tx.commit().await?;
+            Ok((user, org_id))
+        })
+    }
+
+    pub async fn user_by_email(&self, email: &str) -> Result<Option<User>> {
+        with_pool!(self, |pool| {
+            Ok(
+                sqlx::query_as::<_, User>("SELECT * FROM users WHERE email = $1")
+                    .bind(email)
+                    .fetch_optional(pool)
+                    .await?,
+            )
+        })
+    }
+
+    pub async fn user(&self, id: &str) -> Result<Option<User>> {
+        with_pool!(self, |pool| {
+            Ok(
+                sqlx::query_as::<_, User>("SELECT * FROM users WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(pool)
+                    .await?,
+            )
+        })
+    }
+
+    /// Records a successful sign-in: resets the failure counter, optionally stores an
+    /// upgraded password hash, and writes the audit event.
+    pub async fn login_succeeded(
+        &self,
+        user_id: &str,
+        rehash: Option<&str>,
+        audit: &NewAudit,
+    ) -> Result<()> {
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "UPDATE users SET failed_logins = 0, last_login_at = $2, \
+                 password_hash = COALESCE($3, password_hash) WHERE id = $1",
+            )
+            .bind(user_id)
+            .bind(audit.occurred_at)
+            .bind(rehash)
+            .execute(&mut *tx)
+            .await?;
+            insert_audit!(&mut *tx, audit)?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    /// Records a failed sign-in for a known account.
+    pub async fn login_failed(&self, user_id: &str, audit: &NewAudit) -> Result<()> {
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query("UPDATE users SET failed_logins = failed_logins + 1 WHERE id = $1")
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+            insert_audit!(&mut *tx, audit)?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+}
