@@ -41,11 +41,11 @@ fn relative(delta: i64) -> String {
     let d = delta.unsigned_abs();
     let (n, unit) = match d {
         0..=44 => return "just now".into(),
-        45..=5399 => (d.div_ceil(60).max(1), "minute"),
-        5400..=129_599 => ((d + 1800) / 3600, "hour"),
-        129_600..=5_183_999 => ((d + 43_200) / 86_400, "day"),
-        5_184_000..=47_303_999 => ((d + 1_296_000) / 2_592_000, "month"),
-        _ => ((d + 15_768_000) / 31_536_000, "year"),
+        45..=3599 => (((d + 30) / 60).clamp(1, 59), "minute"),
+        3600..=86_399 => (((d + 1800) / 3600).clamp(1, 23), "hour"),
+        86_400..=3_887_999 => ((d + 43_200) / 86_400, "day"),
+        3_888_000..=31_535_999 => (((d + 1_296_000) / 2_592_000).min(11), "month"),
+        _ => ((d / 31_536_000).max(1), "year"),
     };
     let plural = if n == 1 { "" } else { "s" };
     if future {
@@ -123,7 +123,9 @@ mod tests {
         assert_eq!(relative(3 * 86_400), "in 3 days");
         assert_eq!(relative(30 * 86_400), "in 30 days");
         assert_eq!(relative(-3600), "1 hour ago");
-        assert_eq!(relative(365 * 86_400), "in 12 months");
+        assert_eq!(relative(365 * 86_400), "in 1 year");
+        assert_eq!(relative(-59 * 60), "59 minutes ago");
+        assert_eq!(relative(60 * 86_400), "in 2 months");
         assert_eq!(relative(2 * 365 * 86_400), "in 2 years");
     }
 

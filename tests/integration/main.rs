@@ -1,1 +1,12 @@
-fn main() {}
+#![allow(clippy::unwrap_used)]
+//! One integration-test binary. Every test that touches the store runs on SQLite and on
+//! Postgres (`both!`); Postgres tests are skipped when it is unreachable unless
+//! `KEYWARD_REQUIRE_POSTGRES=1` (CI sets it).
+
+mod helpers;
+
+mod accounts;
+mod api_keys;
+mod audit;
+mod cli;
+mod security;

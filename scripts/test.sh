@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs every test: formatting and lints, unit tests, and the integration suite on SQLite
+# and on Postgres. Postgres tests use KEYWARD_TEST_POSTGRES_URL (default
+# postgres://postgres@127.0.0.1:5432/test); they are skipped with a notice when it does not
+# answer, unless KEYWARD_REQUIRE_POSTGRES=1 (CI sets it), which makes them fail instead.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export KEYWARD_TEST_POSTGRES_URL="${KEYWARD_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "==> cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --locked -- -D warnings
+
+echo "==> cargo test (SQLite and Postgres at ${KEYWARD_TEST_POSTGRES_URL%%@*}@…)"
+cargo test --locked

@@ -1,0 +1,327 @@
+//! Sign-up, sign-in, sign-out, sessions and organizations.
+
+use keyward::config::SignupMode;
+use reqwest::StatusCode;
+use time::Duration;
+
+use crate::{
+    both,
+    helpers::{Backend, PASSWORD, TestApp},
+};
+
+async fn signup_signin_signout(app: TestApp) {
+    let mut b = app.browser();
+    let page = b.get("/signup").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let res = b
+        .post(
+            "/signup",
+            &[("email", " Alice@Example.com "), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER);
+    assert_eq!(res.location(), "/settings/api-keys");
+
+    // Lands in the personal organization, with the empty state.
+    let home = b.get("/settings/api-keys").await;
+    assert_eq!(home.status, StatusCode::OK);
+    assert!(home.shows("alice's organization"), "{}", home.body);
+    assert!(home.body.contains("No API keys yet"));
+    assert!(home.body.contains("Welcome to Keyward"));
+    assert_eq!(home.header("cache-control"), "no-store");
+
+    // The stored hash is argon2id at the required cost.
+    let user = app
+        .store
+        .user_by_email("alice@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        user.password_hash
+            .unwrap()
+            .starts_with("$argon2id$v=19$m=19456,t=2,p=1$")
+    );
+
+    // Sign out: POST only, then the old cookie is useless.
+    let cookie_jar_client = b.client.clone();
+    let out = b.post("/logout", &[]).await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    assert_eq!(out.location(), "/login?reason=signed_out");
+    let again = cookie_jar_client
+        .get(format!("{}/settings/api-keys", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::SEE_OTHER);
+    assert!(
+        again.headers()["location"]
+            .to_str()
+            .unwrap()
+            .starts_with("/login")
+    );
+    assert_eq!(
+        b.get("/logout").await.status,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+
+    // Sign in again, with the email in another case.
+    let res = b.sign_in("ALICE@example.com", PASSWORD).await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+    assert_eq!(b.get("/settings/api-keys").await.status, StatusCode::OK);
+}
+both!(signup_signin_signout);
+
+async fn failed_sign_in_is_generic(app: TestApp) {
+    app.signed_up("bob@example.com").await;
+    let mut b = app.browser();
+    let wrong = b
+        .sign_in("bob@example.com", "correct horse battery stapler")
+        .await;
+    let unknown = b.sign_in("nobody@example.com", PASSWORD).await;
+    let case = b
+        .sign_in("bob@example.com", "Correct horse battery staple")
+        .await;
+    for page in [&wrong, &unknown, &case] {
+        assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+        assert!(page.body.contains("Incorrect email or password."));
+    }
+    // Identical apart from the CSRF token and the echoed email.
+    let strip = |s: &str, email: &str| {
+        regex::Regex::new(r#"name="csrf" value="[^"]+""#)
+            .unwrap()
+            .replace_all(s, "")
+            .replace(email, "")
+    };
+    assert_eq!(
+        strip(&wrong.body, "bob@example.com"),
+        strip(&unknown.body, "nobody@example.com")
+    );
+    // The failure is audited for the known account.
+    let user = app
+        .store
+        .user_by_email("bob@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(user.failed_logins, 2);
+}
+both!(failed_sign_in_is_generic);
+
+async fn password_rules_are_explained(app: TestApp) {
+    let mut b = app.browser();
+    b.get("/signup").await;
+    let cases: [(&str, u16, &str); 6] = [
+        ("fourteen chars", 400, "at least 15 characters"),
+        ("password1234567", 400, "common password"),
+        ("carol@example.com", 400, "based on your email"),
+        ("keywardkeyward!", 400, "name of this service"),
+        (&"x".repeat(257), 400, "at most 256"),
+        ("aaaaaaaaaaaaaaaaaa", 400, "repeated or sequential"),
+    ];
+    for (pw, status, message) in cases {
+        let res = b
+            .post(
+                "/signup",
+                &[("email", "carol@example.com"), ("password", pw)],
+            )
+            .await;
+        assert_eq!(res.status.as_u16(), status, "{pw}");
+        assert!(res.body.contains(message), "{pw}: {}", res.body);
+        assert!(res.body.contains("aria-invalid=\"true\""));
+    }
+    assert!(
+        app.store
+            .user_by_email("carol@example.com")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Fifteen emoji are fifteen characters.
+    let ok = b
+        .post(
+            "/signup",
+            &[
+                ("email", "carol@example.com"),
+                ("password", "🦀🐙🦊🐢🦉🐝🦋🐌🐞🦎🐍🦖🐳🦭🐧"),
+            ],
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.body);
+
+    // The same email again is refused with a clear message.
+    let mut other = app.browser();
+    other.get("/signup").await;
+    let dup = other
+        .post(
+            "/signup",
+            &[("email", "CAROL@example.com"), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(dup.status, StatusCode::CONFLICT);
+    assert!(dup.body.contains("already exists"));
+    // A bad email is explained.
+    let bad = other
+        .post(
+            "/signup",
+            &[("email", "not-an-email"), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.body.contains("valid email address"));
+}
+both!(password_rules_are_explained);
+
+async fn session_id_is_renewed_at_sign_in(app: TestApp) {
+    app.signed_up("dave@example.com").await;
+    let mut b = app.browser();
+    let login_page = b.get("/login").await;
+    let before = b
+        .session_cookie(&login_page)
+        .expect("anonymous session for the login CSRF token");
+    let res = b
+        .post(
+            "/login",
+            &[("email", "dave@example.com"), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER);
+    let after = b.session_cookie(&res).expect("new session cookie");
+    assert_ne!(before, after);
+    // The pre-login id is not signed in.
+    let attacker = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = attacker
+        .get(format!("{}/settings/api-keys", app.base))
+        .header("cookie", format!("keyward_session={before}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    // Cookie attributes.
+    let set_cookie = res.header("set-cookie");
+    assert!(
+        set_cookie.contains("HttpOnly")
+            && set_cookie.contains("SameSite=Lax")
+            && set_cookie.contains("Path=/")
+    );
+    assert!(!set_cookie.contains("Domain"));
+}
+both!(session_id_is_renewed_at_sign_in);
+
+async fn sessions_time_out(app: TestApp) {
+    let mut b = app.signed_up("erin@example.com").await;
+    // Idle: 60 minutes without a request.
+    app.clock.advance(Duration::minutes(61));
+    let r = b.get("/settings/api-keys").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert!(r.location().contains("reason=expired"));
+
+    // Absolute: 24 hours after sign-in, even when active every 30 minutes.
+    let res = b.sign_in("erin@example.com", PASSWORD).await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER);
+    for _ in 0..47 {
+        app.clock.advance(Duration::minutes(30));
+        assert_eq!(b.get("/settings/api-keys").await.status, StatusCode::OK);
+    }
+    app.clock.advance(Duration::minutes(31));
+    let r = b.get("/settings/api-keys").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let login = b.get(r.location()).await;
+    assert!(login.body.contains("Your session has ended"));
+}
+both!(sessions_time_out);
+
+async fn organizations_create_and_switch(app: TestApp) {
+    let mut b = app.signed_up("frank@example.com").await;
+    b.get("/orgs/new").await;
+    let bad = b.post("/orgs", &[("name", "  ")]).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    let res = b.post("/orgs", &[("name", "Acme <Corp>")]).await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER);
+    let page = b.get("/settings/api-keys").await;
+    assert!(page.shows("Created Acme <Corp>"), "{}", page.body);
+    assert!(!page.body.contains("Acme <Corp>"));
+    // The active org is shown, and a key created now belongs to it.
+    let (key_id, _) = b.new_key("acme key").await;
+    let user = app
+        .store
+        .user_by_email("frank@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    let orgs = app.store.memberships(&user.id).await.unwrap();
+    assert_eq!(orgs.len(), 2);
+    let acme = orgs.iter().find(|m| m.org_name == "Acme <Corp>").unwrap();
+    let personal = orgs.iter().find(|m| m.personal).unwrap();
+    assert!(
+        app.store
+            .key(&acme.org_id, &key_id)
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // Switch back: the key is not in the personal org.
+    let res = b
+        .post("/orgs/switch", &[("org_id", &personal.org_id)])
+        .await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        b.get(&format!("/settings/api-keys/{key_id}")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    // Switching to an organization one is not a member of is "not found".
+    let stranger = app.signed_up("grace@example.com").await;
+    drop(stranger);
+    let grace = app
+        .store
+        .user_by_email("grace@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    let grace_org = &app.store.memberships(&grace.id).await.unwrap()[0];
+    let res = b
+        .post("/orgs/switch", &[("org_id", &grace_org.org_id)])
+        .await;
+    assert_eq!(res.status, StatusCode::NOT_FOUND);
+}
+both!(organizations_create_and_switch);
+
+async fn closed_signup(backend: Backend) {
+    let app = match TestApp::spawn_with(backend, |c| c.signup = SignupMode::Closed).await {
+        Some(app) => app,
+        None => return,
+    };
+    let mut b = app.browser();
+    let page = b.get("/signup").await;
+    assert!(page.body.contains("Sign-up is closed"));
+    let res = b
+        .post(
+            "/signup",
+            &[("email", "h@example.com"), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::FORBIDDEN);
+    assert!(
+        app.store
+            .user_by_email("h@example.com")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let login = b.get("/login").await;
+    assert!(!login.body.contains("href=\"/signup\""));
+}
+
+#[tokio::test]
+async fn closed_signup_sqlite() {
+    closed_signup(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn closed_signup_postgres() {
+    closed_signup(Backend::Postgres).await;
+}
