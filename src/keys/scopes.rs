@@ -257,6 +257,14 @@ mod tests {
     }
 
     #[test]
+    fn example_catalog_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/scopes.example.toml");
+        let c = ScopeCatalog::from_file(&path).unwrap();
+        assert_eq!(c.get("admin").unwrap().min_role, Role::Admin);
+        assert_eq!(c.presets.len(), 3);
+    }
+
+    #[test]
     fn catalog_file_is_validated() {
         let bad: ScopeCatalog = toml::from_str("[[scopes]]\nname = \"a b\"\n").unwrap();
         assert!(bad.validate().is_err());
