@@ -22,7 +22,7 @@ use crate::{
     error::{self, AppError},
     keys, orgs,
     store::{Store, sessions::SessionBackend},
-    verify::Verifier,
+    verify::{self, Verifier, VerifierOptions},
 };
 
 /// Everything handlers share. Cheap to clone.
@@ -46,11 +46,14 @@ impl Deref for AppState {
 
 impl AppState {
     pub fn new(config: Config, store: Store, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
-        let verifier = Verifier::new(
+        let verifier = Verifier::with_options(
             store.clone(),
             config.key_prefix.clone(),
             crate::config::KeyPepper::new(config.key_pepper.expose().to_vec()),
             clock.clone(),
+            VerifierOptions {
+                invalid_attempts_per_minute: config.invalid_attempts_per_minute,
+            },
         );
         Ok(Self(Arc::new(Inner {
             passwords: Passwords::new()?,
@@ -103,7 +106,10 @@ pub fn router(state: AppState, sessions: SessionBackend) -> Router {
         .layer(middleware::from_fn(no_store))
         .layer(middleware::from_fn(error::html_errors));
 
+    let api = verify::http::router().layer(middleware::from_fn(error::json_errors));
+
     Router::new()
+        .merge(api)
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/static/app.css", get(static_css))

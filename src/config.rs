@@ -75,6 +75,27 @@ pub struct ServeArgs {
     )]
     pub api_base_url: String,
 
+    /// Credentials of the servers that may call `POST /v1/keys/verify`, comma-separated
+    /// (`Authorization: Bearer <token>`). When none is given, one is generated and stored in
+    /// the secrets file.
+    #[arg(long, env = "KEYWARD_VERIFIER_TOKENS", hide_env_values = true, value_delimiter = ',')]
+    pub verifier_tokens: Vec<SecretString>,
+
+    /// Extra header the forward-auth endpoint reads the key from (besides
+    /// `Authorization: Bearer` and `X-API-Key`), e.g. `X-Acme-API-Key`.
+    #[arg(long, env = "KEYWARD_KEY_HEADER")]
+    pub key_header: Option<String>,
+
+    /// Header carrying the end user's IP, set by a trusted reverse proxy in front of
+    /// Keyward (e.g. `X-Real-IP`). Only set this when such a proxy exists: otherwise
+    /// clients could choose their own IP. Unset: the connection's peer address.
+    #[arg(long, env = "KEYWARD_CLIENT_IP_HEADER")]
+    pub client_ip_header: Option<String>,
+
+    /// Invalid keys one source may present per minute before being throttled.
+    #[arg(long, env = "KEYWARD_INVALID_ATTEMPTS_PER_MINUTE", default_value_t = 60)]
+    pub invalid_attempts_per_minute: i64,
+
     /// Who may sign up.
     #[arg(long, env = "KEYWARD_SIGNUP", value_enum, default_value = "open")]
     pub signup: SignupMode,
@@ -112,6 +133,11 @@ pub struct Config {
     pub session_absolute: Duration,
     pub min_password_length: usize,
     pub key_pepper: KeyPepper,
+    /// Accepted verifier credentials (never empty when built from args).
+    pub verifier_tokens: Vec<SecretString>,
+    pub key_header: Option<axum::http::HeaderName>,
+    pub client_ip_header: Option<axum::http::HeaderName>,
+    pub invalid_attempts_per_minute: i64,
 }
 
 impl Config {
@@ -140,6 +166,14 @@ impl Config {
             session_absolute: Duration::from_secs(args.session_absolute_hours.max(1) * 3600),
             min_password_length: args.store.min_password_length.max(8),
             key_pepper: load_pepper(&args.store)?,
+            verifier_tokens: if args.verifier_tokens.is_empty() {
+                vec![load_verifier_token(&args.store)?]
+            } else {
+                args.verifier_tokens.clone()
+            },
+            key_header: header_name(args.key_header.as_deref(), "KEYWARD_KEY_HEADER")?,
+            client_ip_header: header_name(args.client_ip_header.as_deref(), "KEYWARD_CLIENT_IP_HEADER")?,
+            invalid_attempts_per_minute: args.invalid_attempts_per_minute.max(1),
         })
     }
 
@@ -155,6 +189,10 @@ impl Config {
             session_absolute: Duration::from_secs(24 * 3600),
             min_password_length: 15,
             key_pepper: KeyPepper::new(pepper.to_vec()),
+            verifier_tokens: vec![SecretString::from(TEST_VERIFIER_TOKEN)],
+            key_header: None,
+            client_ip_header: None,
+            invalid_attempts_per_minute: 60,
         }
     }
 
@@ -162,6 +200,19 @@ impl Config {
     pub fn secure_cookies(&self) -> bool {
         self.base_url.starts_with("https://")
     }
+}
+
+/// The verifier credential of [`Config::for_tests`].
+pub const TEST_VERIFIER_TOKEN: &str = "test-verifier-token";
+
+fn header_name(value: Option<&str>, what: &str) -> anyhow::Result<Option<axum::http::HeaderName>> {
+    value
+        .filter(|v| !v.trim().is_empty())
+        .map(|v| {
+            axum::http::HeaderName::from_bytes(v.trim().as_bytes())
+                .with_context(|| format!("{what} is not a valid header name: {v:?}"))
+        })
+        .transpose()
 }
 
 fn validate_prefix(prefix: &str) -> anyhow::Result<()> {
@@ -196,6 +247,35 @@ impl std::fmt::Debug for KeyPepper {
 #[derive(Serialize, Deserialize, Default)]
 struct SecretsFile {
     key_pepper: Option<String>,
+    verifier_token: Option<String>,
+}
+
+fn read_secrets(path: &std::path::Path) -> anyhow::Result<SecretsFile> {
+    if !path.exists() {
+        return Ok(SecretsFile::default());
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading secrets file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing secrets file {}", path.display()))
+}
+
+/// The verifier credential from the secrets file, generated and stored when absent.
+pub fn load_verifier_token(args: &StoreArgs) -> anyhow::Result<SecretString> {
+    let path = &args.secrets_file;
+    let mut file = read_secrets(path)?;
+    if let Some(t) = &file.verifier_token {
+        return Ok(SecretString::from(t.clone()));
+    }
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("OS random generator: {e}"))?;
+    let token = format!("kwv_{}", hex::encode(bytes));
+    file.verifier_token = Some(token.clone());
+    write_private(path, &toml::to_string(&file)?)?;
+    tracing::warn!(
+        path = %path.display(),
+        "generated a verifier credential for POST /v1/keys/verify and saved it to the secrets file (verifier_token)"
+    );
+    Ok(SecretString::from(token))
 }
 
 /// Reads the pepper from the flag/env, else from the secrets file, else generates one and
@@ -205,13 +285,7 @@ pub fn load_pepper(args: &StoreArgs) -> anyhow::Result<KeyPepper> {
         return decode_pepper(given.expose_secret()).context("KEYWARD_KEY_PEPPER");
     }
     let path = &args.secrets_file;
-    let mut file: SecretsFile = if path.exists() {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading secrets file {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("parsing secrets file {}", path.display()))?
-    } else {
-        SecretsFile::default()
-    };
+    let mut file = read_secrets(path)?;
     if let Some(p) = &file.key_pepper {
         return decode_pepper(p).with_context(|| format!("key_pepper in {}", path.display()));
     }
@@ -239,7 +313,7 @@ fn decode_pepper(text: &str) -> anyhow::Result<KeyPepper> {
 fn write_private(path: &std::path::Path, contents: &str) -> anyhow::Result<()> {
     use std::io::Write;
     let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
+    opts.write(true).create(true).truncate(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;

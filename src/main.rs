@@ -115,6 +115,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let backend = store.backend();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let state = AppState::new(config, store.clone(), clock)?;
+    let flusher = state.verifier.spawn_flusher();
+    let listener_task = store.spawn_invalidation_listener();
+    let verifier = state.verifier.clone();
     let app = keyward::router(state, sessions);
 
     let listener = tokio::net::TcpListener::bind(args.bind)
@@ -133,7 +136,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     .with_graceful_shutdown(shutdown_signal())
     .await?;
     cleanup.abort();
+    flusher.abort();
+    // Usage counted since the last tick is written before the pool closes.
+    match verifier.flush().await {
+        Ok(n) => tracing::info!(keys = n, "flushed key usage"),
+        Err(e) => tracing::error!(error = %e, "could not flush key usage at shutdown"),
+    }
     store.close().await;
+    if let Some(t) = listener_task {
+        t.abort();
+    }
     tracing::info!("stopped");
     Ok(())
 }

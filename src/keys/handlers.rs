@@ -22,7 +22,7 @@ use crate::{
     auth::{Chrome, CurrentUser, session},
     error::{AppError, Result},
     orgs::Action,
-    store::{ApiKey, AuditFilter, KeyChanges, KeyFilter, KeyStatus, NewKey},
+    store::{ApiKey, AuditFilter, KeyChanges, KeyFilter, KeyLimits, KeyStatus, NewKey},
     templates::{Pager, TimeView, query_string},
 };
 
@@ -172,6 +172,18 @@ pub struct KeyForm {
     expiry: String,
     #[serde(default)]
     custom_date: String,
+    #[serde(default)]
+    rate_limit: String,
+    #[serde(default)]
+    rate_window: String,
+    #[serde(default)]
+    rate_burst: String,
+    #[serde(default)]
+    daily_quota: String,
+    #[serde(default)]
+    ip_allowlist: String,
+    #[serde(default)]
+    metadata: String,
 }
 
 #[derive(Debug, Default)]
@@ -181,11 +193,17 @@ pub struct FieldErrors {
     pub environment: Option<String>,
     pub scopes: Option<String>,
     pub expiry: Option<String>,
+    pub limits: Option<String>,
+    pub ip_allowlist: Option<String>,
+    pub metadata: Option<String>,
 }
 
 impl FieldErrors {
     fn any(&self) -> bool {
-        self.name.is_some()
+        self.limits.is_some()
+            || self.ip_allowlist.is_some()
+            || self.metadata.is_some()
+            || self.name.is_some()
             || self.description.is_some()
             || self.environment.is_some()
             || self.scopes.is_some()
@@ -210,6 +228,12 @@ pub struct FormView {
     pub scopes: Vec<Choice>,
     pub expiry_options: Vec<Choice>,
     pub custom_date: String,
+    pub rate_limit: String,
+    pub rate_windows: Vec<Choice>,
+    pub rate_burst: String,
+    pub daily_quota: String,
+    pub ip_allowlist: String,
+    pub metadata: String,
     pub errors: FieldErrors,
     /// Editing an existing key (no environment or preset choice) rather than creating one.
     pub editing: bool,
@@ -292,6 +316,20 @@ impl FormView {
             scopes,
             expiry_options,
             custom_date: f.custom_date.clone(),
+            rate_limit: f.rate_limit.clone(),
+            rate_windows: WINDOWS
+                .iter()
+                .map(|(v, l, _)| Choice {
+                    value: v.to_string(),
+                    label: l.to_string(),
+                    hint: String::new(),
+                    checked: *v == f.rate_window || (f.rate_window.is_empty() && *v == "minute"),
+                })
+                .collect(),
+            rate_burst: f.rate_burst.clone(),
+            daily_quota: f.daily_quota.clone(),
+            ip_allowlist: f.ip_allowlist.clone(),
+            metadata: f.metadata.clone(),
             errors,
             editing,
         }
@@ -337,6 +375,72 @@ fn check_text(f: &KeyForm, errors: &mut FieldErrors) -> (String, String) {
         ));
     }
     (name, description)
+}
+
+/// Rate-limit windows offered by the form: (value, label, seconds).
+const WINDOWS: [(&str, &str, i64); 3] = [("second", "per second", 1), ("minute", "per minute", 60), ("hour", "per hour", 3600)];
+const MAX_LIMIT: i64 = 1_000_000_000;
+const MAX_METADATA: usize = 4096;
+const MAX_ALLOWLIST: usize = 100;
+
+fn optional_count(s: &str, what: &str) -> Result<Option<i64>, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    match s.parse::<i64>() {
+        Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(Some(n)),
+        _ => Err(format!("{what} must be a whole number from 1 to {MAX_LIMIT}, or empty for none.")),
+    }
+}
+
+/// Checks the limits, allowlist and metadata fields.
+fn check_limits(f: &KeyForm, errors: &mut FieldErrors) -> KeyLimits {
+    let mut limits = KeyLimits::default();
+    let window = if f.rate_window.is_empty() { "minute" } else { f.rate_window.as_str() };
+    match (
+        optional_count(&f.rate_limit, "The rate limit"),
+        optional_count(&f.rate_burst, "The burst"),
+        optional_count(&f.daily_quota, "The daily quota"),
+        WINDOWS.iter().find(|(v, _, _)| *v == window),
+    ) {
+        (Ok(rate), Ok(burst), Ok(quota), Some((_, _, secs))) => {
+            if burst.is_some() && rate.is_none() {
+                errors.limits = Some("Set a rate limit to use a burst size.".into());
+            }
+            limits.rate_limit = rate;
+            limits.rate_burst = burst;
+            limits.rate_window_secs = *secs;
+            limits.daily_quota = quota;
+        }
+        (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), _) => errors.limits = Some(e),
+        (.., None) => errors.limits = Some("Choose per second, per minute or per hour.".into()),
+    }
+    let entries: Vec<&str> = f.ip_allowlist.split(|c: char| c.is_whitespace() || c == ',').filter(|e| !e.is_empty()).collect();
+    if entries.len() > MAX_ALLOWLIST {
+        errors.ip_allowlist = Some(format!("List at most {MAX_ALLOWLIST} addresses or ranges."));
+    } else if let Some(bad) = entries.iter().find(|e| crate::verify::parse_network(e).is_none()) {
+        errors.ip_allowlist = Some(format!("“{bad}” is not an IP address or CIDR range (like 203.0.113.0/24 or 2001:db8::/32)."));
+    } else {
+        limits.ip_allowlist = entries
+            .iter()
+            .filter_map(|e| crate::verify::parse_network(e))
+            .map(|n| n.trunc().to_string())
+            .collect::<Vec<_>>()
+            .join(" ");
+    }
+    let meta = f.metadata.trim();
+    if meta.is_empty() {
+        limits.metadata = "{}".into();
+    } else if meta.len() > MAX_METADATA {
+        errors.metadata = Some(format!("Metadata is limited to {MAX_METADATA} bytes."));
+    } else {
+        match serde_json::from_str::<serde_json::Value>(meta) {
+            Ok(v @ serde_json::Value::Object(_)) => limits.metadata = v.to_string(),
+            _ => errors.metadata = Some("Metadata must be a JSON object, like {\"plan\": \"pro\"}.".into()),
+        }
+    }
+    limits
 }
 
 fn scope_message(e: &ScopeError) -> String {
@@ -419,6 +523,7 @@ pub async fn create(
                 None
             }),
     };
+    let limits = check_limits(&f, &mut errors);
     let (Some(env), false) = (env, errors.any()) else {
         let token = session::issue_form_token(&cu.session).await?;
         let page = NewPage {
@@ -440,7 +545,7 @@ pub async fn create(
         display_prefix: key.display_prefix().into(),
         last4: key.last4().into(),
         scopes: scopes::join(&scopes),
-        metadata: "{}".into(),
+        limits,
         created_at: now,
         expires_at,
         rolled_from: None,
@@ -572,6 +677,16 @@ fn form_from_key(k: &ApiKey) -> KeyForm {
         environment: k.environment.clone(),
         scopes: k.scope_list(),
         expiry: "keep".into(),
+        rate_limit: k.rate_limit.map(|n| n.to_string()).unwrap_or_default(),
+        rate_window: WINDOWS
+            .iter()
+            .find(|(_, _, secs)| *secs == k.rate_window_secs)
+            .map_or("minute", |(v, _, _)| v)
+            .to_string(),
+        rate_burst: k.rate_burst.map(|n| n.to_string()).unwrap_or_default(),
+        daily_quota: k.daily_quota.map(|n| n.to_string()).unwrap_or_default(),
+        ip_allowlist: k.ip_allowlist.replace(' ', "\n"),
+        metadata: if k.metadata == "{}" { String::new() } else { k.metadata.clone() },
         ..KeyForm::default()
     }
 }
@@ -642,6 +757,7 @@ pub async fn update(
                 key.expires_at
             }),
     };
+    let limits = check_limits(&f, &mut errors);
     if errors.any() {
         let mut shown = f;
         shown.environment = key.environment.clone();
@@ -659,6 +775,13 @@ pub async fn update(
     note("description", json!(key.description), json!(description));
     note("scopes", json!(current), json!(scopes));
     note("expires_at", json!(key.expires_at), json!(expires_at));
+    let old = key.limits();
+    note("rate_limit", json!(old.rate_limit), json!(limits.rate_limit));
+    note("rate_window_secs", json!(old.rate_window_secs), json!(limits.rate_window_secs));
+    note("rate_burst", json!(old.rate_burst), json!(limits.rate_burst));
+    note("daily_quota", json!(old.daily_quota), json!(limits.daily_quota));
+    note("ip_allowlist", json!(old.ip_allowlist), json!(limits.ip_allowlist));
+    note("metadata", json!(old.metadata), json!(limits.metadata));
     if changes.is_empty() {
         cu.flash("info", "Nothing changed.").await?;
         return Ok(Redirect::to(&format!("/settings/api-keys/{}", key.id)).into_response());
@@ -668,6 +791,7 @@ pub async fn update(
         description,
         scopes: scopes::join(&scopes),
         expires_at,
+        limits,
     };
     let audit = cu
         .audit("key.updated", &meta, now)
@@ -762,7 +886,7 @@ pub async fn roll(
         display_prefix: key.display_prefix().into(),
         last4: key.last4().into(),
         scopes: old.scopes.clone(),
-        metadata: old.metadata.clone(),
+        limits: old.limits(),
         created_at: now,
         expires_at: old.expires_at,
         rolled_from: Some(old.id.clone()),

@@ -1,10 +1,10 @@
 //! API keys: only hashes and display fields are stored, never a key.
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use serde::Serialize;
 
-use super::{NewAudit, Result, Store, audit::insert_audit, with_pool};
+use super::{NewAudit, Result, Store, audit::insert_audit, cache::Probe, with_pool};
 
 /// Keys whose expiry (or roll grace deadline) is this close are "expiring soon".
 pub const EXPIRING_SOON_SECS: i64 = 7 * 24 * 3600;
@@ -33,6 +33,15 @@ pub struct ApiKey {
     pub revoked_at: Option<i64>,
     pub last_used_at: Option<i64>,
     pub rolled_from: Option<String>,
+    /// Requests allowed per `rate_window_secs` (`None`: no limit).
+    pub rate_limit: Option<i64>,
+    pub rate_window_secs: i64,
+    /// Bucket size for bursts (`None`: the limit itself).
+    pub rate_burst: Option<i64>,
+    /// Verifications allowed per UTC day (`None`: no quota).
+    pub daily_quota: Option<i64>,
+    /// Space-separated CIDRs the key may be used from (empty: anywhere).
+    pub ip_allowlist: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -99,6 +108,44 @@ impl ApiKey {
     }
 }
 
+/// Usage limits and verifier-facing settings of a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyLimits {
+    pub rate_limit: Option<i64>,
+    pub rate_window_secs: i64,
+    pub rate_burst: Option<i64>,
+    pub daily_quota: Option<i64>,
+    pub ip_allowlist: String,
+    /// JSON object returned by the verifier.
+    pub metadata: String,
+}
+
+impl Default for KeyLimits {
+    fn default() -> Self {
+        Self {
+            rate_limit: None,
+            rate_window_secs: 60,
+            rate_burst: None,
+            daily_quota: None,
+            ip_allowlist: String::new(),
+            metadata: "{}".into(),
+        }
+    }
+}
+
+impl ApiKey {
+    pub fn limits(&self) -> KeyLimits {
+        KeyLimits {
+            rate_limit: self.rate_limit,
+            rate_window_secs: self.rate_window_secs,
+            rate_burst: self.rate_burst,
+            daily_quota: self.daily_quota,
+            ip_allowlist: self.ip_allowlist.clone(),
+            metadata: self.metadata.clone(),
+        }
+    }
+}
+
 /// A key to insert (the caller generated and hashed it).
 #[derive(Debug, Clone)]
 pub struct NewKey {
@@ -112,7 +159,7 @@ pub struct NewKey {
     pub display_prefix: String,
     pub last4: String,
     pub scopes: String,
-    pub metadata: String,
+    pub limits: KeyLimits,
     pub created_at: i64,
     pub expires_at: Option<i64>,
     pub rolled_from: Option<String>,
@@ -125,6 +172,7 @@ pub struct KeyChanges {
     pub description: String,
     pub scopes: String,
     pub expires_at: Option<i64>,
+    pub limits: KeyLimits,
 }
 
 /// List filters; empty strings mean "any". `status` is one of `active`, `expiring`,
@@ -159,8 +207,29 @@ const KEY_SELECT: &str =
 
 const INSERT_KEY: &str = "INSERT INTO api_keys (id, org_id, created_by, name, description, \
      environment, key_hash, display_prefix, last4, scopes, metadata, created_at, updated_at, \
-     expires_at, rolled_from) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13, $14)";
+     expires_at, rolled_from, rate_limit, rate_window_secs, rate_burst, daily_quota, ip_allowlist) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13, $14, $15, $16, $17, $18, $19)";
+
+/// Postgres channel on which key writes announce the changed hash (hex).
+pub const NOTIFY_CHANNEL: &str = "keyward_keys";
+
+/// On Postgres, queues `NOTIFY keyward_keys, '<hash>'` in the open transaction: it is
+/// delivered to every node's listener when (and only if) the transaction commits.
+macro_rules! notify_key {
+    ($store:expr, $exec:expr, $hash:expr) => {{
+        let result: Result<(), sqlx::Error> = if $store.backend() == "postgres" {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(NOTIFY_CHANNEL)
+                .bind(hex::encode($hash))
+                .execute($exec)
+                .await
+                .map(|_| ())
+        } else {
+            Ok(())
+        };
+        result
+    }};
+}
 
 macro_rules! insert_key {
     ($exec:expr, $k:expr) => {{
@@ -176,10 +245,15 @@ macro_rules! insert_key {
             .bind(&k.display_prefix)
             .bind(&k.last4)
             .bind(&k.scopes)
-            .bind(&k.metadata)
+            .bind(&k.limits.metadata)
             .bind(k.created_at)
             .bind(k.expires_at)
             .bind(&k.rolled_from)
+            .bind(k.limits.rate_limit)
+            .bind(k.limits.rate_window_secs)
+            .bind(k.limits.rate_burst)
+            .bind(k.limits.daily_quota)
+            .bind(&k.limits.ip_allowlist)
             .execute($exec)
             .await
             .map(|_| ())
@@ -193,7 +267,9 @@ impl Store {
             let mut tx = pool.begin().await?;
             insert_key!(&mut *tx, key)?;
             insert_audit!(&mut *tx, audit)?;
+            notify_key!(self, &mut *tx, &key.key_hash)?;
             tx.commit().await?;
+            self.key_cache.invalidate(&key.key_hash);
             Ok(())
         })
     }
@@ -210,7 +286,19 @@ impl Store {
         })
     }
 
-    /// The verification lookup: one indexed query by hash.
+    /// The verification lookup, through the cache: one indexed query by hash on a miss.
+    pub async fn key_by_hash_cached(&self, hash: &[u8; 32]) -> Result<Option<Arc<ApiKey>>> {
+        let generation = match self.key_cache.probe(hash) {
+            Probe::Hit(k) => return Ok(Some(k)),
+            Probe::KnownMissing => return Ok(None),
+            Probe::Miss(generation) => generation,
+        };
+        let found = self.key_by_hash(hash).await?.map(Arc::new);
+        self.key_cache.fill(*hash, found.clone(), generation);
+        Ok(found)
+    }
+
+    /// The verification lookup without the cache: one indexed query by hash.
     pub async fn key_by_hash(&self, hash: &[u8]) -> Result<Option<ApiKey>> {
         let sql = format!("{KEY_SELECT} WHERE k.key_hash = $1");
         with_pool!(self, |pool| {
@@ -277,9 +365,11 @@ impl Store {
     ) -> Result<bool> {
         with_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
-            let n = sqlx::query(
+            let hash: Option<Vec<u8>> = sqlx::query_scalar(
                 "UPDATE api_keys SET name = $3, description = $4, scopes = $5, expires_at = $6, \
-                 updated_at = $7 WHERE id = $1 AND org_id = $2",
+                 updated_at = $7, metadata = $8, rate_limit = $9, rate_window_secs = $10, \
+                 rate_burst = $11, daily_quota = $12, ip_allowlist = $13 \
+                 WHERE id = $1 AND org_id = $2 RETURNING key_hash",
             )
             .bind(key_id)
             .bind(org_id)
@@ -288,14 +378,21 @@ impl Store {
             .bind(&c.scopes)
             .bind(c.expires_at)
             .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if n == 0 {
+            .bind(&c.limits.metadata)
+            .bind(c.limits.rate_limit)
+            .bind(c.limits.rate_window_secs)
+            .bind(c.limits.rate_burst)
+            .bind(c.limits.daily_quota)
+            .bind(&c.limits.ip_allowlist)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(hash) = hash else {
                 return Ok(false);
-            }
+            };
             insert_audit!(&mut *tx, audit)?;
+            notify_key!(self, &mut *tx, &hash)?;
             tx.commit().await?;
+            self.key_cache.invalidate(&hash);
             Ok(true)
         })
     }
@@ -311,21 +408,23 @@ impl Store {
     ) -> Result<bool> {
         with_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
-            let n = sqlx::query(
+            let hash: Option<Vec<u8>> = sqlx::query_scalar(
                 "UPDATE api_keys SET revoked_at = $3, updated_at = $3 \
-                 WHERE id = $1 AND org_id = $2 AND (revoked_at IS NULL OR revoked_at > $3)",
+                 WHERE id = $1 AND org_id = $2 AND (revoked_at IS NULL OR revoked_at > $3) \
+                 RETURNING key_hash",
             )
             .bind(key_id)
             .bind(org_id)
             .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if n == 0 {
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(hash) = hash else {
                 return Ok(false);
-            }
+            };
             insert_audit!(&mut *tx, audit)?;
+            notify_key!(self, &mut *tx, &hash)?;
             tx.commit().await?;
+            self.key_cache.invalidate(&hash);
             Ok(true)
         })
     }
@@ -345,61 +444,33 @@ impl Store {
     ) -> Result<bool> {
         with_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
-            let n = sqlx::query(
+            let hash: Option<Vec<u8>> = sqlx::query_scalar(
                 "UPDATE api_keys SET \
                    revoked_at = CASE WHEN revoked_at IS NOT NULL AND revoked_at < $3 THEN revoked_at ELSE $3 END, \
                    updated_at = $4 \
                  WHERE id = $1 AND org_id = $2 AND (revoked_at IS NULL OR revoked_at > $4) \
-                   AND (expires_at IS NULL OR expires_at > $4)",
+                   AND (expires_at IS NULL OR expires_at > $4) \
+                 RETURNING key_hash",
             )
             .bind(old_id)
             .bind(org_id)
             .bind(grace_until)
             .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if n == 0 {
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(hash) = hash else {
                 return Ok(false);
-            }
+            };
             insert_key!(&mut *tx, new)?;
             for a in audits {
                 insert_audit!(&mut *tx, a)?;
             }
+            notify_key!(self, &mut *tx, &hash)?;
+            notify_key!(self, &mut *tx, &new.key_hash)?;
             tx.commit().await?;
+            self.key_cache.invalidate(&hash);
+            self.key_cache.invalidate(&new.key_hash);
             Ok(true)
-        })
-    }
-
-    /// Records a use of a key. The first use also writes `key.first_used` to the audit log.
-    pub async fn mark_key_used(&self, key: &ApiKey, now: i64) -> Result<()> {
-        with_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            let first = sqlx::query(
-                "UPDATE api_keys SET last_used_at = $2 WHERE id = $1 AND last_used_at IS NULL",
-            )
-            .bind(&key.id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-                == 1;
-            if first {
-                let audit = NewAudit::new("key.first_used", now)
-                    .org(&key.org_id)
-                    .target("api_key", &key.id, &key.name);
-                insert_audit!(&mut *tx, &audit)?;
-            } else {
-                sqlx::query(
-                    "UPDATE api_keys SET last_used_at = $2 WHERE id = $1 AND last_used_at < $2",
-                )
-                .bind(&key.id)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            }
-            tx.commit().await?;
-            Ok(())
         })
     }
 }

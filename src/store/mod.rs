@@ -10,12 +10,14 @@
 //! Every change that is audited writes its audit row in the same transaction.
 
 mod audit;
+pub mod cache;
 mod keys;
+mod usage;
 mod orgs;
 pub mod sessions;
 mod users;
 
-use std::{str::FromStr, time::Duration};
+use std::{str::FromStr, sync::Arc, time::Duration};
 
 use sqlx::{
     PgPool, SqlitePool,
@@ -24,7 +26,8 @@ use sqlx::{
 };
 
 pub use audit::{AuditEvent, AuditFilter, NewAudit};
-pub use keys::{ApiKey, KeyChanges, KeyFilter, KeyStatus, NewKey};
+pub use keys::{ApiKey, KeyChanges, KeyFilter, KeyLimits, KeyStatus, NewKey};
+pub use usage::UsageDelta;
 pub use orgs::{Membership, Org};
 pub use users::{NewUser, User};
 
@@ -54,6 +57,8 @@ pub(crate) use with_pool;
 #[derive(Debug, Clone)]
 pub struct Store {
     pub(crate) db: Db,
+    /// The verification lookup cache, invalidated by this store's own writes.
+    pub(crate) key_cache: Arc<cache::KeyCache>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,7 +110,10 @@ impl Store {
         } else {
             anyhow::bail!("unsupported database URL (use sqlite://… or postgres://…)");
         };
-        Ok(Self { db })
+        Ok(Self {
+            db,
+            key_cache: Arc::new(cache::KeyCache::new()),
+        })
     }
 
     /// Applies the embedded migrations of this backend.
@@ -131,6 +139,58 @@ impl Store {
             sqlx::query("SELECT 1").execute(pool).await?;
         });
         Ok(())
+    }
+
+    /// Drops cached keys when another node changes them (Postgres `LISTEN keyward_keys`).
+    /// On SQLite there is one node, and this node's writes invalidate directly. Runs until
+    /// the pool closes; reconnects by itself and clears the cache when it may have missed
+    /// notifications.
+    pub fn spawn_invalidation_listener(&self) -> Option<tokio::task::JoinHandle<()>> {
+        let Db::Postgres(pool) = &self.db else {
+            return None;
+        };
+        let pool = pool.clone();
+        let cache = self.key_cache.clone();
+        Some(tokio::spawn(async move {
+            loop {
+                let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
+                    Ok(l) => l,
+                    Err(_) if pool.is_closed() => return,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cache invalidation listener cannot connect; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                };
+                if let Err(e) = listener.listen(keys::NOTIFY_CHANNEL).await {
+                    tracing::warn!(error = %e, "LISTEN failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+                // Anything may have changed while we were not listening.
+                cache.invalidate_all();
+                loop {
+                    match listener.try_recv().await {
+                        Ok(Some(n)) => match hex::decode(n.payload()) {
+                            Ok(hash) => cache.invalidate(&hash),
+                            Err(_) => cache.invalidate_all(),
+                        },
+                        Ok(None) => {
+                            // The connection dropped; notifications may be lost.
+                            cache.invalidate_all();
+                        }
+                        Err(e) => {
+                            if pool.is_closed() {
+                                return;
+                            }
+                            tracing::warn!(error = %e, "cache invalidation listener failed; reconnecting");
+                            cache.invalidate_all();
+                            break;
+                        }
+                    }
+                }
+            }
+        }))
     }
 
     pub async fn close(&self) {

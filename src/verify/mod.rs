@@ -1,18 +1,29 @@
-//! The verification pipeline: one code path for every door (in-process today; the HTTP
-//! verify API and forward-auth build on it).
+//! The verification pipeline: one code path for every door — the HTTP verify API, the
+//! reverse-proxy forward-auth endpoint, the tower layer and in-process calls.
 //!
-//! parse + checksum (no store access for malformed keys) → HMAC hash → store lookup by
-//! hash (an index compares digests the caller cannot choose) → revoked (honouring a roll's
-//! grace deadline) / expired / disabled → required scopes → record use.
+//! parse + checksum (malformed keys never reach the store) → HMAC hash → cache, else one
+//! indexed lookup → revoked (honouring a roll's grace deadline) / expired / disabled → IP
+//! allowlist → required scopes → rate limit → daily quota → record use (batched).
+//! Store failures are errors, never a valid answer: callers fail closed.
 
-use std::sync::Arc;
+pub mod http;
+pub mod layer;
+pub mod ratelimit;
+pub mod usage;
 
+use std::{net::IpAddr, sync::Arc, time::Duration};
+
+use ipnet::IpNet;
 use serde::Serialize;
 
+use self::{
+    ratelimit::{Decision, Limit, RateLimiter},
+    usage::{QuotaState, Usage},
+};
 use crate::{
     clock::Clock,
     config::KeyPepper,
-    keys::token::{ParseError, PlainKey},
+    keys::token::PlainKey,
     store::{ApiKey, Store, StoreError},
 };
 
@@ -26,7 +37,10 @@ pub enum VerifyCode {
     Revoked,
     Expired,
     Disabled,
+    IpNotAllowed,
     InsufficientScope,
+    RateLimited,
+    QuotaExceeded,
 }
 
 /// The answer for one presented key.
@@ -42,10 +56,20 @@ pub struct Verification {
     pub name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub environment: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub scopes: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Value>,
+    /// When the key stops working (expiry or a roll's grace deadline), Unix seconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratelimit: Option<Decision>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota: Option<QuotaState>,
+    /// Seconds to wait, for `RATE_LIMITED` and `QUOTA_EXCEEDED`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<i64>,
 }
 
 impl Verification {
@@ -57,8 +81,12 @@ impl Verification {
             org_id: None,
             name: None,
             environment: None,
-            scopes: vec![],
+            scopes: None,
+            metadata: None,
             expires_at: None,
+            ratelimit: None,
+            quota: None,
+            retry_after: None,
         }
     }
 
@@ -70,74 +98,269 @@ impl Verification {
             org_id: Some(key.org_id.clone()),
             name: Some(key.name.clone()),
             environment: Some(key.environment.clone()),
-            scopes: key.scope_list(),
+            scopes: Some(key.scope_list()),
+            metadata: serde_json::from_str(&key.metadata).ok(),
             expires_at: key.ends_at(),
+            ratelimit: None,
+            quota: None,
+            retry_after: None,
         }
+    }
+
+    /// The key's scopes (empty when no key was found).
+    pub fn scope_list(&self) -> &[String] {
+        self.scopes.as_deref().unwrap_or_default()
     }
 }
 
-/// Verifies keys against the store. Cheap to clone.
+/// What to verify.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyRequest<'a> {
+    pub key: Option<&'a str>,
+    /// Every one of these scopes is required.
+    pub scopes: &'a [String],
+    /// The end user's address, for the key's IP allowlist and the per-source limit on
+    /// invalid attempts.
+    pub ip: Option<IpAddr>,
+}
+
+/// Tuning of the verifier.
+#[derive(Debug, Clone, Copy)]
+pub struct VerifierOptions {
+    /// Invalid keys (malformed or unknown) one source may present per minute before it is
+    /// answered `RATE_LIMITED` without a lookup.
+    pub invalid_attempts_per_minute: i64,
+}
+
+impl Default for VerifierOptions {
+    fn default() -> Self {
+        Self { invalid_attempts_per_minute: 60 }
+    }
+}
+
+/// Verifies keys. Cheap to clone; shares the store's cache, the rate-limit buckets and
+/// the usage batch.
 #[derive(Clone)]
-pub struct Verifier {
+pub struct Verifier(Arc<Inner>);
+
+struct Inner {
     store: Store,
-    prefix: Arc<str>,
-    pepper: Arc<KeyPepper>,
+    prefix: String,
+    pepper: KeyPepper,
     clock: Arc<dyn Clock>,
+    limiter: RateLimiter,
+    sources: RateLimiter,
+    usage: Usage,
+    options: VerifierOptions,
 }
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Verifier")
-            .field("prefix", &self.prefix)
-            .finish_non_exhaustive()
+        f.debug_struct("Verifier").field("prefix", &self.0.prefix).finish_non_exhaustive()
     }
 }
 
+/// How often batched usage is written to the store.
+pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
 impl Verifier {
     pub fn new(store: Store, prefix: String, pepper: KeyPepper, clock: Arc<dyn Clock>) -> Self {
-        Self {
-            store,
-            prefix: prefix.into(),
-            pepper: Arc::new(pepper),
-            clock,
-        }
+        Self::with_options(store, prefix, pepper, clock, VerifierOptions::default())
     }
 
-    /// Verifies `presented`, requiring every scope in `required`. Store failures are
-    /// errors, never a valid answer (fail closed).
-    pub async fn verify(
-        &self,
-        presented: Option<&str>,
-        required: &[String],
-    ) -> Result<Verification, StoreError> {
-        let Some(presented) = presented.map(str::trim).filter(|s| !s.is_empty()) else {
+    pub fn with_options(
+        store: Store,
+        prefix: String,
+        pepper: KeyPepper,
+        clock: Arc<dyn Clock>,
+        options: VerifierOptions,
+    ) -> Self {
+        Self(Arc::new(Inner {
+            store,
+            prefix,
+            pepper,
+            clock,
+            limiter: RateLimiter::default(),
+            sources: RateLimiter::default(),
+            usage: Usage::default(),
+            options,
+        }))
+    }
+
+    /// Opens a verifier on a Keyward database for use inside another Rust service: the
+    /// same store, prefix and pepper as the Keyward server. Starts the usage flusher and,
+    /// on Postgres, the cache invalidation listener.
+    pub async fn open(database_url: &str, prefix: &str, pepper: KeyPepper) -> anyhow::Result<Self> {
+        let store = Store::connect(database_url).await?;
+        store.migrate().await?;
+        store.spawn_invalidation_listener();
+        let v = Self::new(store, prefix.to_string(), pepper, Arc::new(crate::clock::SystemClock));
+        v.spawn_flusher();
+        Ok(v)
+    }
+
+    /// Shorthand for an in-process check with no IP.
+    pub async fn verify(&self, key: Option<&str>, scopes: &[String]) -> Result<Verification, StoreError> {
+        self.check(&VerifyRequest { key, scopes, ip: None }).await
+    }
+
+    /// Runs the pipeline.
+    pub async fn check(&self, req: &VerifyRequest<'_>) -> Result<Verification, StoreError> {
+        let me = &*self.0;
+        let Some(presented) = req.key.map(str::trim).filter(|s| !s.is_empty()) else {
             return Ok(Verification::without_key(VerifyCode::Missing));
         };
-        let key = match PlainKey::parse(&self.prefix, presented) {
-            Ok((key, _env)) => key,
-            Err(ParseError::Format | ParseError::Checksum) => {
-                return Ok(Verification::without_key(VerifyCode::InvalidFormat));
-            }
+        let now_precise = me.clock.now();
+        let now = now_precise.unix_timestamp();
+        let now_f = now_precise.unix_timestamp_nanos() as f64 / 1e9;
+        let source = req.ip.map(|ip| format!("src:{ip}"));
+        let source_limit = Limit {
+            limit: me.options.invalid_attempts_per_minute,
+            window_secs: 60,
+            burst: me.options.invalid_attempts_per_minute,
         };
-        let hash = key.hash(&self.pepper);
-        let Some(found) = self.store.key_by_hash(&hash.0).await? else {
-            return Ok(Verification::without_key(VerifyCode::NotFound));
-        };
-        let now = self.clock.unix();
-        let code = if found.revoked_at.is_some_and(|r| r <= now) {
-            VerifyCode::Revoked
-        } else if found.expires_at.is_some_and(|e| e <= now) {
-            VerifyCode::Expired
-        } else if !found.enabled {
-            VerifyCode::Disabled
-        } else if !required.iter().all(|s| found.scope_list().contains(s)) {
-            VerifyCode::InsufficientScope
-        } else {
-            VerifyCode::Valid
-        };
-        if code == VerifyCode::Valid {
-            self.store.mark_key_used(&found, now).await?;
+        if let Some(src) = &source
+            && !me.sources.has_capacity(src, source_limit, now_f)
+        {
+            tracing::warn!(event = "verify.source_throttled", source = %src, "too many invalid keys from one source");
+            let mut v = Verification::without_key(VerifyCode::RateLimited);
+            v.retry_after = Some(60);
+            return Ok(v);
         }
-        Ok(Verification::for_key(code, &found))
+        let invalid = |code| {
+            if let Some(src) = &source {
+                me.sources.check(src, source_limit, now_f);
+            }
+            Ok(Verification::without_key(code))
+        };
+
+        let Ok((key, _env)) = PlainKey::parse(&me.prefix, presented) else {
+            return invalid(VerifyCode::InvalidFormat);
+        };
+        let hash = key.hash(&me.pepper);
+        let Some(found) = me.store.key_by_hash_cached(&hash.0).await? else {
+            return invalid(VerifyCode::NotFound);
+        };
+
+        let code = if found.revoked_at.is_some_and(|r| r <= now) {
+            Some(VerifyCode::Revoked)
+        } else if found.expires_at.is_some_and(|e| e <= now) {
+            Some(VerifyCode::Expired)
+        } else if !found.enabled {
+            Some(VerifyCode::Disabled)
+        } else if !ip_allowed(&found.ip_allowlist, req.ip) {
+            Some(VerifyCode::IpNotAllowed)
+        } else if !req.scopes.iter().all(|s| found.scope_list().contains(s)) {
+            Some(VerifyCode::InsufficientScope)
+        } else {
+            None
+        };
+        if let Some(code) = code {
+            return Ok(Verification::for_key(code, &found));
+        }
+
+        let mut result = Verification::for_key(VerifyCode::Valid, &found);
+        if let Some(limit) = found.rate_limit {
+            let l = Limit {
+                limit,
+                window_secs: found.rate_window_secs,
+                burst: found.rate_burst.unwrap_or(limit),
+            };
+            let d = me.limiter.check(&found.id, l, now_f);
+            result.ratelimit = Some(d);
+            if !d.allowed {
+                result.valid = false;
+                result.code = VerifyCode::RateLimited;
+                result.retry_after = Some(d.retry_after);
+                return Ok(result);
+            }
+        }
+        if let Some((q, ok)) = me.usage.take_quota(&me.store, &found, now).await? {
+            result.quota = Some(q);
+            if !ok {
+                result.valid = false;
+                result.code = VerifyCode::QuotaExceeded;
+                result.retry_after = Some((q.reset - now).max(1));
+                return Ok(result);
+            }
+        }
+        me.usage.record(&found, now);
+        Ok(result)
+    }
+
+    /// Writes batched usage now (also called on shutdown).
+    pub async fn flush(&self) -> Result<usize, StoreError> {
+        let now = self.0.clock.unix();
+        let n = self.0.usage.flush(&self.0.store, now).await?;
+        self.0.limiter.prune(now as f64);
+        self.0.sources.prune(now as f64);
+        Ok(n)
+    }
+
+    /// Flushes usage every [`FLUSH_INTERVAL`] until the store closes.
+    pub fn spawn_flusher(&self) -> tokio::task::JoinHandle<()> {
+        let v = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(FLUSH_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = v.flush().await {
+                    tracing::warn!(error = %e, "could not write key usage; will retry");
+                }
+            }
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.0.store
+    }
+}
+
+/// Whether `ip` may use a key with this allowlist (space-separated CIDRs or addresses;
+/// empty allows everyone). A key with an allowlist and no known IP is refused.
+pub fn ip_allowed(allowlist: &str, ip: Option<IpAddr>) -> bool {
+    if allowlist.trim().is_empty() {
+        return true;
+    }
+    let Some(ip) = ip else {
+        return false;
+    };
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    };
+    allowlist.split_whitespace().any(|entry| match parse_network(entry) {
+        Some(net) => net.contains(&ip),
+        None => false,
+    })
+}
+
+/// A CIDR (`10.0.0.0/8`, `2001:db8::/32`) or a single address.
+pub fn parse_network(entry: &str) -> Option<IpNet> {
+    entry
+        .parse::<IpNet>()
+        .ok()
+        .or_else(|| entry.parse::<IpAddr>().ok().map(IpNet::from))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowlists() {
+        let v4: IpAddr = "10.1.2.3".parse().unwrap();
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        assert!(ip_allowed("", Some(v4)));
+        assert!(ip_allowed("", None));
+        assert!(!ip_allowed("10.0.0.0/8", None));
+        assert!(ip_allowed("192.168.0.0/16 10.0.0.0/8", Some(v4)));
+        assert!(!ip_allowed("192.168.0.0/16", Some(v4)));
+        assert!(ip_allowed("2001:db8::/32", Some(v6)));
+        assert!(!ip_allowed("10.0.0.0/8", Some(v6)));
+        assert!(ip_allowed("10.1.2.3", Some(v4)));
+        assert!(ip_allowed("10.0.0.0/8", Some("::ffff:10.9.9.9".parse().unwrap())));
+        assert!(parse_network("not-an-ip").is_none());
     }
 }

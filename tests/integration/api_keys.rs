@@ -82,7 +82,7 @@ async fn key_lifecycle(app: TestApp) {
     // Verify in-process: valid, with its scopes; a missing scope is refused.
     let v = verify(&app, &key, &["read"]).await;
     assert_eq!(v.code, VerifyCode::Valid);
-    assert_eq!(v.scopes, vec!["read", "write"]);
+    assert_eq!(v.scope_list(), ["read", "write"]);
     assert_eq!(
         verify(&app, &key, &["admin"]).await.code,
         VerifyCode::InsufficientScope
@@ -316,7 +316,7 @@ async fn create_validation(app: TestApp) {
     assert!(key.starts_with("kw_test_"));
     let v = app.state.verifier.verify(Some(&key), &[]).await.unwrap();
     assert_ne!(v.org_id.as_deref(), Some(other_org.as_str()));
-    assert_eq!(v.scopes, vec!["read", "write", "admin"]);
+    assert_eq!(v.scope_list(), ["read", "write", "admin"]);
     let (keys, _) = app
         .store
         .list_keys(&other_org, &Default::default(), 0, 10, 0)

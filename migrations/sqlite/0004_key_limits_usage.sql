@@ -1,0 +1,19 @@
+-- Per-key limits (NULL = none) and the IP allowlist (space-separated CIDRs, empty = any).
+ALTER TABLE api_keys ADD COLUMN rate_limit INTEGER;
+ALTER TABLE api_keys ADD COLUMN rate_window_secs INTEGER NOT NULL DEFAULT 60;
+ALTER TABLE api_keys ADD COLUMN rate_burst INTEGER;
+ALTER TABLE api_keys ADD COLUMN daily_quota INTEGER;
+ALTER TABLE api_keys ADD COLUMN ip_allowlist TEXT NOT NULL DEFAULT '';
+
+-- Organization defaults for new keys.
+ALTER TABLE organizations ADD COLUMN default_rate_limit INTEGER;
+ALTER TABLE organizations ADD COLUMN default_rate_window_secs INTEGER NOT NULL DEFAULT 60;
+ALTER TABLE organizations ADD COLUMN default_daily_quota INTEGER;
+
+-- Verifications per key per UTC day (day = Unix day number), flushed in batches.
+CREATE TABLE key_usage_daily (
+    key_id TEXT NOT NULL REFERENCES api_keys(id),
+    day    INTEGER NOT NULL,
+    count  INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (key_id, day)
+);

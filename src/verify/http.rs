@@ -1,0 +1,264 @@
+//! The HTTP doors of the pipeline:
+//! - `POST /v1/keys/verify` for the deploying team's servers (verifier credential
+//!   required): always 200 with the full result for a well-formed call.
+//! - `/v1/auth` (any method) for reverse proxies' forward-auth: the presented key itself
+//!   authenticates; the answer is a status code with headers and the reference docs' error
+//!   bodies, and end users learn nothing beyond "invalid" or "expired".
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::{
+    Json, Router,
+    extract::{ConnectInfo, DefaultBodyLimit, State, rejection::JsonRejection},
+    http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header, request::Parts},
+    response::{IntoResponse, Response},
+    routing::{any, post},
+};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::{Verification, VerifyCode, VerifyRequest, ratelimit::Decision};
+use crate::{
+    app::AppState,
+    error::{AppError, Result},
+};
+
+/// Largest verify request body.
+const MAX_BODY: usize = 16 * 1024;
+/// Header a proxy sets to list the scopes a route requires (comma or space separated).
+pub const REQUIRE_SCOPES_HEADER: &str = "x-keyward-require-scopes";
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/keys/verify", post(verify))
+        .route("/v1/auth", any(forward_auth))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+}
+
+// ------------------------------------------------------------------ verify API
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyBody {
+    key: Option<String>,
+    #[serde(default)]
+    scopes: Vec<String>,
+    ip: Option<String>,
+}
+
+/// Checks the caller's verifier credential in constant time (comparing SHA-256 digests,
+/// so token lengths leak nothing either).
+fn verifier_authorized(state: &AppState, headers: &HeaderMap) -> bool {
+    let Some(presented) = bearer(headers) else {
+        return false;
+    };
+    let p = Sha256::digest(presented.as_bytes());
+    state
+        .config
+        .verifier_tokens
+        .iter()
+        .fold(false, |ok, t| ok | bool::from(Sha256::digest(t.expose_secret().as_bytes()).ct_eq(&p)))
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, rest) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+}
+
+pub async fn verify(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: std::result::Result<Json<VerifyBody>, JsonRejection>,
+) -> Result<Response> {
+    if !verifier_authorized(&state, &headers) {
+        tracing::warn!(event = "verify.unauthorized", "verify API called without a valid verifier credential");
+        return Ok(error_json(
+            StatusCode::UNAUTHORIZED,
+            "missing_authorization",
+            "Send a verifier credential: Authorization: Bearer <token>.",
+        ));
+    }
+    let Json(body) = body.map_err(|e| AppError::bad_request(format!("Malformed request body: {}", e.body_text())))?;
+    let ip = match body.ip.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(
+            s.parse::<IpAddr>()
+                .map_err(|_| AppError::bad_request("\"ip\" must be an IPv4 or IPv6 address."))?,
+        ),
+    };
+    let result = state
+        .verifier
+        .check(&VerifyRequest { key: body.key.as_deref(), scopes: &body.scopes, ip })
+        .await
+        .map_err(fail_closed)?;
+    let mut res = Json(&result).into_response();
+    rate_limit_headers(&mut res, &result);
+    Ok(res)
+}
+
+/// Store failures never produce an answer: 503, and the caller must deny.
+fn fail_closed(e: crate::store::StoreError) -> AppError {
+    match AppError::from(e) {
+        AppError::Internal(inner) => AppError::Unavailable(inner),
+        other => other,
+    }
+}
+
+// ------------------------------------------------------------------ forward auth
+
+/// Query parameters that look like a key: keys in URLs end up in logs and histories.
+const KEY_PARAMS: [&str; 5] = ["api_key", "apikey", "key", "token", "access_token"];
+
+fn key_in_query(uri: &str) -> bool {
+    let query = uri.split_once('?').map_or("", |(_, q)| q);
+    query.split('&').any(|pair| {
+        let name = pair.split('=').next().unwrap_or("").to_ascii_lowercase();
+        KEY_PARAMS.contains(&name.as_str())
+    })
+}
+
+fn presented_key<'a>(state: &AppState, headers: &'a HeaderMap) -> Option<&'a str> {
+    if let Some(name) = &state.config.key_header
+        && let Some(v) = headers.get(name).and_then(|v| v.to_str().ok())
+    {
+        return Some(v.trim());
+    }
+    bearer(headers).or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim))
+}
+
+/// The end user's IP: from the configured trusted-proxy header, else the peer.
+fn client_ip(state: &AppState, headers: &HeaderMap, peer: Option<SocketAddr>) -> Option<IpAddr> {
+    if let Some(name) = &state.config.client_ip_header {
+        return headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.trim().parse().ok());
+    }
+    peer.map(|p| p.ip())
+}
+
+pub async fn forward_auth(State(state): State<AppState>, parts: Parts) -> Response {
+    let (uri, headers) = (&parts.uri, &parts.headers);
+    let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    let original_uri = headers
+        .get("x-original-uri")
+        .or_else(|| headers.get("x-forwarded-uri"))
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if key_in_query(&uri.to_string()) || key_in_query(original_uri) {
+        return error_json(
+            StatusCode::BAD_REQUEST,
+            "key_in_query",
+            "Send the API key in a header (Authorization: Bearer …), never in the URL.",
+        );
+    }
+    let scopes: Vec<String> = headers
+        .get(REQUIRE_SCOPES_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split([',', ' ']).filter(|s| !s.is_empty()).map(str::to_string).collect())
+        .unwrap_or_default();
+    let req = VerifyRequest {
+        key: presented_key(&state, headers),
+        scopes: &scopes,
+        ip: client_ip(&state, headers, peer),
+    };
+    let result = match state.verifier.check(&req).await {
+        Ok(r) => r,
+        Err(e) => return fail_closed(e).into_response(),
+    };
+    let nginx = headers.get("x-keyward-proxy").is_some_and(|v| v.as_bytes() == b"nginx");
+    let mut res = forward_auth_response(&result, nginx);
+    rate_limit_headers(&mut res, &result);
+    res
+}
+
+/// Maps a result to the status and body an end user behind the proxy sees. Unknown,
+/// revoked, disabled and malformed keys all look alike (`invalid_api_key`).
+pub fn forward_auth_response(v: &Verification, nginx: bool) -> Response {
+    let (status, code, message) = match v.code {
+        VerifyCode::Valid => {
+            let mut res = StatusCode::OK.into_response();
+            let h = res.headers_mut();
+            for (name, value) in [
+                ("x-keyward-key-id", v.key_id.clone().unwrap_or_default()),
+                ("x-keyward-org-id", v.org_id.clone().unwrap_or_default()),
+                ("x-keyward-scopes", v.scope_list().join(" ")),
+                ("x-keyward-environment", v.environment.clone().unwrap_or_default()),
+            ] {
+                if let Ok(value) = HeaderValue::from_str(&value) {
+                    h.insert(HeaderName::from_static(name), value);
+                }
+            }
+            return res;
+        }
+        VerifyCode::Missing => (StatusCode::UNAUTHORIZED, "missing_authorization", "No API key was sent. Send it as Authorization: Bearer <key>."),
+        VerifyCode::Expired => (StatusCode::UNAUTHORIZED, "expired_api_key", "This API key has expired. Create a new key in the dashboard."),
+        VerifyCode::InvalidFormat | VerifyCode::NotFound | VerifyCode::Revoked | VerifyCode::Disabled => {
+            (StatusCode::UNAUTHORIZED, "invalid_api_key", "The API key is invalid or has been revoked.")
+        }
+        VerifyCode::InsufficientScope => (StatusCode::FORBIDDEN, "insufficient_permissions", "This API key does not have the scope this request needs."),
+        VerifyCode::IpNotAllowed => (StatusCode::FORBIDDEN, "insufficient_permissions", "This API key may not be used from this IP address."),
+        VerifyCode::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded", "Too many requests."),
+        VerifyCode::QuotaExceeded => (StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", "The daily request quota of this API key is used up."),
+    };
+    let mut res = if status == StatusCode::TOO_MANY_REQUESTS {
+        let retry = v.retry_after.unwrap_or(1);
+        let message = format!("{message} Please retry after {retry} seconds.");
+        let mut res = (status, Json(json!({ "error": { "code": code, "message": message }, "retry_after": retry }))).into_response();
+        if let Ok(value) = HeaderValue::from_str(&retry.to_string()) {
+            res.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        res
+    } else {
+        error_json(status, code, message)
+    };
+    if let Ok(value) = HeaderValue::from_str(code) {
+        res.headers_mut().insert(HeaderName::from_static("x-keyward-error"), value);
+    }
+    // nginx `auth_request` treats anything but 2xx/401/403 as a server error, so for
+    // nginx the 429 travels as a 403 that names the real status (see README).
+    if nginx && status == StatusCode::TOO_MANY_REQUESTS {
+        *res.status_mut() = StatusCode::FORBIDDEN;
+        res.headers_mut()
+            .insert(HeaderName::from_static("x-keyward-status"), HeaderValue::from_static("429"));
+    }
+    res
+}
+
+fn error_json(status: StatusCode, code: &str, message: &str) -> Response {
+    (status, Json(json!({ "error": { "code": code, "message": message } }))).into_response()
+}
+
+fn rate_limit_headers(res: &mut Response, v: &Verification) {
+    let Some(d) = v.ratelimit.or_else(|| {
+        v.quota.map(|q| Decision { allowed: true, limit: q.limit, remaining: q.remaining, reset: q.reset, retry_after: 0 })
+    }) else {
+        return;
+    };
+    let h = res.headers_mut();
+    for (name, value) in [
+        ("x-ratelimit-limit", d.limit),
+        ("x-ratelimit-remaining", d.remaining),
+        ("x-ratelimit-reset", d.reset),
+    ] {
+        h.insert(HeaderName::from_static(name), HeaderValue::from(value));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key_in_query;
+
+    #[test]
+    fn keys_in_urls_are_spotted() {
+        assert!(key_in_query("/v1/auth?api_key=kw_live_x"));
+        assert!(key_in_query("/things?a=1&Token=abc"));
+        assert!(!key_in_query("/v1/auth"));
+        assert!(!key_in_query("/search?q=key"));
+    }
+}

@@ -1,0 +1,147 @@
+//! Protecting an axum (or any tower) service with Keyward keys, in-process:
+//!
+//! ```no_run
+//! # async fn demo(verifier: keyward::Verifier) {
+//! use axum::{Router, routing::get};
+//! use keyward::verify::layer::{RequireKey, VerifiedKey};
+//!
+//! async fn handler(key: VerifiedKey) -> String {
+//!     format!("hello, org {}", key.org_id)
+//! }
+//! let app: Router = Router::new()
+//!     .route("/things", get(handler))
+//!     .layer(RequireKey::new(verifier).scopes(["read"]));
+//! # }
+//! ```
+//!
+//! The layer reads the key like the forward-auth endpoint (`Authorization: Bearer`,
+//! `X-API-Key`), answers refusals with the same JSON bodies and `X-RateLimit-*` headers,
+//! and hands the verified key to handlers as the [`VerifiedKey`] extractor.
+
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use axum::{
+    body::Body,
+    extract::{ConnectInfo, FromRequestParts},
+    http::{Request, StatusCode, header, request::Parts},
+    response::{IntoResponse, Response},
+};
+use futures_util::future::BoxFuture;
+use tower::{Layer, Service};
+
+use super::{Verifier, VerifyRequest, http::forward_auth_response};
+
+/// The key that authenticated this request.
+#[derive(Debug, Clone)]
+pub struct VerifiedKey {
+    pub key_id: String,
+    pub org_id: String,
+    pub name: String,
+    pub environment: String,
+    pub scopes: Vec<String>,
+    pub metadata: serde_json::Value,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for VerifiedKey {
+    type Rejection = (StatusCode, &'static str);
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<VerifiedKey>()
+            .cloned()
+            .ok_or((StatusCode::INTERNAL_SERVER_ERROR, "route is not behind RequireKey"))
+    }
+}
+
+/// A tower layer that requires a valid key with the given scopes.
+#[derive(Clone)]
+pub struct RequireKey {
+    verifier: Verifier,
+    scopes: Arc<[String]>,
+}
+
+impl RequireKey {
+    pub fn new(verifier: Verifier) -> Self {
+        Self { verifier, scopes: Arc::from(Vec::new()) }
+    }
+
+    /// Every one of these scopes is required.
+    pub fn scopes<I: IntoIterator<Item = S>, S: Into<String>>(mut self, scopes: I) -> Self {
+        self.scopes = scopes.into_iter().map(Into::into).collect::<Vec<_>>().into();
+        self
+    }
+}
+
+impl<S> Layer<S> for RequireKey {
+    type Service = RequireKeyService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        RequireKeyService { inner, guard: self.clone() }
+    }
+}
+
+#[derive(Clone)]
+pub struct RequireKeyService<S> {
+    inner: S,
+    guard: RequireKey,
+}
+
+impl<S> Service<Request<Body>> for RequireKeyService<S>
+where
+    S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+        // Take the service that was polled ready; leave a clone for the next call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let guard = self.guard.clone();
+        Box::pin(async move {
+            let headers = req.headers();
+            let key = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, k)| k.trim().to_string())
+                .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(|s| s.trim().to_string()));
+            let ip = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+            let result = guard
+                .verifier
+                .check(&VerifyRequest { key: key.as_deref(), scopes: &guard.scopes, ip })
+                .await;
+            let v = match result {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::error!(error = %e, "key verification failed; refusing (fail closed)");
+                    return Ok((StatusCode::SERVICE_UNAVAILABLE, "key verification unavailable").into_response());
+                }
+            };
+            if !v.valid {
+                return Ok(forward_auth_response(&v, false));
+            }
+            req.extensions_mut().insert(VerifiedKey {
+                key_id: v.key_id.clone().unwrap_or_default(),
+                org_id: v.org_id.clone().unwrap_or_default(),
+                name: v.name.clone().unwrap_or_default(),
+                environment: v.environment.clone().unwrap_or_default(),
+                scopes: v.scope_list().to_vec(),
+                metadata: v.metadata.clone().unwrap_or(serde_json::Value::Null),
+            });
+            inner.call(req).await
+        })
+    }
+}
