@@ -78,7 +78,12 @@ pub struct ServeArgs {
     /// Credentials of the servers that may call `POST /v1/keys/verify`, comma-separated
     /// (`Authorization: Bearer <token>`). When none is given, one is generated and stored in
     /// the secrets file.
-    #[arg(long, env = "KEYWARD_VERIFIER_TOKENS", hide_env_values = true, value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "KEYWARD_VERIFIER_TOKENS",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
     pub verifier_tokens: Vec<SecretString>,
 
     /// Extra header the forward-auth endpoint reads the key from (besides
@@ -93,7 +98,11 @@ pub struct ServeArgs {
     pub client_ip_header: Option<String>,
 
     /// Invalid keys one source may present per minute before being throttled.
-    #[arg(long, env = "KEYWARD_INVALID_ATTEMPTS_PER_MINUTE", default_value_t = 60)]
+    #[arg(
+        long,
+        env = "KEYWARD_INVALID_ATTEMPTS_PER_MINUTE",
+        default_value_t = 60
+    )]
     pub invalid_attempts_per_minute: i64,
 
     /// Who may sign up.
@@ -164,7 +173,7 @@ impl Config {
             scopes,
             session_idle: Duration::from_secs(args.session_idle_minutes.max(1) * 60),
             session_absolute: Duration::from_secs(args.session_absolute_hours.max(1) * 3600),
-            min_password_length: args.store.min_password_length.max(8),
+            min_password_length: args.store.min_password_length.max(MIN_PASSWORD_FLOOR),
             key_pepper: load_pepper(&args.store)?,
             verifier_tokens: if args.verifier_tokens.is_empty() {
                 vec![load_verifier_token(&args.store)?]
@@ -172,7 +181,10 @@ impl Config {
                 args.verifier_tokens.clone()
             },
             key_header: header_name(args.key_header.as_deref(), "KEYWARD_KEY_HEADER")?,
-            client_ip_header: header_name(args.client_ip_header.as_deref(), "KEYWARD_CLIENT_IP_HEADER")?,
+            client_ip_header: header_name(
+                args.client_ip_header.as_deref(),
+                "KEYWARD_CLIENT_IP_HEADER",
+            )?,
             invalid_attempts_per_minute: args.invalid_attempts_per_minute.max(1),
         })
     }
@@ -201,6 +213,9 @@ impl Config {
         self.base_url.starts_with("https://")
     }
 }
+
+/// No configuration may allow passwords shorter than this.
+pub const MIN_PASSWORD_FLOOR: usize = 8;
 
 /// The verifier credential of [`Config::for_tests`].
 pub const TEST_VERIFIER_TOKEN: &str = "test-verifier-token";
@@ -235,6 +250,12 @@ impl KeyPepper {
     }
     pub fn expose(&self) -> &[u8] {
         self.0.expose_secret()
+    }
+
+    /// A value that identifies this pepper without revealing it (stored in the database to
+    /// catch a lost or swapped pepper at start-up).
+    pub fn check_value(&self) -> String {
+        hex::encode(crate::keys::token::KeyHash::of("keyward-pepper-check", self).0)
     }
 }
 

@@ -43,7 +43,8 @@ enum UserCommand {
     Create {
         #[arg(long)]
         email: String,
-        /// Also add the user to this organization (created if no organization has this name).
+        /// Also add the user to this organization: an existing organization's id, or the
+        /// name of a new organization to create (with `--role owner`).
         #[arg(long)]
         org: Option<String>,
         /// Role in `--org`.
@@ -105,6 +106,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             )
         })?;
     store.migrate().await.context("applying migrations")?;
+    store.check_pepper(&config.key_pepper.check_value()).await?;
     let sessions = store.session_store().await?;
     let cleanup = tokio::spawn(
         sessions
@@ -195,9 +197,10 @@ async fn create_user(
     let pw = input.strip_suffix('\n').unwrap_or(&input);
     let pw = pw.strip_suffix('\r').unwrap_or(pw);
     let password = SecretString::from(pw.to_string());
-    if let Err(why) =
-        password::check_policy(password.expose_secret(), &email, args.min_password_length)
-    {
+    let min_len = args
+        .min_password_length
+        .max(keyward::config::MIN_PASSWORD_FLOOR);
+    if let Err(why) = password::check_policy(password.expose_secret(), &email, min_len) {
         bail!("password refused: {why}");
     }
     let store = Store::connect(&args.database_url).await?;
@@ -219,12 +222,20 @@ async fn create_user(
         other => other?,
     };
     println!("created user {email} ({})", user.id);
-    if let Some(name) = org {
-        let org_id = match store.org_by_name(name).await? {
-            Some(o) => o.id,
+    if let Some(org) = org {
+        // An existing organization is named by id only: names are not unique, and joining
+        // "whichever org is called Acme" could hand the user to a stranger's org.
+        let (org_id, org_name) = match store.org(org).await? {
+            Some(o) => (o.id, o.name),
             None => {
+                if role != Role::Owner {
+                    bail!(
+                        "no organization has id {org:?}; to create an organization named {org:?}, use --role owner"
+                    );
+                }
                 let audit = NewAudit::new("org.created", now).actor(Some(&user.id), &email);
-                store.create_org(&user.id, name, now, audit).await?.id
+                let o = store.create_org(&user.id, org, now, audit).await?;
+                (o.id, o.name)
             }
         };
         let audit = NewAudit::new("member.added", now)
@@ -234,7 +245,7 @@ async fn create_user(
         store
             .add_member(&org_id, &user.id, role.as_str(), audit)
             .await?;
-        println!("added {email} to {name} as {role}");
+        println!("added {email} to {org_name} ({org_id}) as {role}");
     }
     Ok(())
 }

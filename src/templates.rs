@@ -85,8 +85,27 @@ impl Pager {
             base_query,
         }
     }
+    /// Highest page number accepted from a URL.
+    pub const MAX_PAGE: i64 = 1_000_000;
+
     pub fn offset(page: i64, per_page: i64) -> i64 {
-        (page.max(1) - 1) * per_page
+        (page.clamp(1, Self::MAX_PAGE) - 1).saturating_mul(per_page)
+    }
+
+    /// The last page's URL when `page` is beyond it (so a stale link does not show an
+    /// empty list), else `None`.
+    pub fn beyond_end(
+        page: i64,
+        per_page: i64,
+        total: i64,
+        path: &str,
+        base_query: &str,
+    ) -> Option<String> {
+        let pages = ((total + per_page - 1) / per_page).max(1);
+        (page > pages && total > 0).then(|| {
+            let sep = if base_query.is_empty() { "" } else { "&" };
+            format!("{path}?{base_query}{sep}page={pages}")
+        })
     }
     pub fn has_prev(&self) -> bool {
         self.page > 1

@@ -137,7 +137,7 @@ pub async fn page(
 ) -> Result<Response> {
     cu.require(Action::ViewAudit)?;
     let filter = q.filter()?;
-    let page = q.page.unwrap_or(1).max(1);
+    let page = q.page.unwrap_or(1).clamp(1, Pager::MAX_PAGE);
     let (events, total) = state
         .store
         .list_audit(
@@ -159,6 +159,9 @@ pub async fn page(
         })
         .collect();
     let base = q.query_string();
+    if let Some(last) = Pager::beyond_end(page, PER_PAGE, total, "/settings/audit-log", &base) {
+        return Ok(axum::response::Redirect::to(&last).into_response());
+    }
     Ok(AuditPage {
         chrome: cu.chrome("audit").await?,
         events: events.iter().map(|e| EventRow::new(e, now)).collect(),

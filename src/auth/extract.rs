@@ -54,6 +54,18 @@ impl CurrentUser {
         }
     }
 
+    /// Refuses a form rendered for another organization: after switching organizations in
+    /// another tab, an old tab's form must not act in the newly active one.
+    pub fn same_org(&self, form_org: &str) -> Result<(), AppError> {
+        if form_org == self.org.org_id {
+            return Ok(());
+        }
+        Err(AppError::Conflict(format!(
+            "This page belonged to another organization than the active one ({}); you may have switched organizations in another tab. Reload the page and try again.",
+            self.org.org_name
+        )))
+    }
+
     /// The page chrome every dashboard template renders: navigation, org switcher, CSRF
     /// token, and the pending flash message (consumed here).
     pub async fn chrome(&self, section: &'static str) -> Result<Chrome, AppError> {

@@ -111,7 +111,8 @@ pub async fn login(
             match &other {
                 Some(u) => state.store.login_failed(&u.id, &audit).await?,
                 None => {
-                    tracing::info!(event = "auth.sign_in_failed", email = %email, ip = %meta.ip, "sign-in failed: no such account")
+                    // Only the domain: people sometimes type their password into the email field.
+                    tracing::info!(event = "auth.sign_in_failed", email_domain = %email.rsplit('@').next().unwrap_or(""), ip = %meta.ip, "sign-in failed: no such account")
                 }
             }
             tracing::info!(event = "auth.sign_in_failed", ip = %meta.ip, "sign-in failed");
@@ -287,7 +288,11 @@ pub async fn logout(
     session: Session,
     meta: ClientMeta,
 ) -> Result<Response> {
-    if let Some(user_id) = session.get::<String>(USER_ID).await?
+    let user_id = session.get::<String>(USER_ID).await?;
+    // Sign-out must not depend on anything else working: delete the server-side session
+    // (and expire the cookie) first.
+    session.flush().await?;
+    if let Some(user_id) = user_id
         && let Some(user) = state.store.user(&user_id).await?
     {
         let audit = meta
@@ -297,7 +302,5 @@ pub async fn logout(
         state.store.record(&audit).await?;
         tracing::info!(event = "auth.signed_out", user_id = %user.id, "signed out");
     }
-    // Deletes the server-side record and expires the cookie.
-    session.flush().await?;
     Ok(Redirect::to("/login?reason=signed_out").into_response())
 }

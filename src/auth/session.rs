@@ -16,7 +16,7 @@ const CSRF: &str = "csrf";
 const FLASH: &str = "flash";
 const FORM_TOKENS: &str = "forms";
 /// How many unsubmitted one-time forms a session remembers.
-const MAX_FORM_TOKENS: usize = 20;
+const MAX_FORM_TOKENS: usize = 200;
 
 /// A message shown once on the next page.
 #[derive(Debug, Clone, Serialize, Deserialize)]

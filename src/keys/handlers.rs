@@ -122,7 +122,7 @@ pub async fn list(
     }
     q.q = q.q.trim().chars().take(MAX_NAME).collect();
     let now = state.clock.unix();
-    let page = q.page.unwrap_or(1).max(1);
+    let page = q.page.unwrap_or(1).clamp(1, Pager::MAX_PAGE);
     let filter = KeyFilter {
         status: q.status.clone(),
         environment: q.env.clone(),
@@ -139,6 +139,9 @@ pub async fn list(
         )
         .await?;
     let base = query_string(&[("status", &q.status), ("env", &q.env), ("q", &q.q)]);
+    if let Some(last) = Pager::beyond_end(page, PER_PAGE, total, "/settings/api-keys", &base) {
+        return Ok(Redirect::to(&last).into_response());
+    }
     Ok(ListPage {
         chrome: cu.chrome("api-keys").await?,
         keys: keys.iter().map(|k| KeyView::new(k, now, &cu)).collect(),
@@ -156,6 +159,9 @@ pub async fn list(
 /// are ignored: the organization always comes from the session.
 #[derive(Debug, Default, Deserialize)]
 pub struct KeyForm {
+    /// The organization the form was rendered for (see [`CurrentUser::same_org`]).
+    #[serde(default)]
+    org: String,
     #[serde(default)]
     form_token: String,
     #[serde(default)]
@@ -378,7 +384,11 @@ fn check_text(f: &KeyForm, errors: &mut FieldErrors) -> (String, String) {
 }
 
 /// Rate-limit windows offered by the form: (value, label, seconds).
-const WINDOWS: [(&str, &str, i64); 3] = [("second", "per second", 1), ("minute", "per minute", 60), ("hour", "per hour", 3600)];
+const WINDOWS: [(&str, &str, i64); 3] = [
+    ("second", "per second", 1),
+    ("minute", "per minute", 60),
+    ("hour", "per hour", 3600),
+];
 const MAX_LIMIT: i64 = 1_000_000_000;
 const MAX_METADATA: usize = 4096;
 const MAX_ALLOWLIST: usize = 100;
@@ -390,14 +400,20 @@ fn optional_count(s: &str, what: &str) -> Result<Option<i64>, String> {
     }
     match s.parse::<i64>() {
         Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(Some(n)),
-        _ => Err(format!("{what} must be a whole number from 1 to {MAX_LIMIT}, or empty for none.")),
+        _ => Err(format!(
+            "{what} must be a whole number from 1 to {MAX_LIMIT}, or empty for none."
+        )),
     }
 }
 
 /// Checks the limits, allowlist and metadata fields.
 fn check_limits(f: &KeyForm, errors: &mut FieldErrors) -> KeyLimits {
     let mut limits = KeyLimits::default();
-    let window = if f.rate_window.is_empty() { "minute" } else { f.rate_window.as_str() };
+    let window = if f.rate_window.is_empty() {
+        "minute"
+    } else {
+        f.rate_window.as_str()
+    };
     match (
         optional_count(&f.rate_limit, "The rate limit"),
         optional_count(&f.rate_burst, "The burst"),
@@ -416,11 +432,20 @@ fn check_limits(f: &KeyForm, errors: &mut FieldErrors) -> KeyLimits {
         (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), _) => errors.limits = Some(e),
         (.., None) => errors.limits = Some("Choose per second, per minute or per hour.".into()),
     }
-    let entries: Vec<&str> = f.ip_allowlist.split(|c: char| c.is_whitespace() || c == ',').filter(|e| !e.is_empty()).collect();
+    let entries: Vec<&str> = f
+        .ip_allowlist
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|e| !e.is_empty())
+        .collect();
     if entries.len() > MAX_ALLOWLIST {
         errors.ip_allowlist = Some(format!("List at most {MAX_ALLOWLIST} addresses or ranges."));
-    } else if let Some(bad) = entries.iter().find(|e| crate::verify::parse_network(e).is_none()) {
-        errors.ip_allowlist = Some(format!("“{bad}” is not an IP address or CIDR range (like 203.0.113.0/24 or 2001:db8::/32)."));
+    } else if let Some(bad) = entries
+        .iter()
+        .find(|e| crate::verify::parse_network(e).is_none())
+    {
+        errors.ip_allowlist = Some(format!(
+            "“{bad}” is not an IP address or CIDR range (like 203.0.113.0/24 or 2001:db8::/32)."
+        ));
     } else {
         limits.ip_allowlist = entries
             .iter()
@@ -437,7 +462,10 @@ fn check_limits(f: &KeyForm, errors: &mut FieldErrors) -> KeyLimits {
     } else {
         match serde_json::from_str::<serde_json::Value>(meta) {
             Ok(v @ serde_json::Value::Object(_)) => limits.metadata = v.to_string(),
-            _ => errors.metadata = Some("Metadata must be a JSON object, like {\"plan\": \"pro\"}.".into()),
+            _ => {
+                errors.metadata =
+                    Some("Metadata must be a JSON object, like {\"plan\": \"pro\"}.".into())
+            }
         }
     }
     limits
@@ -483,6 +511,7 @@ pub async fn create(
     Form(f): Form<KeyForm>,
 ) -> Result<Response> {
     cu.require(Action::CreateKey)?;
+    cu.same_org(&f.org)?;
     if !session::consume_form_token(&cu.session, &f.form_token).await? {
         cu.flash(
             "info",
@@ -686,7 +715,11 @@ fn form_from_key(k: &ApiKey) -> KeyForm {
         rate_burst: k.rate_burst.map(|n| n.to_string()).unwrap_or_default(),
         daily_quota: k.daily_quota.map(|n| n.to_string()).unwrap_or_default(),
         ip_allowlist: k.ip_allowlist.replace(' ', "\n"),
-        metadata: if k.metadata == "{}" { String::new() } else { k.metadata.clone() },
+        metadata: if k.metadata == "{}" {
+            String::new()
+        } else {
+            k.metadata.clone()
+        },
         ..KeyForm::default()
     }
 }
@@ -720,6 +753,7 @@ pub async fn update(
 ) -> Result<Response> {
     let key = load(&state, &cu, &id).await?;
     require_manage(&cu, &key)?;
+    cu.same_org(&f.org)?;
     let now = state.clock.unix();
     if !matches!(
         key.status(now),
@@ -776,11 +810,31 @@ pub async fn update(
     note("scopes", json!(current), json!(scopes));
     note("expires_at", json!(key.expires_at), json!(expires_at));
     let old = key.limits();
-    note("rate_limit", json!(old.rate_limit), json!(limits.rate_limit));
-    note("rate_window_secs", json!(old.rate_window_secs), json!(limits.rate_window_secs));
-    note("rate_burst", json!(old.rate_burst), json!(limits.rate_burst));
-    note("daily_quota", json!(old.daily_quota), json!(limits.daily_quota));
-    note("ip_allowlist", json!(old.ip_allowlist), json!(limits.ip_allowlist));
+    note(
+        "rate_limit",
+        json!(old.rate_limit),
+        json!(limits.rate_limit),
+    );
+    note(
+        "rate_window_secs",
+        json!(old.rate_window_secs),
+        json!(limits.rate_window_secs),
+    );
+    note(
+        "rate_burst",
+        json!(old.rate_burst),
+        json!(limits.rate_burst),
+    );
+    note(
+        "daily_quota",
+        json!(old.daily_quota),
+        json!(limits.daily_quota),
+    );
+    note(
+        "ip_allowlist",
+        json!(old.ip_allowlist),
+        json!(limits.ip_allowlist),
+    );
     note("metadata", json!(old.metadata), json!(limits.metadata));
     if changes.is_empty() {
         cu.flash("info", "Nothing changed.").await?;
@@ -811,14 +865,22 @@ pub async fn update(
 
 // -------------------------------------------------------------------------- revoke
 
+#[derive(Deserialize)]
+pub struct OrgForm {
+    #[serde(default)]
+    org: String,
+}
+
 pub async fn revoke(
     State(state): State<AppState>,
     cu: CurrentUser,
     meta: ClientMeta,
     Path(id): Path<String>,
+    Form(f): Form<OrgForm>,
 ) -> Result<Response> {
     let key = load(&state, &cu, &id).await?;
     require_manage(&cu, &key)?;
+    cu.same_org(&f.org)?;
     let now = state.clock.unix();
     let audit = cu
         .audit("key.revoked", &meta, now)
@@ -846,6 +908,8 @@ pub async fn revoke(
 #[derive(Deserialize)]
 pub struct RollForm {
     #[serde(default)]
+    org: String,
+    #[serde(default)]
     form_token: String,
     #[serde(default)]
     grace: String,
@@ -860,6 +924,7 @@ pub async fn roll(
 ) -> Result<Response> {
     let old = load(&state, &cu, &id).await?;
     require_manage(&cu, &old)?;
+    cu.same_org(&f.org)?;
     let back = format!("/settings/api-keys/{}", old.id);
     if !session::consume_form_token(&cu.session, &f.form_token).await? {
         cu.flash(

@@ -35,7 +35,9 @@ pub struct KeyCache {
 
 impl std::fmt::Debug for KeyCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyCache").field("entries", &self.positive.entry_count()).finish()
+        f.debug_struct("KeyCache")
+            .field("entries", &self.positive.entry_count())
+            .finish()
     }
 }
 
@@ -46,11 +48,23 @@ pub enum Probe {
     Miss(u64),
 }
 
+impl Default for KeyCache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl KeyCache {
     pub fn new() -> Self {
         Self {
-            positive: Cache::builder().max_capacity(CAPACITY).time_to_live(POSITIVE_TTL).build(),
-            negative: Cache::builder().max_capacity(CAPACITY).time_to_live(NEGATIVE_TTL).build(),
+            positive: Cache::builder()
+                .max_capacity(CAPACITY)
+                .time_to_live(POSITIVE_TTL)
+                .build(),
+            negative: Cache::builder()
+                .max_capacity(CAPACITY)
+                .time_to_live(NEGATIVE_TTL)
+                .build(),
             generation: AtomicU64::new(0),
         }
     }

@@ -193,7 +193,7 @@ static KEY_WHERE: LazyLock<String> = LazyLock::new(|| {
     format!(
         "k.org_id = $1 \
          AND ($2 = '' OR k.environment = $2) \
-         AND ($3 = '' OR LOWER(k.name) LIKE $3 ESCAPE '\\') \
+         AND ($3 = '' OR k.name_lower LIKE $3 ESCAPE '\\') \
          AND ($4 = '' \
            OR ($4 = 'revoked' AND {revoked}) \
            OR ($4 = 'expired' AND NOT {revoked} AND {expired}) \
@@ -207,8 +207,9 @@ const KEY_SELECT: &str =
 
 const INSERT_KEY: &str = "INSERT INTO api_keys (id, org_id, created_by, name, description, \
      environment, key_hash, display_prefix, last4, scopes, metadata, created_at, updated_at, \
-     expires_at, rolled_from, rate_limit, rate_window_secs, rate_burst, daily_quota, ip_allowlist) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13, $14, $15, $16, $17, $18, $19)";
+     expires_at, rolled_from, rate_limit, rate_window_secs, rate_burst, daily_quota, ip_allowlist, \
+     name_lower) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13, $14, $15, $16, $17, $18, $19, $20)";
 
 /// Postgres channel on which key writes announce the changed hash (hex).
 pub const NOTIFY_CHANNEL: &str = "keyward_keys";
@@ -254,6 +255,7 @@ macro_rules! insert_key {
             .bind(k.limits.rate_burst)
             .bind(k.limits.daily_quota)
             .bind(&k.limits.ip_allowlist)
+            .bind(k.name.to_lowercase())
             .execute($exec)
             .await
             .map(|_| ())
@@ -354,7 +356,7 @@ impl Store {
     }
 
     /// Applies edits and records `key.updated`, in one transaction. Returns false when the
-    /// key is not in this organization.
+    /// key is not in this organization, or is revoked or expired by now.
     pub async fn update_key(
         &self,
         org_id: &str,
@@ -368,8 +370,10 @@ impl Store {
             let hash: Option<Vec<u8>> = sqlx::query_scalar(
                 "UPDATE api_keys SET name = $3, description = $4, scopes = $5, expires_at = $6, \
                  updated_at = $7, metadata = $8, rate_limit = $9, rate_window_secs = $10, \
-                 rate_burst = $11, daily_quota = $12, ip_allowlist = $13 \
-                 WHERE id = $1 AND org_id = $2 RETURNING key_hash",
+                 rate_burst = $11, daily_quota = $12, ip_allowlist = $13, name_lower = $14 \
+                 WHERE id = $1 AND org_id = $2 \
+                   AND (revoked_at IS NULL OR revoked_at > $7) AND (expires_at IS NULL OR expires_at > $7) \
+                 RETURNING key_hash",
             )
             .bind(key_id)
             .bind(org_id)
@@ -384,6 +388,7 @@ impl Store {
             .bind(c.limits.rate_burst)
             .bind(c.limits.daily_quota)
             .bind(&c.limits.ip_allowlist)
+            .bind(c.name.to_lowercase())
             .fetch_optional(&mut *tx)
             .await?;
             let Some(hash) = hash else {

@@ -12,9 +12,9 @@
 mod audit;
 pub mod cache;
 mod keys;
-mod usage;
 mod orgs;
 pub mod sessions;
+mod usage;
 mod users;
 
 use std::{str::FromStr, sync::Arc, time::Duration};
@@ -27,8 +27,8 @@ use sqlx::{
 
 pub use audit::{AuditEvent, AuditFilter, NewAudit};
 pub use keys::{ApiKey, KeyChanges, KeyFilter, KeyLimits, KeyStatus, NewKey};
-pub use usage::UsageDelta;
 pub use orgs::{Membership, Org};
+pub use usage::UsageDelta;
 pub use users::{NewUser, User};
 
 /// How long a request waits for a pooled connection before the store reports itself
@@ -138,6 +138,29 @@ impl Store {
         with_pool!(self, |pool| {
             sqlx::query("SELECT 1").execute(pool).await?;
         });
+        Ok(())
+    }
+
+    /// Guards against a lost or changed pepper: the first start records
+    /// `check` (HMAC(pepper, fixed text)); later starts must present the same value, since
+    /// with another pepper no stored key would ever verify again.
+    pub async fn check_pepper(&self, check: &str) -> anyhow::Result<()> {
+        let stored: Option<String> = with_pool!(self, |pool| {
+            sqlx::query("INSERT INTO settings (name, value) VALUES ('pepper_check', $1) ON CONFLICT (name) DO NOTHING")
+                .bind(check)
+                .execute(pool)
+                .await?;
+            sqlx::query_scalar("SELECT value FROM settings WHERE name = 'pepper_check'")
+                .fetch_optional(pool)
+                .await?
+        });
+        if stored.as_deref() != Some(check) {
+            anyhow::bail!(
+                "this database's API keys were hashed with a different pepper: restore the secrets file \
+                 (KEYWARD_SECRETS_FILE) or KEYWARD_KEY_PEPPER that was used before; starting with \
+                 this one would make every existing key fail"
+            );
+        }
         Ok(())
     }
 

@@ -86,14 +86,14 @@ impl Store {
         })
     }
 
-    pub async fn org_by_name(&self, name: &str) -> Result<Option<Org>> {
+    pub async fn org(&self, id: &str) -> Result<Option<Org>> {
         with_pool!(self, |pool| {
-            Ok(sqlx::query_as::<_, Org>(
-                "SELECT * FROM organizations WHERE name = $1 AND personal = FALSE ORDER BY created_at LIMIT 1",
+            Ok(
+                sqlx::query_as::<_, Org>("SELECT * FROM organizations WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(pool)
+                    .await?,
             )
-            .bind(name)
-            .fetch_optional(pool)
-            .await?)
         })
     }
 

@@ -35,12 +35,14 @@ impl Store {
                 .bind(d.count)
                 .execute(&mut *tx)
                 .await?;
-                let first = sqlx::query("UPDATE api_keys SET last_used_at = $2 WHERE id = $1 AND last_used_at IS NULL")
-                    .bind(&d.key_id)
-                    .bind(d.last_used_at)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected()
+                let first = sqlx::query(
+                    "UPDATE api_keys SET last_used_at = $2 WHERE id = $1 AND last_used_at IS NULL",
+                )
+                .bind(&d.key_id)
+                .bind(d.last_used_at)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
                     == 1;
                 if first {
                     let audit = NewAudit::new("key.first_used", d.first_used_at)
@@ -48,11 +50,13 @@ impl Store {
                         .target("api_key", &d.key_id, &d.key_name);
                     insert_audit!(&mut *tx, &audit)?;
                 } else {
-                    sqlx::query("UPDATE api_keys SET last_used_at = $2 WHERE id = $1 AND last_used_at < $2")
-                        .bind(&d.key_id)
-                        .bind(d.last_used_at)
-                        .execute(&mut *tx)
-                        .await?;
+                    sqlx::query(
+                        "UPDATE api_keys SET last_used_at = $2 WHERE id = $1 AND last_used_at < $2",
+                    )
+                    .bind(&d.key_id)
+                    .bind(d.last_used_at)
+                    .execute(&mut *tx)
+                    .await?;
                 }
             }
             tx.commit().await?;
@@ -63,11 +67,13 @@ impl Store {
     /// Verifications recorded for a key on a day.
     pub async fn usage_count(&self, key_id: &str, day: i64) -> Result<i64> {
         with_pool!(self, |pool| {
-            let n: Option<i64> = sqlx::query_scalar("SELECT count FROM key_usage_daily WHERE key_id = $1 AND day = $2")
-                .bind(key_id)
-                .bind(day)
-                .fetch_optional(pool)
-                .await?;
+            let n: Option<i64> = sqlx::query_scalar(
+                "SELECT count FROM key_usage_daily WHERE key_id = $1 AND day = $2",
+            )
+            .bind(key_id)
+            .bind(day)
+            .fetch_optional(pool)
+            .await?;
             Ok(n.unwrap_or(0))
         })
     }

@@ -56,11 +56,9 @@ fn verifier_authorized(state: &AppState, headers: &HeaderMap) -> bool {
         return false;
     };
     let p = Sha256::digest(presented.as_bytes());
-    state
-        .config
-        .verifier_tokens
-        .iter()
-        .fold(false, |ok, t| ok | bool::from(Sha256::digest(t.expose_secret().as_bytes()).ct_eq(&p)))
+    state.config.verifier_tokens.iter().fold(false, |ok, t| {
+        ok | bool::from(Sha256::digest(t.expose_secret().as_bytes()).ct_eq(&p))
+    })
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -75,14 +73,18 @@ pub async fn verify(
     body: std::result::Result<Json<VerifyBody>, JsonRejection>,
 ) -> Result<Response> {
     if !verifier_authorized(&state, &headers) {
-        tracing::warn!(event = "verify.unauthorized", "verify API called without a valid verifier credential");
+        tracing::warn!(
+            event = "verify.unauthorized",
+            "verify API called without a valid verifier credential"
+        );
         return Ok(error_json(
             StatusCode::UNAUTHORIZED,
             "missing_authorization",
             "Send a verifier credential: Authorization: Bearer <token>.",
         ));
     }
-    let Json(body) = body.map_err(|e| AppError::bad_request(format!("Malformed request body: {}", e.body_text())))?;
+    let Json(body) = body
+        .map_err(|e| AppError::bad_request(format!("Malformed request body: {}", e.body_text())))?;
     let ip = match body.ip.as_deref() {
         None | Some("") => None,
         Some(s) => Some(
@@ -92,7 +94,11 @@ pub async fn verify(
     };
     let result = state
         .verifier
-        .check(&VerifyRequest { key: body.key.as_deref(), scopes: &body.scopes, ip })
+        .check(&VerifyRequest {
+            key: body.key.as_deref(),
+            scopes: &body.scopes,
+            ip,
+        })
         .await
         .map_err(fail_closed)?;
     let mut res = Json(&result).into_response();
@@ -127,7 +133,12 @@ fn presented_key<'a>(state: &AppState, headers: &'a HeaderMap) -> Option<&'a str
     {
         return Some(v.trim());
     }
-    bearer(headers).or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim))
+    bearer(headers).or_else(|| {
+        headers
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    })
 }
 
 /// The end user's IP: from the configured trusted-proxy header, else the peer.
@@ -144,7 +155,10 @@ fn client_ip(state: &AppState, headers: &HeaderMap, peer: Option<SocketAddr>) ->
 
 pub async fn forward_auth(State(state): State<AppState>, parts: Parts) -> Response {
     let (uri, headers) = (&parts.uri, &parts.headers);
-    let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
     let original_uri = headers
         .get("x-original-uri")
         .or_else(|| headers.get("x-forwarded-uri"))
@@ -160,7 +174,12 @@ pub async fn forward_auth(State(state): State<AppState>, parts: Parts) -> Respon
     let scopes: Vec<String> = headers
         .get(REQUIRE_SCOPES_HEADER)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split([',', ' ']).filter(|s| !s.is_empty()).map(str::to_string).collect())
+        .map(|v| {
+            v.split([',', ' '])
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default();
     let req = VerifyRequest {
         key: presented_key(&state, headers),
@@ -171,7 +190,9 @@ pub async fn forward_auth(State(state): State<AppState>, parts: Parts) -> Respon
         Ok(r) => r,
         Err(e) => return fail_closed(e).into_response(),
     };
-    let nginx = headers.get("x-keyward-proxy").is_some_and(|v| v.as_bytes() == b"nginx");
+    let nginx = headers
+        .get("x-keyward-proxy")
+        .is_some_and(|v| v.as_bytes() == b"nginx");
     let mut res = forward_auth_response(&result, nginx);
     rate_limit_headers(&mut res, &result);
     res
@@ -188,7 +209,10 @@ pub fn forward_auth_response(v: &Verification, nginx: bool) -> Response {
                 ("x-keyward-key-id", v.key_id.clone().unwrap_or_default()),
                 ("x-keyward-org-id", v.org_id.clone().unwrap_or_default()),
                 ("x-keyward-scopes", v.scope_list().join(" ")),
-                ("x-keyward-environment", v.environment.clone().unwrap_or_default()),
+                (
+                    "x-keyward-environment",
+                    v.environment.clone().unwrap_or_default(),
+                ),
             ] {
                 if let Ok(value) = HeaderValue::from_str(&value) {
                     h.insert(HeaderName::from_static(name), value);
@@ -196,20 +220,53 @@ pub fn forward_auth_response(v: &Verification, nginx: bool) -> Response {
             }
             return res;
         }
-        VerifyCode::Missing => (StatusCode::UNAUTHORIZED, "missing_authorization", "No API key was sent. Send it as Authorization: Bearer <key>."),
-        VerifyCode::Expired => (StatusCode::UNAUTHORIZED, "expired_api_key", "This API key has expired. Create a new key in the dashboard."),
-        VerifyCode::InvalidFormat | VerifyCode::NotFound | VerifyCode::Revoked | VerifyCode::Disabled => {
-            (StatusCode::UNAUTHORIZED, "invalid_api_key", "The API key is invalid or has been revoked.")
-        }
-        VerifyCode::InsufficientScope => (StatusCode::FORBIDDEN, "insufficient_permissions", "This API key does not have the scope this request needs."),
-        VerifyCode::IpNotAllowed => (StatusCode::FORBIDDEN, "insufficient_permissions", "This API key may not be used from this IP address."),
-        VerifyCode::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded", "Too many requests."),
-        VerifyCode::QuotaExceeded => (StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", "The daily request quota of this API key is used up."),
+        VerifyCode::Missing => (
+            StatusCode::UNAUTHORIZED,
+            "missing_authorization",
+            "No API key was sent. Send it as Authorization: Bearer <key>.",
+        ),
+        VerifyCode::Expired => (
+            StatusCode::UNAUTHORIZED,
+            "expired_api_key",
+            "This API key has expired. Create a new key in the dashboard.",
+        ),
+        VerifyCode::InvalidFormat
+        | VerifyCode::NotFound
+        | VerifyCode::Revoked
+        | VerifyCode::Disabled => (
+            StatusCode::UNAUTHORIZED,
+            "invalid_api_key",
+            "The API key is invalid or has been revoked.",
+        ),
+        VerifyCode::InsufficientScope => (
+            StatusCode::FORBIDDEN,
+            "insufficient_permissions",
+            "This API key does not have the scope this request needs.",
+        ),
+        VerifyCode::IpNotAllowed => (
+            StatusCode::FORBIDDEN,
+            "insufficient_permissions",
+            "This API key may not be used from this IP address.",
+        ),
+        VerifyCode::RateLimited => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_exceeded",
+            "Too many requests.",
+        ),
+        VerifyCode::QuotaExceeded => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "quota_exceeded",
+            "The daily request quota of this API key is used up.",
+        ),
     };
     let mut res = if status == StatusCode::TOO_MANY_REQUESTS {
         let retry = v.retry_after.unwrap_or(1);
         let message = format!("{message} Please retry after {retry} seconds.");
-        let mut res = (status, Json(json!({ "error": { "code": code, "message": message }, "retry_after": retry }))).into_response();
+        let mut res = (
+            status,
+            Json(json!({ "error": { "code": code, "message": message }, "retry_after": retry })),
+        )
+            .into_response();
         if let Ok(value) = HeaderValue::from_str(&retry.to_string()) {
             res.headers_mut().insert(header::RETRY_AFTER, value);
         }
@@ -218,25 +275,38 @@ pub fn forward_auth_response(v: &Verification, nginx: bool) -> Response {
         error_json(status, code, message)
     };
     if let Ok(value) = HeaderValue::from_str(code) {
-        res.headers_mut().insert(HeaderName::from_static("x-keyward-error"), value);
+        res.headers_mut()
+            .insert(HeaderName::from_static("x-keyward-error"), value);
     }
     // nginx `auth_request` treats anything but 2xx/401/403 as a server error, so for
     // nginx the 429 travels as a 403 that names the real status (see README).
     if nginx && status == StatusCode::TOO_MANY_REQUESTS {
         *res.status_mut() = StatusCode::FORBIDDEN;
-        res.headers_mut()
-            .insert(HeaderName::from_static("x-keyward-status"), HeaderValue::from_static("429"));
+        res.headers_mut().insert(
+            HeaderName::from_static("x-keyward-status"),
+            HeaderValue::from_static("429"),
+        );
     }
     res
 }
 
 fn error_json(status: StatusCode, code: &str, message: &str) -> Response {
-    (status, Json(json!({ "error": { "code": code, "message": message } }))).into_response()
+    (
+        status,
+        Json(json!({ "error": { "code": code, "message": message } })),
+    )
+        .into_response()
 }
 
 fn rate_limit_headers(res: &mut Response, v: &Verification) {
     let Some(d) = v.ratelimit.or_else(|| {
-        v.quota.map(|q| Decision { allowed: true, limit: q.limit, remaining: q.remaining, reset: q.reset, retry_after: 0 })
+        v.quota.map(|q| Decision {
+            allowed: true,
+            limit: q.limit,
+            remaining: q.remaining,
+            reset: q.reset,
+            retry_after: 0,
+        })
     }) else {
         return;
     };

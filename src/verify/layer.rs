@@ -51,11 +51,10 @@ impl<S: Send + Sync> FromRequestParts<S> for VerifiedKey {
     type Rejection = (StatusCode, &'static str);
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        parts
-            .extensions
-            .get::<VerifiedKey>()
-            .cloned()
-            .ok_or((StatusCode::INTERNAL_SERVER_ERROR, "route is not behind RequireKey"))
+        parts.extensions.get::<VerifiedKey>().cloned().ok_or((
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "route is not behind RequireKey",
+        ))
     }
 }
 
@@ -68,12 +67,19 @@ pub struct RequireKey {
 
 impl RequireKey {
     pub fn new(verifier: Verifier) -> Self {
-        Self { verifier, scopes: Arc::from(Vec::new()) }
+        Self {
+            verifier,
+            scopes: Arc::from(Vec::new()),
+        }
     }
 
     /// Every one of these scopes is required.
     pub fn scopes<I: IntoIterator<Item = S>, S: Into<String>>(mut self, scopes: I) -> Self {
-        self.scopes = scopes.into_iter().map(Into::into).collect::<Vec<_>>().into();
+        self.scopes = scopes
+            .into_iter()
+            .map(Into::into)
+            .collect::<Vec<_>>()
+            .into();
         self
     }
 }
@@ -81,7 +87,10 @@ impl RequireKey {
 impl<S> Layer<S> for RequireKey {
     type Service = RequireKeyService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        RequireKeyService { inner, guard: self.clone() }
+        RequireKeyService {
+            inner,
+            guard: self.clone(),
+        }
     }
 }
 
@@ -117,17 +126,33 @@ where
                 .and_then(|v| v.split_once(' '))
                 .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
                 .map(|(_, k)| k.trim().to_string())
-                .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(|s| s.trim().to_string()));
-            let ip = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+                .or_else(|| {
+                    headers
+                        .get("x-api-key")
+                        .and_then(|v| v.to_str().ok())
+                        .map(|s| s.trim().to_string())
+                });
+            let ip = req
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip());
             let result = guard
                 .verifier
-                .check(&VerifyRequest { key: key.as_deref(), scopes: &guard.scopes, ip })
+                .check(&VerifyRequest {
+                    key: key.as_deref(),
+                    scopes: &guard.scopes,
+                    ip,
+                })
                 .await;
             let v = match result {
                 Ok(v) => v,
                 Err(e) => {
                     tracing::error!(error = %e, "key verification failed; refusing (fail closed)");
-                    return Ok((StatusCode::SERVICE_UNAVAILABLE, "key verification unavailable").into_response());
+                    return Ok((
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "key verification unavailable",
+                    )
+                        .into_response());
                 }
             };
             if !v.valid {

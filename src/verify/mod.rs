@@ -134,7 +134,9 @@ pub struct VerifierOptions {
 
 impl Default for VerifierOptions {
     fn default() -> Self {
-        Self { invalid_attempts_per_minute: 60 }
+        Self {
+            invalid_attempts_per_minute: 60,
+        }
     }
 }
 
@@ -156,7 +158,9 @@ struct Inner {
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Verifier").field("prefix", &self.0.prefix).finish_non_exhaustive()
+        f.debug_struct("Verifier")
+            .field("prefix", &self.0.prefix)
+            .finish_non_exhaustive()
     }
 }
 
@@ -194,14 +198,28 @@ impl Verifier {
         let store = Store::connect(database_url).await?;
         store.migrate().await?;
         store.spawn_invalidation_listener();
-        let v = Self::new(store, prefix.to_string(), pepper, Arc::new(crate::clock::SystemClock));
+        let v = Self::new(
+            store,
+            prefix.to_string(),
+            pepper,
+            Arc::new(crate::clock::SystemClock),
+        );
         v.spawn_flusher();
         Ok(v)
     }
 
     /// Shorthand for an in-process check with no IP.
-    pub async fn verify(&self, key: Option<&str>, scopes: &[String]) -> Result<Verification, StoreError> {
-        self.check(&VerifyRequest { key, scopes, ip: None }).await
+    pub async fn verify(
+        &self,
+        key: Option<&str>,
+        scopes: &[String],
+    ) -> Result<Verification, StoreError> {
+        self.check(&VerifyRequest {
+            key,
+            scopes,
+            ip: None,
+        })
+        .await
     }
 
     /// Runs the pipeline.
@@ -327,13 +345,18 @@ pub fn ip_allowed(allowlist: &str, ip: Option<IpAddr>) -> bool {
         return false;
     };
     let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
         v4 => v4,
     };
-    allowlist.split_whitespace().any(|entry| match parse_network(entry) {
-        Some(net) => net.contains(&ip),
-        None => false,
-    })
+    allowlist
+        .split_whitespace()
+        .any(|entry| match parse_network(entry) {
+            Some(net) => net.contains(&ip),
+            None => false,
+        })
 }
 
 /// A CIDR (`10.0.0.0/8`, `2001:db8::/32`) or a single address.
@@ -360,7 +383,10 @@ mod tests {
         assert!(ip_allowed("2001:db8::/32", Some(v6)));
         assert!(!ip_allowed("10.0.0.0/8", Some(v6)));
         assert!(ip_allowed("10.1.2.3", Some(v4)));
-        assert!(ip_allowed("10.0.0.0/8", Some("::ffff:10.9.9.9".parse().unwrap())));
+        assert!(ip_allowed(
+            "10.0.0.0/8",
+            Some("::ffff:10.9.9.9".parse().unwrap())
+        ));
         assert!(parse_network("not-an-ip").is_none());
     }
 }

@@ -60,7 +60,11 @@ impl Bucket {
     fn decision(&self, allowed: bool, now: f64) -> Decision {
         let rate = self.limit.rate();
         let to_full = (self.limit.capacity() - self.tokens).max(0.0) / rate;
-        let retry_after = if allowed { 0 } else { ((1.0 - self.tokens) / rate).ceil().max(1.0) as i64 };
+        let retry_after = if allowed {
+            0
+        } else {
+            ((1.0 - self.tokens) / rate).ceil().max(1.0) as i64
+        };
         Decision {
             allowed,
             limit: self.limit.limit,
@@ -127,7 +131,11 @@ impl RateLimiter {
 mod tests {
     use super::*;
 
-    const TEN_PER_MINUTE: Limit = Limit { limit: 10, window_secs: 60, burst: 10 };
+    const TEN_PER_MINUTE: Limit = Limit {
+        limit: 10,
+        window_secs: 60,
+        burst: 10,
+    };
 
     #[test]
     fn allows_the_limit_then_refuses() {
@@ -151,7 +159,11 @@ mod tests {
     #[test]
     fn burst_above_the_steady_rate() {
         let rl = RateLimiter::default();
-        let l = Limit { limit: 1, window_secs: 1, burst: 5 };
+        let l = Limit {
+            limit: 1,
+            window_secs: 1,
+            burst: 5,
+        };
         let passed = (0..10).filter(|_| rl.check("k", l, 0.0).allowed).count();
         assert_eq!(passed, 5);
         assert!(rl.check("k", l, 1.0).allowed);

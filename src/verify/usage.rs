@@ -43,7 +43,12 @@ impl Usage {
 
     /// Counts one verification against the key's daily quota, if it has one. Returns the
     /// quota state and whether the verification may pass.
-    pub async fn take_quota(&self, store: &Store, key: &ApiKey, now: i64) -> Result<Option<(QuotaState, bool)>, StoreError> {
+    pub async fn take_quota(
+        &self,
+        store: &Store,
+        key: &ApiKey,
+        now: i64,
+    ) -> Result<Option<(QuotaState, bool)>, StoreError> {
         let Some(quota) = key.daily_quota else {
             return Ok(None);
         };
@@ -60,25 +65,42 @@ impl Usage {
         let used = st.counts.entry(slot).or_insert(0);
         let reset = (day + 1) * 86_400;
         if *used >= quota {
-            return Ok(Some((QuotaState { limit: quota, remaining: 0, reset }, false)));
+            return Ok(Some((
+                QuotaState {
+                    limit: quota,
+                    remaining: 0,
+                    reset,
+                },
+                false,
+            )));
         }
         *used += 1;
-        Ok(Some((QuotaState { limit: quota, remaining: quota - *used, reset }, true)))
+        Ok(Some((
+            QuotaState {
+                limit: quota,
+                remaining: quota - *used,
+                reset,
+            },
+            true,
+        )))
     }
 
     /// Records a successful verification (flushed later).
     pub fn record(&self, key: &ApiKey, now: i64) {
         let day = day_of(now);
         let mut st = self.lock();
-        let d = st.pending.entry((key.id.clone(), day)).or_insert_with(|| UsageDelta {
-            key_id: key.id.clone(),
-            org_id: key.org_id.clone(),
-            key_name: key.name.clone(),
-            day,
-            count: 0,
-            first_used_at: now,
-            last_used_at: now,
-        });
+        let d = st
+            .pending
+            .entry((key.id.clone(), day))
+            .or_insert_with(|| UsageDelta {
+                key_id: key.id.clone(),
+                org_id: key.org_id.clone(),
+                key_name: key.name.clone(),
+                day,
+                count: 0,
+                first_used_at: now,
+                last_used_at: now,
+            });
         d.count += 1;
         d.last_used_at = d.last_used_at.max(now);
         // Keys without a quota are counted only once they get one (from the store then).

@@ -43,13 +43,18 @@ async fn signup_signin_signout(app: TestApp) {
             .starts_with("$argon2id$v=19$m=19456,t=2,p=1$")
     );
 
-    // Sign out: POST only, then the old cookie is useless.
-    let cookie_jar_client = b.client.clone();
+    // Sign out: POST only, then the old cookie is useless even when replayed by hand.
+    let jar_cookie = b.cookie_value(&app.base);
     let out = b.post("/logout", &[]).await;
     assert_eq!(out.status, StatusCode::SEE_OTHER);
     assert_eq!(out.location(), "/login?reason=signed_out");
-    let again = cookie_jar_client
+    let replay = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let again = replay
         .get(format!("{}/settings/api-keys", app.base))
+        .header("cookie", format!("keyward_session={jar_cookie}"))
         .send()
         .await
         .unwrap();

@@ -87,6 +87,8 @@ async fn key_lifecycle(app: TestApp) {
         verify(&app, &key, &["admin"]).await.code,
         VerifyCode::InsufficientScope
     );
+    // Usage is batched; the flusher runs every second in the server, here on demand.
+    app.state.verifier.flush().await.unwrap();
     let detail = b.get(&format!("/settings/api-keys/{key_id}")).await;
     assert_eq!(detail.status, StatusCode::OK);
     assert!(!detail.body.contains(&key));
@@ -421,16 +423,19 @@ async fn search_and_pagination(app: TestApp) {
         b.new_key(&format!("service {i:02}")).await;
     }
     b.new_key("100% literal_name").await;
+    b.new_key("Über-Worker").await;
     let page1 = b.get("/settings/api-keys").await;
-    assert!(page1.body.contains("Showing 1–25 of 28"), "{}", page1.body);
+    assert!(page1.body.contains("Showing 1–25 of 29"), "{}", page1.body);
     let page2 = b.get("/settings/api-keys?page=2").await;
-    assert!(page2.body.contains("Showing 26–28 of 28"));
+    assert!(page2.body.contains("Showing 26–29 of 29"));
     assert!(page2.body.contains("service 00"));
     // LIKE wildcards are literal; SQL metacharacters are just text.
     for (q, n) in [
         ("%", 1),
         ("_", 1),
         ("SERVICE 1", 10),
+        ("über", 1),
+        ("ÜBER-w", 1),
         ("' OR 1=1--", 0),
         ("name;DROP TABLE api_keys", 0),
     ] {
@@ -441,8 +446,14 @@ async fn search_and_pagination(app: TestApp) {
         let shown = page.body.matches("class=\"mono nowrap\"").count();
         assert_eq!(shown, n, "search {q:?}");
     }
+    // A page past the end goes to the last page; absurd page numbers do not break anything.
+    let far = b.get("/settings/api-keys?q=service&page=99").await;
+    assert_eq!(far.status, StatusCode::SEE_OTHER);
+    assert_eq!(far.location(), "/settings/api-keys?q=service&page=2");
+    let huge = b.get("/settings/api-keys?page=9223372036854775807").await;
+    assert_eq!(huge.status, StatusCode::SEE_OTHER);
     assert_eq!(
-        b.get("/settings/api-keys?page=99").await.status,
+        b.get("/settings/api-keys?page=-5").await.status,
         StatusCode::OK
     );
 }

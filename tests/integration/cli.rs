@@ -45,7 +45,7 @@ async fn user_create_bootstraps_an_account(app: TestApp) {
             "--org",
             "Acme",
             "--role",
-            "admin",
+            "owner",
         ],
         &app.db_url,
         &format!("{PASSWORD}\n"),
@@ -55,9 +55,7 @@ async fn user_create_bootstraps_an_account(app: TestApp) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("added ops@example.com to Acme as admin")
-    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("added ops@example.com to Acme ("));
     let user = app
         .store
         .user_by_email("ops@example.com")
@@ -67,8 +65,58 @@ async fn user_create_bootstraps_an_account(app: TestApp) {
     let orgs = app.store.memberships(&user.id).await.unwrap();
     assert!(
         orgs.iter()
-            .any(|m| m.org_name == "Acme" && m.role == "admin")
+            .any(|m| m.org_name == "Acme" && m.role == "owner")
     );
+    let acme = orgs
+        .iter()
+        .find(|m| m.org_name == "Acme")
+        .unwrap()
+        .org_id
+        .clone();
+
+    // A teammate joins the existing organization by id; a name never picks an existing org.
+    let out = keyward(
+        &[
+            "user",
+            "create",
+            "--email",
+            "dev@example.com",
+            "--org",
+            &acme,
+            "--role",
+            "developer",
+        ],
+        &app.db_url,
+        PASSWORD,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dev = app
+        .store
+        .user_by_email("dev@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    let m = app.store.membership(&dev.id, &acme).await.unwrap().unwrap();
+    assert_eq!(m.role, "developer");
+    let out = keyward(
+        &[
+            "user",
+            "create",
+            "--email",
+            "x@example.com",
+            "--org",
+            "Acme",
+            "--role",
+            "admin",
+        ],
+        &app.db_url,
+        PASSWORD,
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("use --role owner"));
 
     // The password (without the newline) signs in.
     let mut b = app.browser();

@@ -311,6 +311,16 @@ impl TestApp {
                         out.push_str(&format!("{s}.{t}: {r}\n"));
                     }
                 }
+                // bytea columns (the session store's data) as raw bytes, not hex.
+                let blobs: Vec<Vec<u8>> =
+                    sqlx::query_scalar("SELECT data FROM tower_sessions.session")
+                        .fetch_all(&pool)
+                        .await
+                        .unwrap();
+                for b in blobs {
+                    out.push_str(&String::from_utf8_lossy(&b));
+                    out.push('\n');
+                }
             }
         }
         out
@@ -380,21 +390,27 @@ impl Page {
 /// submitting the forms it was given.
 pub struct Browser {
     pub client: reqwest::Client,
+    jar: Arc<reqwest::cookie::Jar>,
     pub base: String,
     pub csrf: Option<String>,
+    /// The organization the last page's forms were rendered for.
+    pub org: Option<String>,
 }
 
 impl Browser {
     pub fn new(base: &str) -> Self {
+        let jar = Arc::new(reqwest::cookie::Jar::default());
         Self {
+            jar: jar.clone(),
             client: reqwest::Client::builder()
-                .cookie_store(true)
+                .cookie_provider(jar)
                 .redirect(Policy::none())
                 .user_agent("keyward-tests/1.0")
                 .build()
                 .unwrap(),
             base: base.to_string(),
             csrf: None,
+            org: None,
         }
     }
 
@@ -406,6 +422,9 @@ impl Browser {
         };
         if let Some(t) = page.capture(r#"name="csrf" value="([^"]+)""#) {
             self.csrf = Some(t);
+        }
+        if let Some(o) = page.capture(r#"name="org" value="([^"]+)""#) {
+            self.org = Some(o);
         }
         page
     }
@@ -420,10 +439,12 @@ impl Browser {
         self.read(res).await
     }
 
-    /// Submits a form with the current CSRF token.
+    /// Submits a form with the current CSRF token (and the organization the page was
+    /// rendered for, as the dashboard's forms do).
     pub async fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Page {
         let csrf = self.csrf.clone().unwrap_or_default();
-        let mut all: Vec<(&str, &str)> = vec![("csrf", &csrf)];
+        let org = self.org.clone().unwrap_or_default();
+        let mut all: Vec<(&str, &str)> = vec![("csrf", &csrf), ("org", &org)];
         all.extend_from_slice(fields);
         self.post_raw(path, &all, &[]).await
     }
@@ -484,6 +505,20 @@ impl Browser {
             self.get(&to).await;
         }
         res
+    }
+
+    /// The session cookie's value from the client's cookie jar.
+    pub fn cookie_value(&self, base: &str) -> String {
+        use reqwest::cookie::CookieStore;
+        let url: reqwest::Url = base.parse().unwrap();
+        let header = self.jar.cookies(&url).expect("a cookie is set");
+        header
+            .to_str()
+            .unwrap()
+            .split("; ")
+            .find_map(|c| c.strip_prefix("keyward_session="))
+            .expect("session cookie")
+            .to_string()
     }
 
     /// The session cookie's value, if any.

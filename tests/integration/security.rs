@@ -464,3 +464,46 @@ async fn plaintext_keys_are_stored_nowhere(app: TestApp) {
     }
 }
 both!(plaintext_keys_are_stored_nowhere);
+
+async fn forms_from_another_org_are_refused(app: TestApp) {
+    let mut b = app.signed_up("tabs@example.com").await;
+    let form = b.get("/settings/api-keys/new").await;
+    let stale_org = b.org.clone().unwrap();
+    let token = form.form_token();
+    // In another tab, the user creates and switches to a second organization.
+    b.post("/orgs", &[("name", "Second")]).await;
+    let fields = [
+        ("csrf", b.csrf.clone().unwrap()),
+        ("org", stale_org),
+        ("form_token", token),
+    ];
+    let mut all: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    all.extend([
+        ("name", "k"),
+        ("environment", "live"),
+        ("preset", "Read-only"),
+        ("expiry", "7d"),
+    ]);
+    let res = b.post_raw("/settings/api-keys", &all, &[]).await;
+    assert_eq!(res.status, StatusCode::CONFLICT);
+    assert!(res.body.contains("switched organizations in another tab"));
+    assert!(res.new_key().is_none());
+}
+both!(forms_from_another_org_are_refused);
+
+#[tokio::test]
+async fn a_different_pepper_is_refused_at_start() {
+    let app = TestApp::spawn(crate::helpers::Backend::Sqlite)
+        .await
+        .unwrap();
+    let first = keyward::config::KeyPepper::new(vec![42u8; 32]);
+    app.store.check_pepper(&first.check_value()).await.unwrap();
+    app.store.check_pepper(&first.check_value()).await.unwrap();
+    let other = keyward::config::KeyPepper::new(vec![7u8; 32]);
+    let err = app
+        .store
+        .check_pepper(&other.check_value())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("different pepper"));
+}
