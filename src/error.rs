@@ -30,6 +30,9 @@ pub enum AppError {
     Conflict(String),
     #[error("the form was stale or came from another site")]
     Csrf,
+    /// An extractor refused the request (bad body, too large, wrong content type).
+    #[error("{1}")]
+    Rejected(StatusCode, String),
     #[error("service unavailable: {0}")]
     Unavailable(#[source] anyhow::Error),
     #[error("internal error: {0}")]
@@ -105,6 +108,11 @@ impl AppError {
             AppError::Forbidden(m) => (StatusCode::FORBIDDEN, "insufficient_permissions", m.clone()),
             AppError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m.clone()),
             AppError::Conflict(m) => (StatusCode::CONFLICT, "conflict", m.clone()),
+            AppError::Rejected(status, m) => (
+                *status,
+                if *status == StatusCode::PAYLOAD_TOO_LARGE { "payload_too_large" } else { "bad_request" },
+                m.clone(),
+            ),
             AppError::Csrf => (
                 StatusCode::FORBIDDEN,
                 "csrf_failed",
@@ -157,11 +165,31 @@ struct ErrorPage<'a> {
 }
 
 /// Renders [`ErrorInfo`] responses of the dashboard as HTML pages, and gives unmatched
-/// routes (404/405 with empty bodies) a friendly page too.
+/// routes (404/405) and extractor rejections (plain-text 4xx) a friendly page too.
 pub async fn html_errors(req: Request, next: Next) -> Response {
     let res = next.run(req).await;
+    let plain_client_error = res.status().is_client_error()
+        && res
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/plain"));
     let info = match res.extensions().get::<ErrorInfo>() {
         Some(info) => info.clone(),
+        None if plain_client_error => {
+            let status = res.status();
+            let (parts, body) = res.into_parts();
+            let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+            let res = Response::from_parts(parts, axum::body::Body::empty());
+            let info = ErrorInfo {
+                status,
+                code: "bad_request",
+                message: format!(
+                    "The request could not be processed: {}",
+                    String::from_utf8_lossy(&text)
+                ),
+            };
+            return render_page(res, info);
+        }
         None if res.status() == StatusCode::NOT_FOUND => AppError::NotFound.info(),
         None if res.status() == StatusCode::METHOD_NOT_ALLOWED => ErrorInfo {
             status: StatusCode::METHOD_NOT_ALLOWED,
@@ -170,6 +198,10 @@ pub async fn html_errors(req: Request, next: Next) -> Response {
         },
         None => return res,
     };
+    render_page(res, info)
+}
+
+fn render_page(res: Response, info: ErrorInfo) -> Response {
     let title = info.status.canonical_reason().unwrap_or("Error");
     let page = ErrorPage {
         status: info.status.as_u16(),

@@ -47,6 +47,12 @@ pub struct KeyView {
     pub status: KeyStatus,
     pub rolled_from: Option<String>,
     pub can_manage: bool,
+    /// "100 per minute (burst 150)".
+    pub rate_limit: Option<String>,
+    pub daily_quota: Option<i64>,
+    pub ip_allowlist: String,
+    /// Empty for `{}`.
+    pub metadata: String,
 }
 
 impl KeyView {
@@ -70,6 +76,23 @@ impl KeyView {
             status: k.status(now),
             rolled_from: k.rolled_from.clone(),
             can_manage: cu.role.can_manage_key(&cu.user.id, k.created_by.as_deref()),
+            rate_limit: k.rate_limit.map(|n| {
+                let window = WINDOWS
+                    .iter()
+                    .find(|(_, _, s)| *s == k.rate_window_secs)
+                    .map_or("per minute", |(_, l, _)| l);
+                match k.rate_burst {
+                    Some(b) if b != n => format!("{n} {window} (burst {b})"),
+                    _ => format!("{n} {window}"),
+                }
+            }),
+            daily_quota: k.daily_quota,
+            ip_allowlist: k.ip_allowlist.clone(),
+            metadata: if k.metadata == "{}" {
+                String::new()
+            } else {
+                k.metadata.clone()
+            },
         }
     }
     pub fn is_live(&self) -> bool {
@@ -628,11 +651,65 @@ async fn created_page(
 
 // -------------------------------------------------------------------------- detail
 
+/// One bar of the usage chart.
+pub struct Bar {
+    pub x: i64,
+    pub y: i64,
+    pub height: i64,
+    pub label: String,
+    pub count: i64,
+}
+
+/// Verifications per day over the last 30 days, drawn server-side as SVG bars.
+pub struct UsageChart {
+    pub bars: Vec<Bar>,
+    pub total: i64,
+    pub max: i64,
+}
+
+const CHART_DAYS: i64 = 30;
+const CHART_HEIGHT: i64 = 80;
+const BAR_WIDTH: i64 = 10;
+
+impl UsageChart {
+    fn new(series: &[(i64, i64)], today: i64) -> Self {
+        let max = series.iter().map(|(_, c)| *c).max().unwrap_or(0);
+        let bars = (0..CHART_DAYS)
+            .map(|i| {
+                let day = today - (CHART_DAYS - 1) + i;
+                let count = series
+                    .iter()
+                    .find(|(d, _)| *d == day)
+                    .map_or(0, |(_, c)| *c);
+                let height = if max == 0 {
+                    0
+                } else {
+                    (count * CHART_HEIGHT / max).max(i64::from(count > 0))
+                };
+                let date = crate::clock::from_unix(day * 86_400).date();
+                Bar {
+                    x: i * (BAR_WIDTH + 2),
+                    y: CHART_HEIGHT - height,
+                    height,
+                    label: date.to_string(),
+                    count,
+                }
+            })
+            .collect();
+        Self {
+            bars,
+            total: series.iter().map(|(_, c)| c).sum(),
+            max,
+        }
+    }
+}
+
 #[derive(Template, WebTemplate)]
 #[template(path = "settings/api_keys/show.html")]
 struct DetailPage {
     chrome: Chrome,
     key: KeyView,
+    usage: UsageChart,
     events: Vec<EventRow>,
     form: FormView,
     grace_options: Vec<(&'static str, &'static str)>,
@@ -684,12 +761,18 @@ async fn detail_page(
     };
     let (events, _) = state.store.list_audit(cu.org_id(), &filter, 50, 0).await?;
     let view = KeyView::new(key, now, cu);
+    let today = crate::verify::usage::day_of(now);
+    let series = state
+        .store
+        .usage_series(&key.id, today - (CHART_DAYS - 1), today)
+        .await?;
     let roll_token = if view.can_manage && view.is_open() {
         session::issue_form_token(&cu.session).await?
     } else {
         String::new()
     };
     Ok(DetailPage {
+        usage: UsageChart::new(&series, today),
         form: FormView::build(state, cu, form, errors, String::new(), true),
         key: view,
         events: events.iter().map(|e| EventRow::new(e, now)).collect(),

@@ -83,8 +83,14 @@ pub async fn verify(
             "Send a verifier credential: Authorization: Bearer <token>.",
         ));
     }
-    let Json(body) = body
-        .map_err(|e| AppError::bad_request(format!("Malformed request body: {}", e.body_text())))?;
+    let Json(body) = body.map_err(|e| {
+        // Wrong JSON types are as malformed as broken JSON: both 400. Too large stays 413.
+        let status = match e.status() {
+            StatusCode::UNPROCESSABLE_ENTITY => StatusCode::BAD_REQUEST,
+            other => other,
+        };
+        AppError::Rejected(status, format!("Malformed request body: {}", e.body_text()))
+    })?;
     let ip = match body.ip.as_deref() {
         None | Some("") => None,
         Some(s) => Some(

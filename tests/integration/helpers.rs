@@ -187,8 +187,31 @@ impl TestApp {
                 (url, TestDb::Postgres { admin_url, name })
             }
         };
-        let store = Store::connect(&db_url).await.unwrap();
+        let (store, state, base, clock) = Self::start_node(&db_url, tweak).await;
+        Some(Self {
+            base,
+            clock,
+            store,
+            state,
+            backend,
+            db_url,
+            _db: db,
+        })
+    }
+
+    /// A second server on the same database (another "node": its own pool and cache).
+    pub async fn second_node(&self) -> (AppState, String) {
+        let (_, state, base, _) = Self::start_node(&self.db_url, |_| {}).await;
+        (state, base)
+    }
+
+    async fn start_node(
+        db_url: &str,
+        tweak: impl FnOnce(&mut Config),
+    ) -> (Store, AppState, String, ManualClock) {
+        let store = Store::connect(db_url).await.unwrap();
         store.migrate().await.unwrap();
+        store.spawn_invalidation_listener();
         let sessions: SessionBackend = store.session_store().await.unwrap();
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -212,15 +235,20 @@ impl TestApp {
             .await
             .unwrap();
         });
-        Some(Self {
-            base,
-            clock,
-            store,
-            state,
-            backend,
-            db_url,
-            _db: db,
-        })
+        (store, state, base, clock)
+    }
+
+    /// Calls `POST /v1/keys/verify` with the test verifier credential.
+    pub async fn verify_api(&self, body: serde_json::Value) -> (StatusCode, serde_json::Value) {
+        let res = reqwest::Client::new()
+            .post(format!("{}/v1/keys/verify", self.base))
+            .bearer_auth(keyward::config::TEST_VERIFIER_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        (status, res.json().await.unwrap_or(serde_json::Value::Null))
     }
 
     pub fn browser(&self) -> Browser {

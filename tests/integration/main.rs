@@ -10,3 +10,4 @@ mod api_keys;
 mod audit;
 mod cli;
 mod security;
+mod verify;
