@@ -8,6 +8,16 @@ cd "$(dirname "$0")/.."
 
 export KEYWARD_TEST_POSTGRES_URL="${KEYWARD_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
 
+# The forward-auth test runs a real nginx (Debian package); install it when we can.
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "==> installing nginx (for the forward-auth test)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null
+  else
+    echo "NOTE: nginx is not installed; the nginx forward-auth test will be skipped (apt-get install -y nginx)"
+  fi
+fi
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 

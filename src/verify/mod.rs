@@ -197,6 +197,7 @@ impl Verifier {
     pub async fn open(database_url: &str, prefix: &str, pepper: KeyPepper) -> anyhow::Result<Self> {
         let store = Store::connect(database_url).await?;
         store.migrate().await?;
+        store.check_pepper(&pepper.check_value()).await?;
         store.spawn_invalidation_listener();
         let v = Self::new(
             store,

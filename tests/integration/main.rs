@@ -11,3 +11,5 @@ mod audit;
 mod cli;
 mod security;
 mod verify;
+mod in_process;
+mod nginx;
