@@ -111,6 +111,11 @@ pub fn router(state: AppState, sessions: SessionBackend) -> Router {
     Router::new()
         .merge(api)
         .route("/healthz", get(|| async { "ok" }))
+        // A trivial JSON endpoint: the baseline the load script compares verification with.
+        .route(
+            "/v1/ping",
+            get(|| async { axum::Json(serde_json::json!({ "ok": true })) }),
+        )
         .route("/readyz", get(readyz))
         .route("/static/app.css", get(static_css))
         .route("/static/app.js", get(static_js))

@@ -12,8 +12,10 @@ use crate::store::{ApiKey, Store, StoreError, UsageDelta};
 
 #[derive(Debug, Default)]
 struct State {
-    /// Not yet flushed, by (key id, day).
-    pending: HashMap<(String, i64), UsageDelta>,
+    /// Not yet flushed, by key id (today's counts; earlier days wait in `closed`).
+    pending: HashMap<String, UsageDelta>,
+    /// Pending counts of days that ended before the last flush.
+    closed: Vec<UsageDelta>,
     /// Today's total (stored + this node's), for keys with a quota.
     counts: HashMap<(String, i64), i64>,
 }
@@ -58,7 +60,11 @@ impl Usage {
         if !known {
             let stored = store.usage_count(&key.id, day).await?;
             let mut st = self.lock();
-            let pending = st.pending.get(&slot).map_or(0, |d| d.count);
+            let pending = st
+                .pending
+                .get(&key.id)
+                .filter(|d| d.day == day)
+                .map_or(0, |d| d.count);
             st.counts.entry(slot.clone()).or_insert(stored + pending);
         }
         let mut st = self.lock();
@@ -88,22 +94,30 @@ impl Usage {
     /// Records a successful verification (flushed later).
     pub fn record(&self, key: &ApiKey, now: i64) {
         let day = day_of(now);
-        let mut st = self.lock();
-        let d = st
-            .pending
-            .entry((key.id.clone(), day))
-            .or_insert_with(|| UsageDelta {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        // The hot path: the key already has a pending entry for today (no allocation).
+        if let Some(d) = st.pending.get_mut(key.id.as_str()) {
+            if d.day == day {
+                d.count += 1;
+                d.last_used_at = d.last_used_at.max(now);
+                return;
+            }
+            let finished = d.clone();
+            st.closed.push(finished);
+        }
+        st.pending.insert(
+            key.id.clone(),
+            UsageDelta {
                 key_id: key.id.clone(),
                 org_id: key.org_id.clone(),
                 key_name: key.name.clone(),
                 day,
-                count: 0,
+                count: 1,
                 first_used_at: now,
                 last_used_at: now,
-            });
-        d.count += 1;
-        d.last_used_at = d.last_used_at.max(now);
-        // Keys without a quota are counted only once they get one (from the store then).
+            },
+        );
     }
 
     /// Writes pending usage to the store; on failure keeps it for the next attempt.
@@ -112,7 +126,9 @@ impl Usage {
             let mut st = self.lock();
             let today = day_of(now);
             st.counts.retain(|(_, day), _| *day >= today);
-            st.pending.drain().map(|(_, d)| d).collect()
+            let mut batch: Vec<UsageDelta> = st.closed.drain(..).collect();
+            batch.extend(st.pending.drain().map(|(_, d)| d));
+            batch
         };
         if batch.is_empty() {
             return Ok(0);
@@ -120,20 +136,9 @@ impl Usage {
         match store.flush_usage(&batch).await {
             Ok(()) => Ok(batch.len()),
             Err(e) => {
-                let mut st = self.lock();
-                for d in batch {
-                    let slot = (d.key_id.clone(), d.day);
-                    match st.pending.get_mut(&slot) {
-                        Some(p) => {
-                            p.count += d.count;
-                            p.first_used_at = p.first_used_at.min(d.first_used_at);
-                            p.last_used_at = p.last_used_at.max(d.last_used_at);
-                        }
-                        None => {
-                            st.pending.insert(slot, d);
-                        }
-                    }
-                }
+                // Keep the batch for the next attempt; the store adds counts up, so several
+                // deltas of one key and day are fine.
+                self.lock().closed.extend(batch);
                 Err(e)
             }
         }

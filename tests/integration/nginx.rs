@@ -46,11 +46,14 @@ async fn forward_auth_through_real_nginx(app: TestApp) {
     std::fs::create_dir_all(&dir).unwrap();
     let port = free_port().await;
     let keyward_addr = app.base.trim_start_matches("http://").to_string();
-    let site = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/nginx/keyward-forward-auth.conf"))
-        .unwrap()
-        .replace("127.0.0.1:8080", &keyward_addr)
-        .replace("127.0.0.1:9000", &format!("127.0.0.1:{upstream_port}"))
-        .replace("127.0.0.1:8000", &format!("127.0.0.1:{port}"));
+    let site = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/nginx/keyward-forward-auth.conf"
+    ))
+    .unwrap()
+    .replace("127.0.0.1:8080", &keyward_addr)
+    .replace("127.0.0.1:9000", &format!("127.0.0.1:{upstream_port}"))
+    .replace("127.0.0.1:8000", &format!("127.0.0.1:{port}"));
     let d = dir.display();
     let conf = format!(
         "worker_processes 1;\nerror_log {d}/error.log warn;\npid {d}/nginx.pid;\nevents {{ worker_connections 64; }}\n\
@@ -59,7 +62,14 @@ async fn forward_auth_through_real_nginx(app: TestApp) {
     );
     std::fs::write(dir.join("nginx.conf"), conf).unwrap();
     let mut child = tokio::process::Command::new(nginx)
-        .args(["-p", &dir.display().to_string(), "-c", &dir.join("nginx.conf").display().to_string(), "-g", "daemon off;"])
+        .args([
+            "-p",
+            &dir.display().to_string(),
+            "-c",
+            &dir.join("nginx.conf").display().to_string(),
+            "-g",
+            "daemon off;",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -75,13 +85,31 @@ async fn forward_auth_through_real_nginx(app: TestApp) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(up, "nginx did not start: {}", std::fs::read_to_string(dir.join("error.log")).unwrap_or_default());
+    assert!(
+        up,
+        "nginx did not start: {}",
+        std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
+    );
 
     let mut b = app.signed_up("nginx@example.com").await;
-    let good = b.create_key(&[("name", "good"), ("environment", "live"), ("preset", "Read-only"), ("expiry", "30d")]).await;
+    let good = b
+        .create_key(&[
+            ("name", "good"),
+            ("environment", "live"),
+            ("preset", "Read-only"),
+            ("expiry", "30d"),
+        ])
+        .await;
     let (good_id, good_key) = (good.key_id(), good.new_key().unwrap());
     let limited = b
-        .create_key(&[("name", "limited"), ("environment", "live"), ("preset", "Read-only"), ("expiry", "30d"), ("rate_limit", "1"), ("rate_window", "hour")])
+        .create_key(&[
+            ("name", "limited"),
+            ("environment", "live"),
+            ("preset", "Read-only"),
+            ("expiry", "30d"),
+            ("rate_limit", "1"),
+            ("rate_window", "hour"),
+        ])
         .await
         .new_key()
         .unwrap();
@@ -89,18 +117,40 @@ async fn forward_auth_through_real_nginx(app: TestApp) {
     // No key → 401 with the reference body.
     let res = client.get(format!("{base}/things")).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(res.json::<Value>().await.unwrap()["error"]["code"], "missing_authorization");
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"]["code"],
+        "missing_authorization"
+    );
 
     // A good key → the upstream is reached and told the key id.
-    let res = client.get(format!("{base}/things")).bearer_auth(&good_key).send().await.unwrap();
+    let res = client
+        .get(format!("{base}/things"))
+        .bearer_auth(&good_key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     let v: Value = res.json().await.unwrap();
     assert_eq!(v["reached"], true);
     assert_eq!(v["key_id"], good_id.as_str());
 
     // Over the limit → 429 with Retry-After.
-    assert_eq!(client.get(format!("{base}/x")).bearer_auth(&limited).send().await.unwrap().status(), StatusCode::OK);
-    let res = client.get(format!("{base}/x")).bearer_auth(&limited).send().await.unwrap();
+    assert_eq!(
+        client
+            .get(format!("{base}/x"))
+            .bearer_auth(&limited)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    let res = client
+        .get(format!("{base}/x"))
+        .bearer_auth(&limited)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(res.headers()["retry-after"], "3600");
     let v: Value = res.json().await.unwrap();
@@ -109,10 +159,19 @@ async fn forward_auth_through_real_nginx(app: TestApp) {
 
     // Revoked → 401 invalid_api_key, immediately.
     b.get(&format!("/settings/api-keys/{good_id}")).await;
-    b.post(&format!("/settings/api-keys/{good_id}/revoke"), &[]).await;
-    let res = client.get(format!("{base}/things")).bearer_auth(&good_key).send().await.unwrap();
+    b.post(&format!("/settings/api-keys/{good_id}/revoke"), &[])
+        .await;
+    let res = client
+        .get(format!("{base}/things"))
+        .bearer_auth(&good_key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(res.json::<Value>().await.unwrap()["error"]["code"], "invalid_api_key");
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"]["code"],
+        "invalid_api_key"
+    );
 
     child.start_kill().ok();
     let _ = child.wait().await;
