@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)]
 //! `cargo bench`: the cost of verification in-process.
 //! - `token/parse_and_hash`: checksum + HMAC-SHA-256, the floor of every verification;
 //! - `verify/cached`: the whole pipeline for a cached key (target < 5 µs);
