@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used)]
 //! A small axum API protected in-process by Keyward keys: the service opens a `Verifier`
 //! on the same database as the Keyward server and guards routes with `RequireKey`.
 //!
