@@ -83,6 +83,7 @@ pub fn action_label(action: &str) -> &str {
         "auth.signed_out" => "Signed out",
         "user.signed_up" => "Signed up",
         "org.created" => "Organization created",
+        "org.defaults_updated" => "Default key limits changed",
         "member.added" => "Member added",
         other => other,
     }

@@ -375,7 +375,24 @@ struct NewPage {
 pub async fn new_page(State(state): State<AppState>, cu: CurrentUser) -> Result<Response> {
     cu.require(Action::CreateKey)?;
     let token = session::issue_form_token(&cu.session).await?;
-    let blank = KeyForm::default();
+    // New keys start with the organization's default limits.
+    let org = state
+        .store
+        .org(cu.org_id())
+        .await?
+        .ok_or(AppError::NotFound)?;
+    let blank = KeyForm {
+        rate_limit: org
+            .default_rate_limit
+            .map(|n| n.to_string())
+            .unwrap_or_default(),
+        rate_window: window_name(org.default_rate_window_secs).to_string(),
+        daily_quota: org
+            .default_daily_quota
+            .map(|n| n.to_string())
+            .unwrap_or_default(),
+        ..KeyForm::default()
+    };
     Ok(NewPage {
         form: FormView::build(&state, &cu, &blank, FieldErrors::default(), token, false),
         chrome: cu.chrome("api-keys").await?,
@@ -407,7 +424,7 @@ fn check_text(f: &KeyForm, errors: &mut FieldErrors) -> (String, String) {
 }
 
 /// Rate-limit windows offered by the form: (value, label, seconds).
-const WINDOWS: [(&str, &str, i64); 3] = [
+pub(crate) const WINDOWS: [(&str, &str, i64); 3] = [
     ("second", "per second", 1),
     ("minute", "per minute", 60),
     ("hour", "per hour", 3600),
@@ -416,7 +433,15 @@ const MAX_LIMIT: i64 = 1_000_000_000;
 const MAX_METADATA: usize = 4096;
 const MAX_ALLOWLIST: usize = 100;
 
-fn optional_count(s: &str, what: &str) -> Result<Option<i64>, String> {
+/// The form value of a window length (`minute` for anything unknown).
+pub(crate) fn window_name(secs: i64) -> &'static str {
+    WINDOWS
+        .iter()
+        .find(|(_, _, s)| *s == secs)
+        .map_or("minute", |(v, _, _)| v)
+}
+
+pub(crate) fn optional_count(s: &str, what: &str) -> Result<Option<i64>, String> {
     let s = s.trim();
     if s.is_empty() {
         return Ok(None);

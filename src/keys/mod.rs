@@ -1,7 +1,7 @@
 //! API keys: the token format, the scope catalog, and Settings → API Keys.
 
 mod expiry;
-mod handlers;
+pub(crate) mod handlers;
 pub mod scopes;
 pub mod token;
 

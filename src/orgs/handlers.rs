@@ -13,6 +13,8 @@ use crate::{
     audit::ClientMeta,
     auth::{Chrome, CurrentUser, session::ORG_ID},
     error::{AppError, Result},
+    keys::handlers::{WINDOWS, optional_count, window_name},
+    orgs::Action,
 };
 
 #[derive(Template, WebTemplate)]
@@ -90,4 +92,115 @@ pub async fn switch(
     cu.flash("info", format!("Switched to {}.", m.org_name))
         .await?;
     Ok(Redirect::to("/settings/api-keys").into_response())
+}
+
+// ------------------------------------------------------------ organization settings
+
+#[derive(Template, WebTemplate)]
+#[template(path = "orgs/settings.html")]
+struct SettingsPage {
+    chrome: Chrome,
+    can_edit: bool,
+    rate_limit: String,
+    windows: Vec<(&'static str, &'static str, bool)>,
+    daily_quota: String,
+    error: Option<String>,
+}
+
+fn settings_page(
+    chrome: Chrome,
+    can_edit: bool,
+    rate_limit: String,
+    window: &str,
+    daily_quota: String,
+    error: Option<String>,
+) -> SettingsPage {
+    SettingsPage {
+        chrome,
+        can_edit,
+        rate_limit,
+        windows: WINDOWS
+            .iter()
+            .map(|(v, l, _)| (*v, *l, *v == window))
+            .collect(),
+        daily_quota,
+        error,
+    }
+}
+
+pub async fn settings(State(state): State<AppState>, cu: CurrentUser) -> Result<Response> {
+    let org = state
+        .store
+        .org(cu.org_id())
+        .await?
+        .ok_or(AppError::NotFound)?;
+    Ok(settings_page(
+        cu.chrome("org-settings").await?,
+        cu.role.can(Action::ManageMembers),
+        org.default_rate_limit
+            .map(|n| n.to_string())
+            .unwrap_or_default(),
+        window_name(org.default_rate_window_secs),
+        org.default_daily_quota
+            .map(|n| n.to_string())
+            .unwrap_or_default(),
+        None,
+    )
+    .into_response())
+}
+
+#[derive(Deserialize)]
+pub struct DefaultsForm {
+    #[serde(default)]
+    rate_limit: String,
+    #[serde(default)]
+    rate_window: String,
+    #[serde(default)]
+    daily_quota: String,
+}
+
+pub async fn save_settings(
+    State(state): State<AppState>,
+    cu: CurrentUser,
+    meta: ClientMeta,
+    Form(f): Form<DefaultsForm>,
+) -> Result<Response> {
+    cu.require(Action::ManageMembers)?;
+    let window = WINDOWS.iter().find(|(v, _, _)| *v == f.rate_window);
+    let parsed = optional_count(&f.rate_limit, "The default rate limit")
+        .and_then(|r| optional_count(&f.daily_quota, "The default daily quota").map(|q| (r, q)))
+        .and_then(|rq| {
+            window
+                .map(|w| (rq, w.2))
+                .ok_or_else(|| "Choose per second, per minute or per hour.".to_string())
+        });
+    let ((rate, quota), secs) = match parsed {
+        Ok(v) => v,
+        Err(msg) => {
+            let page = settings_page(
+                cu.chrome("org-settings").await?,
+                true,
+                f.rate_limit.clone(),
+                &f.rate_window,
+                f.daily_quota.clone(),
+                Some(msg),
+            );
+            return Ok((StatusCode::BAD_REQUEST, page).into_response());
+        }
+    };
+    let now = state.clock.unix();
+    let audit = cu
+        .audit("org.defaults_updated", &meta, now)
+        .target("organization", cu.org_id(), &cu.org.org_name)
+        .details(serde_json::json!({ "rate_limit": rate, "rate_window_secs": secs, "daily_quota": quota }));
+    state
+        .store
+        .set_org_defaults(cu.org_id(), rate, secs, quota, &audit)
+        .await?;
+    cu.flash(
+        "success",
+        "Saved. New keys start with these limits; existing keys keep theirs.",
+    )
+    .await?;
+    Ok(Redirect::to("/settings/organization").into_response())
 }

@@ -17,4 +17,8 @@ pub fn router() -> Router<AppState> {
         .route("/orgs/new", get(handlers::new_page))
         .route("/orgs", post(handlers::create))
         .route("/orgs/switch", post(handlers::switch))
+        .route(
+            "/settings/organization",
+            get(handlers::settings).post(handlers::save_settings),
+        )
 }

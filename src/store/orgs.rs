@@ -9,6 +9,10 @@ pub struct Org {
     pub personal: bool,
     pub created_by: Option<String>,
     pub created_at: i64,
+    /// Limits pre-filled for new keys.
+    pub default_rate_limit: Option<i64>,
+    pub default_rate_window_secs: i64,
+    pub default_daily_quota: Option<i64>,
 }
 
 /// A user's membership, with the organization's name.
@@ -81,6 +85,33 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             insert_audit!(&mut *tx, &audit.org(org_id))?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    /// Sets the limits pre-filled for new keys, audited.
+    pub async fn set_org_defaults(
+        &self,
+        org_id: &str,
+        rate_limit: Option<i64>,
+        rate_window_secs: i64,
+        daily_quota: Option<i64>,
+        audit: &NewAudit,
+    ) -> Result<()> {
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "UPDATE organizations SET default_rate_limit = $2, default_rate_window_secs = $3, \
+                 default_daily_quota = $4 WHERE id = $1",
+            )
+            .bind(org_id)
+            .bind(rate_limit)
+            .bind(rate_window_secs)
+            .bind(daily_quota)
+            .execute(&mut *tx)
+            .await?;
+            insert_audit!(&mut *tx, audit)?;
             tx.commit().await?;
             Ok(())
         })

@@ -489,3 +489,69 @@ async fn malformed_keys_never_reach_the_store(app: TestApp) {
     );
 }
 both!(malformed_keys_never_reach_the_store);
+
+async fn organization_defaults_prefill_new_keys(app: TestApp) {
+    let mut b = app.signed_up("defaults@example.com").await;
+    let page = b.get("/settings/organization").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let bad = b
+        .post(
+            "/settings/organization",
+            &[
+                ("rate_limit", "-3"),
+                ("rate_window", "minute"),
+                ("daily_quota", ""),
+            ],
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.body.contains("whole number"));
+    let res = b
+        .post(
+            "/settings/organization",
+            &[
+                ("rate_limit", "100"),
+                ("rate_window", "hour"),
+                ("daily_quota", "250"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER);
+    let form = b.get("/settings/api-keys/new").await;
+    assert!(
+        form.body
+            .contains(r#"name="rate_limit" type="number" min="1" inputmode="numeric" value="100""#)
+    );
+    assert!(form.body.contains(r#"value="250""#));
+    assert!(form.body.contains(r#"<option value="hour" selected>"#));
+    // Submitting the prefilled form gives the key those limits.
+    let token = form.form_token();
+    let created = b
+        .post(
+            "/settings/api-keys",
+            &[
+                ("form_token", &token),
+                ("name", "d"),
+                ("environment", "live"),
+                ("preset", "Read-only"),
+                ("expiry", "7d"),
+                ("rate_limit", "100"),
+                ("rate_window", "hour"),
+                ("daily_quota", "250"),
+            ],
+        )
+        .await;
+    let v = app
+        .state
+        .verifier
+        .verify(Some(&created.new_key().unwrap()), &[])
+        .await
+        .unwrap();
+    assert_eq!(v.quota.unwrap().limit, 250);
+    assert_eq!(v.ratelimit.unwrap().limit, 100);
+    let audit = b
+        .get("/settings/audit-log?action=org.defaults_updated")
+        .await;
+    assert!(audit.body.contains("Default key limits changed"));
+}
+both!(organization_defaults_prefill_new_keys);
