@@ -77,6 +77,8 @@ pub fn action_label(action: &str) -> &str {
         "key.rolled" => "Key rolled",
         "key.created_by_roll" => "Key created by roll",
         "key.revoked" => "Key revoked",
+        "key.disabled" => "Key paused",
+        "key.enabled" => "Key resumed",
         "key.first_used" => "Key used for the first time",
         "auth.signed_in" => "Signed in",
         "auth.sign_in_failed" => "Sign-in failed",

@@ -47,6 +47,7 @@ pub struct KeyView {
     pub status: KeyStatus,
     pub rolled_from: Option<String>,
     pub can_manage: bool,
+    pub enabled: bool,
     /// "100 per minute (burst 150)".
     pub rate_limit: Option<String>,
     pub daily_quota: Option<i64>,
@@ -76,6 +77,7 @@ impl KeyView {
             status: k.status(now),
             rolled_from: k.rolled_from.clone(),
             can_manage: cu.role.can_manage_key(&cu.user.id, k.created_by.as_deref()),
+            enabled: k.enabled,
             rate_limit: k.rate_limit.map(|n| {
                 let window = WINDOWS
                     .iter()
@@ -1009,6 +1011,62 @@ pub async fn revoke(
             .await?;
     }
     Ok(Redirect::to(&format!("/settings/api-keys/{}", key.id)).into_response())
+}
+
+// ------------------------------------------------------------------- pause/resume
+
+#[derive(Deserialize)]
+pub struct EnabledForm {
+    #[serde(default)]
+    org: String,
+    #[serde(default)]
+    enabled: String,
+}
+
+pub async fn set_enabled(
+    State(state): State<AppState>,
+    cu: CurrentUser,
+    meta: ClientMeta,
+    Path(id): Path<String>,
+    Form(f): Form<EnabledForm>,
+) -> Result<Response> {
+    let key = load(&state, &cu, &id).await?;
+    require_manage(&cu, &key)?;
+    cu.same_org(&f.org)?;
+    let enabled = match f.enabled.as_str() {
+        "true" => true,
+        "false" => false,
+        _ => return Err(AppError::bad_request("Choose to pause or resume the key.")),
+    };
+    let now = state.clock.unix();
+    let action = if enabled {
+        "key.enabled"
+    } else {
+        "key.disabled"
+    };
+    let audit = cu
+        .audit(action, &meta, now)
+        .target("api_key", &key.id, &key.name);
+    let back = format!("/settings/api-keys/{}", key.id);
+    if state
+        .store
+        .set_key_enabled(cu.org_id(), &key.id, enabled, now, &audit)
+        .await?
+    {
+        let msg = if enabled {
+            format!("Resumed “{}”. It works again.", key.name)
+        } else {
+            format!(
+                "Paused “{}”. Requests with it are refused until you resume it.",
+                key.name
+            )
+        };
+        cu.flash("success", msg).await?;
+    } else {
+        cu.flash("info", format!("“{}” was not changed.", key.name))
+            .await?;
+    }
+    Ok(Redirect::to(&back).into_response())
 }
 
 // ---------------------------------------------------------------------------- roll

@@ -27,4 +27,8 @@ pub fn router() -> Router<AppState> {
         )
         .route("/settings/api-keys/{id}/revoke", post(handlers::revoke))
         .route("/settings/api-keys/{id}/roll", post(handlers::roll))
+        .route(
+            "/settings/api-keys/{id}/enabled",
+            post(handlers::set_enabled),
+        )
 }

@@ -402,6 +402,41 @@ impl Store {
         })
     }
 
+    /// Pauses or resumes a key (`enabled`), audited. Returns false when the key is not in
+    /// this organization, is revoked or expired, or already has that state.
+    pub async fn set_key_enabled(
+        &self,
+        org_id: &str,
+        key_id: &str,
+        enabled: bool,
+        now: i64,
+        audit: &NewAudit,
+    ) -> Result<bool> {
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let hash: Option<Vec<u8>> = sqlx::query_scalar(
+                "UPDATE api_keys SET enabled = $3, updated_at = $4 \
+                 WHERE id = $1 AND org_id = $2 AND enabled <> $3 \
+                   AND (revoked_at IS NULL OR revoked_at > $4) AND (expires_at IS NULL OR expires_at > $4) \
+                 RETURNING key_hash",
+            )
+            .bind(key_id)
+            .bind(org_id)
+            .bind(enabled)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(hash) = hash else {
+                return Ok(false);
+            };
+            insert_audit!(&mut *tx, audit)?;
+            notify_key!(self, &mut *tx, &hash)?;
+            tx.commit().await?;
+            self.key_cache.invalidate(&hash);
+            Ok(true)
+        })
+    }
+
     /// Revokes a key now, recording `key.revoked`. Returns false when the key is not in
     /// this organization or was already revoked.
     pub async fn revoke_key(

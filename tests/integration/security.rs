@@ -59,6 +59,14 @@ async fn csrf_on_every_mutating_route(app: TestApp) {
         ),
         (format!("/settings/api-keys/{key_id}/revoke"), vec![]),
         (
+            format!("/settings/api-keys/{key_id}/enabled"),
+            vec![("enabled", "false")],
+        ),
+        (
+            "/settings/organization".into(),
+            vec![("rate_limit", "1"), ("rate_window", "second")],
+        ),
+        (
             format!("/settings/api-keys/{key_id}/roll"),
             vec![("form_token", &roll_token), ("grace", "now")],
         ),
@@ -170,6 +178,10 @@ async fn other_orgs_keys_are_not_found(app: TestApp) {
         ),
         (format!("/settings/api-keys/{key_id}/revoke"), vec![]),
         (
+            format!("/settings/api-keys/{key_id}/enabled"),
+            vec![("enabled", "false")],
+        ),
+        (
             format!("/settings/api-keys/{key_id}/roll"),
             vec![("form_token", &token), ("grace", "now")],
         ),
@@ -234,6 +246,20 @@ async fn roles_are_enforced(app: TestApp) {
         .await;
     assert_eq!(revoke.status, StatusCode::FORBIDDEN);
     assert!(revoke.body.contains("viewer"));
+    let pause = viewer
+        .post(
+            &format!("/settings/api-keys/{owner_key_id}/enabled"),
+            &[("enabled", "false")],
+        )
+        .await;
+    assert_eq!(pause.status, StatusCode::FORBIDDEN);
+    let defaults = viewer
+        .post(
+            "/settings/organization",
+            &[("rate_limit", "1"), ("rate_window", "second")],
+        )
+        .await;
+    assert_eq!(defaults.status, StatusCode::FORBIDDEN);
     assert_eq!(
         viewer
             .get("/settings/audit-log/export?format=csv")

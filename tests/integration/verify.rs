@@ -39,11 +39,15 @@ async fn every_code_over_the_verify_api(app: TestApp) {
         .await;
     let (_, week) = key_with(&mut b, "week", &[("expiry", "7d")]).await;
     let (did, disabled) = key_with(&mut b, "disabled", &[]).await;
-    app.raw_execute(&format!(
-        "UPDATE api_keys SET enabled = FALSE WHERE id = '{did}'"
-    ))
-    .await
-    .unwrap();
+    // Pause it from its page (immediate, audited); resuming is tested below.
+    b.get(&format!("/settings/api-keys/{did}")).await;
+    let res = b
+        .post(
+            &format!("/settings/api-keys/{did}/enabled"),
+            &[("enabled", "false")],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER);
     let (_, fenced) = key_with(
         &mut b,
         "fenced",
@@ -98,6 +102,19 @@ async fn every_code_over_the_verify_api(app: TestApp) {
         assert_eq!(code(&v), expected, "{body} → {v}");
         assert_eq!(v["valid"].as_bool(), Some(expected == "VALID"));
     }
+    let res = b
+        .post(
+            &format!("/settings/api-keys/{did}/enabled"),
+            &[("enabled", "true")],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        code(&app.verify_api(json!({ "key": disabled })).await.1),
+        "VALID"
+    );
+    let audit = b.get(&format!("/settings/audit-log?key={did}")).await;
+    assert!(audit.body.contains("key.disabled") && audit.body.contains("key.enabled"));
     // Unknown and malformed keys disclose nothing about any key.
     let (_, v) = app.verify_api(json!({ "key": unknown.expose() })).await;
     assert!(v.get("key_id").is_none() && v.get("org_id").is_none());
