@@ -138,13 +138,27 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     .with_graceful_shutdown(shutdown_signal())
     .await?;
     cleanup.abort();
-    flusher.abort();
-    // Usage counted since the last tick is written before the pool closes.
-    match verifier.flush().await {
-        Ok(n) => tracing::info!(keys = n, "flushed key usage"),
-        Err(e) => tracing::error!(error = %e, "could not flush key usage at shutdown"),
+    // Usage counted since the last tick is written before the pool closes. The periodic
+    // flusher is left running (aborting it mid-write could drop a batch); it stops by
+    // itself once the store is closed. A failed write is kept and retried.
+    let mut flushed = false;
+    for attempt in 1..=3 {
+        match tokio::time::timeout(std::time::Duration::from_secs(5), verifier.flush()).await {
+            Ok(Ok(n)) => {
+                tracing::info!(keys = n, "flushed key usage");
+                flushed = true;
+                break;
+            }
+            Ok(Err(e)) => tracing::warn!(attempt, error = %e, "could not flush key usage"),
+            Err(_) => tracing::warn!(attempt, "flushing key usage timed out"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    if !flushed {
+        tracing::error!("key usage since the last flush is lost (last-used times and counts)");
     }
     store.close().await;
+    let _ = flusher.await;
     if let Some(t) = listener_task {
         t.abort();
     }

@@ -216,6 +216,18 @@ impl Store {
         }))
     }
 
+    /// A key already in the verification cache (no database access).
+    pub fn cached_key(&self, hash: &[u8; 32]) -> Option<Arc<keys::ApiKey>> {
+        self.key_cache.cached(hash)
+    }
+
+    pub fn is_closed(&self) -> bool {
+        match &self.db {
+            Db::Sqlite(p) => p.is_closed(),
+            Db::Postgres(p) => p.is_closed(),
+        }
+    }
+
     pub async fn close(&self) {
         with_pool!(self, |pool| pool.close().await)
     }

@@ -18,23 +18,26 @@ pub struct UsageDelta {
 
 impl Store {
     /// Adds a batch of usage in one transaction; a key's first use ever also writes
-    /// `key.first_used` to the audit log.
-    pub async fn flush_usage(&self, deltas: &[UsageDelta]) -> Result<()> {
+    /// `key.first_used` to the audit log. Returns each (key, day)'s new stored total.
+    pub async fn flush_usage(&self, deltas: &[UsageDelta]) -> Result<Vec<(String, i64, i64)>> {
         if deltas.is_empty() {
-            return Ok(());
+            return Ok(vec![]);
         }
         with_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
+            let mut totals = Vec::with_capacity(deltas.len());
             for d in deltas {
-                sqlx::query(
+                let total: i64 = sqlx::query_scalar(
                     "INSERT INTO key_usage_daily (key_id, day, count) VALUES ($1, $2, $3) \
-                     ON CONFLICT (key_id, day) DO UPDATE SET count = key_usage_daily.count + excluded.count",
+                     ON CONFLICT (key_id, day) DO UPDATE SET count = key_usage_daily.count + excluded.count \
+                     RETURNING count",
                 )
                 .bind(&d.key_id)
                 .bind(d.day)
                 .bind(d.count)
-                .execute(&mut *tx)
+                .fetch_one(&mut *tx)
                 .await?;
+                totals.push((d.key_id.clone(), d.day, total));
                 let first = sqlx::query(
                     "UPDATE api_keys SET last_used_at = $2 WHERE id = $1 AND last_used_at IS NULL",
                 )
@@ -60,7 +63,7 @@ impl Store {
                 }
             }
             tx.commit().await?;
-            Ok(())
+            Ok(totals)
         })
     }
 

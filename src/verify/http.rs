@@ -122,14 +122,20 @@ fn fail_closed(e: crate::store::StoreError) -> AppError {
 
 // ------------------------------------------------------------------ forward auth
 
-/// Query parameters that look like a key: keys in URLs end up in logs and histories.
-const KEY_PARAMS: [&str; 5] = ["api_key", "apikey", "key", "token", "access_token"];
+/// Query parameters that only ever hold API keys.
+const KEY_PARAMS: [&str; 2] = ["api_key", "apikey"];
 
-fn key_in_query(uri: &str) -> bool {
+/// Whether a URL carries an API key: an `api_key` parameter, or any parameter whose value
+/// is one of this deployment's keys (keys in URLs end up in logs and browser histories).
+fn key_in_query(uri: &str, prefix: &str) -> bool {
     let query = uri.split_once('?').map_or("", |(_, q)| q);
+    let live = format!("{prefix}_live_");
+    let test = format!("{prefix}_test_");
     query.split('&').any(|pair| {
-        let name = pair.split('=').next().unwrap_or("").to_ascii_lowercase();
-        KEY_PARAMS.contains(&name.as_str())
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        KEY_PARAMS.contains(&name.to_ascii_lowercase().as_str())
+            || value.starts_with(&live)
+            || value.starts_with(&test)
     })
 }
 
@@ -150,11 +156,18 @@ fn presented_key<'a>(state: &AppState, headers: &'a HeaderMap) -> Option<&'a str
 /// The end user's IP: from the configured trusted-proxy header, else the peer.
 fn client_ip(state: &AppState, headers: &HeaderMap, peer: Option<SocketAddr>) -> Option<IpAddr> {
     if let Some(name) = &state.config.client_ip_header {
-        return headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|v| v.trim().parse().ok());
+        // The rightmost entry is the one the trusted proxy added; anything left of it was
+        // sent by the client. Without a usable value, fall back to the peer.
+        let from_proxy = headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .next_back()
+            .and_then(|v| v.trim().parse::<IpAddr>().ok());
+        if from_proxy.is_some() {
+            return from_proxy;
+        }
     }
     peer.map(|p| p.ip())
 }
@@ -170,23 +183,24 @@ pub async fn forward_auth(State(state): State<AppState>, parts: Parts) -> Respon
         .or_else(|| headers.get("x-forwarded-uri"))
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if key_in_query(&uri.to_string()) || key_in_query(original_uri) {
+    let prefix = &state.config.key_prefix;
+    if key_in_query(&uri.to_string(), prefix) || key_in_query(original_uri, prefix) {
         return error_json(
             StatusCode::BAD_REQUEST,
             "key_in_query",
             "Send the API key in a header (Authorization: Bearer …), never in the URL.",
         );
     }
+    // Every value of the header counts (a proxy that appends rather than replaces must not
+    // let a client's own, weaker value win).
     let scopes: Vec<String> = headers
-        .get(REQUIRE_SCOPES_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split([',', ' '])
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
+        .get_all(REQUIRE_SCOPES_HEADER)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split([',', ' ']))
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
     let req = VerifyRequest {
         key: presented_key(&state, headers),
         scopes: &scopes,
@@ -332,9 +346,11 @@ mod tests {
 
     #[test]
     fn keys_in_urls_are_spotted() {
-        assert!(key_in_query("/v1/auth?api_key=kw_live_x"));
-        assert!(key_in_query("/things?a=1&Token=abc"));
-        assert!(!key_in_query("/v1/auth"));
-        assert!(!key_in_query("/search?q=key"));
+        assert!(key_in_query("/v1/auth?api_key=x", "kw"));
+        assert!(key_in_query("/things?a=1&ApiKey=abc", "kw"));
+        assert!(key_in_query("/things?token=kw_live_abc", "kw"));
+        assert!(key_in_query("/things?t=kw_test_abc", "kw"));
+        assert!(!key_in_query("/things?page_token=abc&key=name", "kw"));
+        assert!(!key_in_query("/v1/auth", "kw"));
     }
 }

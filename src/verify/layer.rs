@@ -158,6 +158,7 @@ where
             if !v.valid {
                 return Ok(forward_auth_response(&v, false));
             }
+            let ratelimit = v.ratelimit;
             req.extensions_mut().insert(VerifiedKey {
                 key_id: v.key_id.clone().unwrap_or_default(),
                 org_id: v.org_id.clone().unwrap_or_default(),
@@ -166,7 +167,14 @@ where
                 scopes: v.scope_list().to_vec(),
                 metadata: v.metadata.clone().unwrap_or(serde_json::Value::Null),
             });
-            inner.call(req).await
+            let mut res = inner.call(req).await?;
+            if let Some(d) = ratelimit {
+                let h = res.headers_mut();
+                h.insert("x-ratelimit-limit", d.limit.into());
+                h.insert("x-ratelimit-remaining", d.remaining.into());
+                h.insert("x-ratelimit-reset", d.reset.into());
+            }
+            Ok(res)
         })
     }
 }

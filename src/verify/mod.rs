@@ -232,22 +232,29 @@ impl Verifier {
         let now_precise = me.clock.now();
         let now = now_precise.unix_timestamp();
         let now_f = now_precise.unix_timestamp_nanos() as f64 / 1e9;
-        let source = req.ip.map(|ip| format!("src:{ip}"));
+        let source = req.ip.map(source_bucket);
         let source_limit = Limit {
             limit: me.options.invalid_attempts_per_minute,
             window_secs: 60,
             burst: me.options.invalid_attempts_per_minute,
         };
-        if let Some(src) = &source
-            && !me.sources.has_capacity(src, source_limit, now_f)
-        {
+        // A source that sent too many invalid keys gets no more database lookups for a
+        // while; keys already in the cache still verify, so a noisy neighbour behind the
+        // same address cannot lock out everyone else's working keys.
+        let throttled = source
+            .as_ref()
+            .is_some_and(|src| !me.sources.has_capacity(src, source_limit, now_f));
+        let refuse = |src: &str| {
             tracing::warn!(event = "verify.source_throttled", source = %src, "too many invalid keys from one source");
             let mut v = Verification::without_key(VerifyCode::RateLimited);
             v.retry_after = Some(60);
-            return Ok(v);
-        }
+            Ok(v)
+        };
         let invalid = |code| {
             if let Some(src) = &source {
+                if throttled {
+                    return refuse(src);
+                }
                 me.sources.check(src, source_limit, now_f);
             }
             Ok(Verification::without_key(code))
@@ -257,7 +264,12 @@ impl Verifier {
             return invalid(VerifyCode::InvalidFormat);
         };
         let hash = key.hash(&me.pepper);
-        let Some(found) = me.store.key_by_hash_cached(&hash.0).await? else {
+        let found = if throttled {
+            me.store.cached_key(&hash.0)
+        } else {
+            me.store.key_by_hash_cached(&hash.0).await?
+        };
+        let Some(found) = found else {
             return invalid(VerifyCode::NotFound);
         };
 
@@ -310,13 +322,14 @@ impl Verifier {
     /// Writes batched usage now (also called on shutdown).
     pub async fn flush(&self) -> Result<usize, StoreError> {
         let now = self.0.clock.unix();
-        let n = self.0.usage.flush(&self.0.store, now).await?;
         self.0.limiter.prune(now as f64);
         self.0.sources.prune(now as f64);
-        Ok(n)
+        self.0.usage.flush(&self.0.store, now).await
     }
 
-    /// Flushes usage every [`FLUSH_INTERVAL`] until the store closes.
+    /// Flushes usage every [`FLUSH_INTERVAL`] until the store closes. At shutdown, call
+    /// [`flush`](Self::flush) once more before closing the store (the flusher keeps any
+    /// batch it fails to write).
     pub fn spawn_flusher(&self) -> tokio::task::JoinHandle<()> {
         let v = self.clone();
         tokio::spawn(async move {
@@ -324,6 +337,9 @@ impl Verifier {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
+                if v.0.store.is_closed() {
+                    return;
+                }
                 if let Err(e) = v.flush().await {
                     tracing::warn!(error = %e, "could not write key usage; will retry");
                 }
@@ -333,6 +349,21 @@ impl Verifier {
 
     pub fn store(&self) -> &Store {
         &self.0.store
+    }
+}
+
+/// The bucket a source address counts in: the address for IPv4, its /64 for IPv6 (one
+/// host usually holds a whole /64).
+fn source_bucket(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => format!("src:{v4}"),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => format!("src:{v4}"),
+            None => {
+                let s = v6.segments();
+                format!("src:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
     }
 }
 

@@ -2,9 +2,10 @@
 //!
 //! A verification only touches memory: it bumps a pending counter, which a background task
 //! flushes to the store about once a second (and once more on shutdown). Daily quota counts
-//! start from the stored count the first time a key is seen on a day, then live in memory.
-//! With several nodes each node counts its own verifications on top of the stored count,
-//! so a quota can be exceeded by up to one flush interval of the other nodes' traffic.
+//! start from the stored count the first time a key is seen on a day; every flush then
+//! replaces the stored part with the database's new total (which includes the other nodes'
+//! flushed traffic), so with several nodes a quota can be exceeded by at most about one
+//! flush interval of the other nodes' traffic.
 
 use std::{collections::HashMap, sync::Mutex};
 
@@ -12,12 +13,41 @@ use crate::store::{ApiKey, Store, StoreError, UsageDelta};
 
 #[derive(Debug, Default)]
 struct State {
-    /// Not yet flushed, by key id (today's counts; earlier days wait in `closed`).
+    /// Not yet flushed, by key id (today's counts).
     pending: HashMap<String, UsageDelta>,
-    /// Pending counts of days that ended before the last flush.
-    closed: Vec<UsageDelta>,
-    /// Today's total (stored + this node's), for keys with a quota.
+    /// Not yet flushed: days that ended, and batches whose write failed, by (key, day).
+    closed: HashMap<(String, i64), UsageDelta>,
+    /// Today's total (stored + this node's unflushed), for keys with a quota.
     counts: HashMap<(String, i64), i64>,
+}
+
+impl State {
+    fn keep(&mut self, d: UsageDelta) {
+        match self.closed.get_mut(&(d.key_id.clone(), d.day)) {
+            Some(p) => {
+                p.count += d.count;
+                p.first_used_at = p.first_used_at.min(d.first_used_at);
+                p.last_used_at = p.last_used_at.max(d.last_used_at);
+            }
+            None => {
+                self.closed.insert((d.key_id.clone(), d.day), d);
+            }
+        }
+    }
+
+    /// Verifications of a key on a day that are counted here but not yet stored.
+    fn unflushed(&self, key_id: &str, day: i64) -> i64 {
+        let pending = self
+            .pending
+            .get(key_id)
+            .filter(|d| d.day == day)
+            .map_or(0, |d| d.count);
+        let closed = self
+            .closed
+            .get(&(key_id.to_string(), day))
+            .map_or(0, |d| d.count);
+        pending + closed
+    }
 }
 
 #[derive(Debug, Default)]
@@ -56,16 +86,11 @@ impl Usage {
         };
         let day = day_of(now);
         let slot = (key.id.clone(), day);
-        let known = self.lock().counts.contains_key(&slot);
-        if !known {
+        if !self.lock().counts.contains_key(&slot) {
             let stored = store.usage_count(&key.id, day).await?;
             let mut st = self.lock();
-            let pending = st
-                .pending
-                .get(&key.id)
-                .filter(|d| d.day == day)
-                .map_or(0, |d| d.count);
-            st.counts.entry(slot.clone()).or_insert(stored + pending);
+            let unflushed = st.unflushed(&key.id, day);
+            st.counts.entry(slot.clone()).or_insert(stored + unflushed);
         }
         let mut st = self.lock();
         let used = st.counts.entry(slot).or_insert(0);
@@ -104,7 +129,7 @@ impl Usage {
                 return;
             }
             let finished = d.clone();
-            st.closed.push(finished);
+            st.keep(finished);
         }
         st.pending.insert(
             key.id.clone(),
@@ -120,13 +145,14 @@ impl Usage {
         );
     }
 
-    /// Writes pending usage to the store; on failure keeps it for the next attempt.
+    /// Writes unflushed usage to the store; on failure keeps it (merged per key and day) for
+    /// the next attempt. Returns how many (key, day) rows were written.
     pub async fn flush(&self, store: &Store, now: i64) -> Result<usize, StoreError> {
         let batch: Vec<UsageDelta> = {
             let mut st = self.lock();
             let today = day_of(now);
             st.counts.retain(|(_, day), _| *day >= today);
-            let mut batch: Vec<UsageDelta> = st.closed.drain(..).collect();
+            let mut batch: Vec<UsageDelta> = st.closed.drain().map(|(_, d)| d).collect();
             batch.extend(st.pending.drain().map(|(_, d)| d));
             batch
         };
@@ -134,13 +160,52 @@ impl Usage {
             return Ok(0);
         }
         match store.flush_usage(&batch).await {
-            Ok(()) => Ok(batch.len()),
+            Ok(totals) => {
+                // Re-base quota counts on the database's totals (which include the other
+                // nodes' flushed traffic), plus what this node counted since the batch left.
+                let mut st = self.lock();
+                for (key_id, day, total) in totals {
+                    let unflushed = st.unflushed(&key_id, day);
+                    if let Some(c) = st.counts.get_mut(&(key_id, day)) {
+                        *c = (*c).max(total + unflushed);
+                    }
+                }
+                Ok(batch.len())
+            }
             Err(e) => {
-                // Keep the batch for the next attempt; the store adds counts up, so several
-                // deltas of one key and day are fine.
-                self.lock().closed.extend(batch);
+                let mut st = self.lock();
+                for d in batch {
+                    st.keep(d);
+                }
                 Err(e)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delta(count: i64) -> UsageDelta {
+        UsageDelta {
+            key_id: "k".into(),
+            org_id: "o".into(),
+            key_name: "n".into(),
+            day: 1,
+            count,
+            first_used_at: 10,
+            last_used_at: 20,
+        }
+    }
+
+    #[test]
+    fn kept_batches_merge_per_key_and_day() {
+        let mut st = State::default();
+        st.keep(delta(2));
+        st.keep(delta(3));
+        assert_eq!(st.closed.len(), 1);
+        assert_eq!(st.unflushed("k", 1), 5);
+        assert_eq!(st.unflushed("k", 2), 0);
     }
 }

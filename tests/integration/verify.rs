@@ -414,29 +414,114 @@ async fn forward_auth_answers_like_the_reference_docs(app: TestApp) {
 both!(forward_auth_answers_like_the_reference_docs);
 
 async fn guessing_floods_are_throttled(app: TestApp) {
-    // 60 invalid keys per minute per source; then RATE_LIMITED without a lookup.
+    let mut b = app.signed_up("flood@example.com").await;
+    let (_, warm) = key_with(&mut b, "warm", &[]).await;
+    let (_, cold) = key_with(&mut b, "cold", &[]).await;
+    let ip = "203.0.113.9";
+    assert_eq!(
+        code(&app.verify_api(json!({ "key": warm, "ip": ip })).await.1),
+        "VALID"
+    );
+    // 60 invalid keys per minute per source; then no more lookups from that source.
     for i in 0..60 {
         let (_, v) = app
-            .verify_api(json!({ "key": format!("kw_live_guess{i}"), "ip": "203.0.113.9" }))
+            .verify_api(json!({ "key": format!("kw_live_guess{i}"), "ip": ip }))
             .await;
         assert_eq!(code(&v), "INVALID_FORMAT");
     }
     let (_, v) = app
-        .verify_api(json!({ "key": "kw_live_guess", "ip": "203.0.113.9" }))
+        .verify_api(json!({ "key": "kw_live_guess", "ip": ip }))
         .await;
     assert_eq!(code(&v), "RATE_LIMITED");
-    // Another source is unaffected.
+    let unknown =
+        keyward::keys::token::PlainKey::generate("kw", keyward::keys::token::Environment::Live)
+            .unwrap();
+    assert_eq!(
+        code(
+            &app.verify_api(json!({ "key": unknown.expose(), "ip": ip }))
+                .await
+                .1
+        ),
+        "RATE_LIMITED"
+    );
+    // Keys already in the cache keep working for that source; others wait.
+    assert_eq!(
+        code(&app.verify_api(json!({ "key": warm, "ip": ip })).await.1),
+        "VALID"
+    );
+    assert_eq!(
+        code(&app.verify_api(json!({ "key": cold, "ip": ip })).await.1),
+        "RATE_LIMITED"
+    );
+    // Another source is unaffected; an IPv6 /64 counts as one source.
     let (_, v) = app
         .verify_api(json!({ "key": "kw_live_guess", "ip": "203.0.113.10" }))
         .await;
     assert_eq!(code(&v), "INVALID_FORMAT");
+    for i in 0..60 {
+        let ip6 = format!("2001:db8:1:2::{:x}", i + 1);
+        app.verify_api(json!({ "key": "kw_live_guess", "ip": ip6 }))
+            .await;
+    }
+    let (_, v) = app
+        .verify_api(json!({ "key": "kw_live_guess", "ip": "2001:db8:1:2::ffff" }))
+        .await;
+    assert_eq!(code(&v), "RATE_LIMITED");
     app.clock.advance(Duration::seconds(61));
     let (_, v) = app
-        .verify_api(json!({ "key": "kw_live_guess", "ip": "203.0.113.9" }))
+        .verify_api(json!({ "key": "kw_live_guess", "ip": ip }))
         .await;
     assert_eq!(code(&v), "INVALID_FORMAT");
 }
 both!(guessing_floods_are_throttled);
+
+async fn revoking_a_warm_key_takes_effect_at_once(app: TestApp) {
+    let mut b = app.signed_up("warm@example.com").await;
+    let (id, key) = key_with(&mut b, "warm", &[]).await;
+    // Warm the cache, then change the key through the dashboard: every write invalidates.
+    assert_eq!(
+        code(
+            &app.verify_api(json!({ "key": key, "scopes": ["read"] }))
+                .await
+                .1
+        ),
+        "VALID"
+    );
+    b.get(&format!("/settings/api-keys/{id}")).await;
+    let res = b
+        .post(
+            &format!("/settings/api-keys/{id}"),
+            &[
+                ("name", "warm"),
+                ("scopes", "read"),
+                ("ip_allowlist", "10.0.0.0/8"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+    assert_eq!(
+        code(
+            &app.verify_api(json!({ "key": key, "ip": "192.0.2.1" }))
+                .await
+                .1
+        ),
+        "IP_NOT_ALLOWED"
+    );
+    b.get(&format!("/settings/api-keys/{id}")).await;
+    let res = b
+        .post(&format!("/settings/api-keys/{id}/revoke"), &[])
+        .await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        code(
+            &app.verify_api(json!({ "key": key, "ip": "10.0.0.1" }))
+                .await
+                .1
+        ),
+        "REVOKED"
+    );
+}
+both!(revoking_a_warm_key_takes_effect_at_once);
 
 async fn usage_is_batched_and_shown(app: TestApp) {
     let mut b = app.signed_up("usage@example.com").await;
@@ -513,7 +598,8 @@ async fn revocation_reaches_other_nodes_within_a_second() {
         .await;
     assert_eq!(res.status, StatusCode::SEE_OTHER);
     let start = Instant::now();
-    // Node 2's clock is real time; the revocation is at node 1's (manual, ≈ real) time.
+    // Both nodes' manual clocks started at (nearly) the same real time; node 2's started
+    // later, so the revocation time (node 1's clock) is already in node 2's past.
     loop {
         let code = node2.verifier.verify(Some(&key), &[]).await.unwrap().code;
         if code == keyward::VerifyCode::Revoked {
