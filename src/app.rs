@@ -35,6 +35,7 @@ pub struct Inner {
     pub clock: Arc<dyn Clock>,
     pub passwords: Passwords,
     pub verifier: Verifier,
+    pub mailer: crate::mail::Mailer,
 }
 
 impl Deref for AppState {
@@ -55,7 +56,14 @@ impl AppState {
                 invalid_attempts_per_minute: config.invalid_attempts_per_minute,
             },
         );
+        let mailer = crate::mail::Mailer::new(
+            config.smtp_url.as_deref(),
+            &config.mail_from,
+            store.clone(),
+            clock.clone(),
+        )?;
         Ok(Self(Arc::new(Inner {
+            mailer,
             passwords: Passwords::new()?,
             config,
             store,
@@ -97,6 +105,7 @@ pub fn router(state: AppState, sessions: SessionBackend) -> Router {
         .merge(orgs::router())
         .merge(keys::router())
         .merge(audit::router())
+        .merge(crate::members::router())
         .fallback(|| async { AppError::NotFound })
         .layer(middleware::from_fn_with_state(
             state.clone(),

@@ -97,6 +97,20 @@ pub struct ServeArgs {
     #[arg(long, env = "KEYWARD_CLIENT_IP_HEADER")]
     pub client_ip_header: Option<String>,
 
+    /// SMTP server for invitations and password resets, e.g. `smtp://127.0.0.1:25`,
+    /// `smtp://user:pass@mail.example.com:587?tls=required`. Unset: emails are logged and
+    /// kept in the outbox (`keyward mail outbox`).
+    #[arg(long, env = "KEYWARD_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+
+    /// Sender of Keyward's emails.
+    #[arg(
+        long,
+        env = "KEYWARD_MAIL_FROM",
+        default_value = "Keyward <keyward@localhost>"
+    )]
+    pub mail_from: String,
+
     /// Invalid keys one source may present per minute before being throttled.
     #[arg(
         long,
@@ -147,6 +161,8 @@ pub struct Config {
     pub key_header: Option<axum::http::HeaderName>,
     pub client_ip_header: Option<axum::http::HeaderName>,
     pub invalid_attempts_per_minute: i64,
+    pub smtp_url: Option<String>,
+    pub mail_from: String,
 }
 
 impl Config {
@@ -186,6 +202,8 @@ impl Config {
                 "KEYWARD_CLIENT_IP_HEADER",
             )?,
             invalid_attempts_per_minute: args.invalid_attempts_per_minute.max(1),
+            smtp_url: args.smtp_url.clone(),
+            mail_from: args.mail_from.clone(),
         })
     }
 
@@ -205,6 +223,8 @@ impl Config {
             key_header: None,
             client_ip_header: None,
             invalid_attempts_per_minute: 60,
+            smtp_url: None,
+            mail_from: "Keyward <keyward@localhost>".into(),
         }
     }
 

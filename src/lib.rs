@@ -11,6 +11,8 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod keys;
+pub mod mail;
+pub mod members;
 pub mod orgs;
 pub mod store;
 pub mod templates;

@@ -35,6 +35,20 @@ enum Command {
     /// Manage users.
     #[command(subcommand)]
     User(UserCommand),
+    /// Outgoing email.
+    #[command(subcommand)]
+    Mail(MailCommand),
+}
+
+#[derive(Subcommand)]
+enum MailCommand {
+    /// Print the most recent emails (with their bodies when no SMTP server is configured).
+    Outbox {
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -80,6 +94,25 @@ async fn main() -> anyhow::Result<()> {
             store.migrate().await?;
             store.session_store().await?;
             tracing::info!(backend = store.backend(), "migrations applied");
+            Ok(())
+        }
+        Some(Command::Mail(MailCommand::Outbox { limit, store })) => {
+            init_tracing(false);
+            let store = Store::connect(&store.database_url).await?;
+            store.migrate().await?;
+            for e in store.outbox(limit.clamp(1, 1000)).await? {
+                let when = keyward::templates::exact_utc(keyward::clock::from_unix(e.created_at));
+                println!(
+                    "#{} {when} to {} [{}] {}",
+                    e.id, e.recipient, e.status, e.subject
+                );
+                if !e.error.is_empty() {
+                    println!("  error: {}", e.error);
+                }
+                for line in e.body.lines() {
+                    println!("  | {line}");
+                }
+            }
             Ok(())
         }
         Some(Command::User(UserCommand::Create {

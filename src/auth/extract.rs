@@ -9,7 +9,7 @@ use axum::{
 };
 use tower_sessions::Session;
 
-use super::session::{self, AUTHENTICATED_AT, Flash, ORG_ID, SEEN_AT, USER_ID};
+use super::session::{self, AUTHENTICATED_AT, EPOCH, Flash, ORG_ID, SEEN_AT, USER_ID};
 use crate::{
     app::AppState,
     error::AppError,
@@ -134,6 +134,22 @@ impl IntoResponse for AuthRejection {
     }
 }
 
+/// `Option<CurrentUser>`: `None` for visitors who are not signed in.
+impl axum::extract::OptionalFromRequestParts<AppState> for CurrentUser {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        match <Self as FromRequestParts<AppState>>::from_request_parts(parts, state).await {
+            Ok(user) => Ok(Some(user)),
+            Err(AuthRejection::SignIn { .. }) => Ok(None),
+            Err(AuthRejection::Error(e)) => Err(e),
+        }
+    }
+}
+
 impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = AuthRejection;
 
@@ -182,7 +198,13 @@ impl FromRequestParts<AppState> for CurrentUser {
         }
 
         let user = state.store.user(&user_id).await.map_err(AppError::from)?;
-        let Some(user) = user.filter(|u| u.disabled_at.is_none()) else {
+        let epoch: i64 = session
+            .get(EPOCH)
+            .await
+            .map_err(AppError::from)?
+            .unwrap_or(0);
+        let Some(user) = user.filter(|u| u.disabled_at.is_none() && u.session_epoch == epoch)
+        else {
             session.flush().await.map_err(AppError::from)?;
             return Err(sign_in(None));
         };

@@ -4,7 +4,7 @@ use askama::Template;
 use askama_web::WebTemplate;
 use axum::{
     Form,
-    extract::{Query, State},
+    extract::{Path, Query, State},
     http::StatusCode,
     response::{IntoResponse, Redirect, Response},
 };
@@ -58,6 +58,9 @@ pub async fn login_page(
     let notice = match q.reason.as_deref() {
         Some("expired") => Some("Your session has ended. Please sign in again."),
         Some("signed_out") => Some("You have been signed out."),
+        Some("password_reset") => Some(
+            "Your password was changed and every session was signed out. Sign in with the new password.",
+        ),
         _ => None,
     };
     Ok(LoginPage {
@@ -149,7 +152,7 @@ pub async fn login(
         .login_succeeded(&user.id, rehash.as_deref(), &audit)
         .await?;
     tracing::info!(event = "auth.signed_in", user_id = %user.id, ip = %meta.ip, method = "password", "signed in");
-    start_session(&session, &user.id, None, now).await?;
+    start_session(&session, &user, None, now).await?;
     Ok(Redirect::to(&safe_next(form.next.as_deref())).into_response())
 }
 
@@ -157,13 +160,14 @@ pub async fn login(
 /// token, and the timestamps the timeouts are measured from.
 async fn start_session(
     session: &Session,
-    user_id: &str,
+    user: &crate::store::User,
     org_id: Option<&str>,
     now: i64,
 ) -> Result<()> {
     session.cycle_id().await?;
     session.clear().await;
-    session.insert(USER_ID, user_id).await?;
+    session.insert(USER_ID, &user.id).await?;
+    session.insert(session::EPOCH, user.session_epoch).await?;
     if let Some(org) = org_id {
         session.insert(ORG_ID, org).await?;
     }
@@ -184,18 +188,57 @@ struct SignupPage {
     password_error: Option<String>,
     min_len: usize,
     max_len: usize,
+    /// An open invitation's token; sign-up then works whatever the mode, for its email.
+    invite: String,
+    invite_org: String,
 }
 
-pub async fn signup_page(State(state): State<AppState>, session: Session) -> Result<Response> {
+#[derive(Deserialize, Default)]
+pub struct SignupQuery {
+    #[serde(default)]
+    invite: String,
+}
+
+/// The open invitation behind a token, if any.
+async fn open_invitation(
+    state: &AppState,
+    token: &str,
+) -> Result<Option<(crate::store::Invitation, String)>> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let (inv, status, org_name) = crate::members::lookup_invitation(state, token).await?;
+    Ok(inv.filter(|_| status == "open").map(|i| (i, org_name)))
+}
+
+pub async fn signup_page(
+    State(state): State<AppState>,
+    session: Session,
+    Query(q): Query<SignupQuery>,
+) -> Result<Response> {
+    let invited = open_invitation(&state, &q.invite).await?;
     Ok(SignupPage {
         csrf: session::csrf_token(&session).await?,
-        mode: state.config.signup,
-        email: String::new(),
+        mode: if invited.is_some() {
+            SignupMode::Open
+        } else {
+            state.config.signup
+        },
+        email: invited
+            .as_ref()
+            .map(|(i, _)| i.email.clone())
+            .unwrap_or_default(),
         name: String::new(),
         email_error: None,
         password_error: None,
         min_len: state.config.min_password_length,
         max_len: MAX_LEN,
+        invite: if invited.is_some() {
+            q.invite
+        } else {
+            String::new()
+        },
+        invite_org: invited.map(|(_, o)| o).unwrap_or_default(),
     }
     .into_response())
 }
@@ -206,6 +249,8 @@ pub struct SignupForm {
     #[serde(default)]
     name: String,
     password: SecretString,
+    #[serde(default)]
+    invite: String,
 }
 
 pub async fn signup(
@@ -214,25 +259,38 @@ pub async fn signup(
     meta: ClientMeta,
     Form(form): Form<SignupForm>,
 ) -> Result<Response> {
-    if state.config.signup != SignupMode::Open {
+    let email = normalize_email(&form.email);
+    let invited = open_invitation(&state, &form.invite).await?;
+    if !form.invite.is_empty() && invited.is_none() {
+        return Err(AppError::Rejected(
+            StatusCode::GONE,
+            "This invitation can no longer be used (it was used, revoked or has expired). Ask for a new one.".into(),
+        ));
+    }
+    if invited.is_none() && state.config.signup != SignupMode::Open {
         return Err(AppError::forbidden(
             "Sign-up is not open on this Keyward. Ask an administrator for an invitation.",
         ));
     }
-    let email = normalize_email(&form.email);
     let name: String = form.name.trim().chars().take(100).collect();
     let mut page = SignupPage {
         csrf: session::csrf_token(&session).await?,
-        mode: state.config.signup,
+        mode: SignupMode::Open,
         email: email.clone(),
         name: name.clone(),
         email_error: None,
         password_error: None,
         min_len: state.config.min_password_length,
         max_len: MAX_LEN,
+        invite: form.invite.clone(),
+        invite_org: invited.as_ref().map(|(_, o)| o.clone()).unwrap_or_default(),
     };
     if !valid_email(&email) {
         page.email_error = Some("Enter a valid email address, like you@example.com.".into());
+    } else if let Some((inv, _)) = &invited
+        && inv.email != email
+    {
+        page.email_error = Some(format!("This invitation is for {}.", inv.email));
     }
     use secrecy::ExposeSecret;
     if let Err(why) = password::check_policy(
@@ -263,7 +321,7 @@ pub async fn signup(
         password_hash: Some(hash),
     };
     let audit = meta.stamp(NewAudit::new("user.signed_up", now));
-    let (user, org_id) = match state.store.create_user(&new, &org_name, now, audit).await {
+    let (user, personal_org) = match state.store.create_user(&new, &org_name, now, audit).await {
         Ok(created) => created,
         Err(StoreError::Conflict) => {
             page.email_error =
@@ -273,13 +331,26 @@ pub async fn signup(
         Err(e) => return Err(e.into()),
     };
     tracing::info!(event = "user.signed_up", user_id = %user.id, ip = %meta.ip, "signed up");
-    start_session(&session, &user.id, Some(&org_id), now).await?;
-    session::set_flash(
-        &session,
-        "success",
-        "Welcome to Keyward! Create your first API key below.",
-    )
-    .await?;
+    let mut active_org = personal_org;
+    let mut welcome = "Welcome to Keyward! Create your first API key below.".to_string();
+    if let Some((inv, org)) = invited {
+        let audit = meta
+            .stamp(NewAudit::new("invitation.accepted", now))
+            .org(&inv.org_id)
+            .actor(Some(&user.id), &user.email)
+            .target("invitation", &inv.id, &inv.email)
+            .details(serde_json::json!({ "role": inv.role }));
+        if state
+            .store
+            .accept_invitation(&inv, &user.id, now, &audit)
+            .await?
+        {
+            active_org = inv.org_id.clone();
+            welcome = format!("Welcome to Keyward! You joined {org} as {}.", inv.role);
+        }
+    }
+    start_session(&session, &user, Some(&active_org), now).await?;
+    session::set_flash(&session, "success", welcome).await?;
     Ok(Redirect::to("/settings/api-keys").into_response())
 }
 
@@ -303,4 +374,176 @@ pub async fn logout(
         tracing::info!(event = "auth.signed_out", user_id = %user.id, "signed out");
     }
     Ok(Redirect::to("/login?reason=signed_out").into_response())
+}
+
+// ------------------------------------------------------------------ password reset
+
+/// Reset links are valid this long.
+pub const RESET_TTL_SECS: i64 = 30 * 60;
+
+#[derive(Template, WebTemplate)]
+#[template(path = "auth/forgot.html")]
+struct ForgotPage {
+    csrf: String,
+    sent: bool,
+}
+
+pub async fn forgot_page(session: Session) -> Result<Response> {
+    Ok(ForgotPage {
+        csrf: session::csrf_token(&session).await?,
+        sent: false,
+    }
+    .into_response())
+}
+
+#[derive(Deserialize)]
+pub struct ForgotForm {
+    #[serde(default)]
+    email: String,
+}
+
+/// Always the same answer, whether or not the account exists; the email is sent in the
+/// background so that timing does not tell either.
+pub async fn forgot(
+    State(state): State<AppState>,
+    session: Session,
+    meta: ClientMeta,
+    Form(f): Form<ForgotForm>,
+) -> Result<Response> {
+    let email = normalize_email(&f.email);
+    let user = if valid_email(&email) {
+        state.store.user_by_email(&email).await?
+    } else {
+        None
+    };
+    if let Some(user) = user.filter(|u| u.disabled_at.is_none() && u.password_hash.is_some()) {
+        let now = state.clock.unix();
+        let (token, hash) = crate::members::new_link_token().map_err(AppError::internal)?;
+        state
+            .store
+            .create_password_reset(&user.id, &hash, now, now + RESET_TTL_SECS)
+            .await?;
+        let audit = meta
+            .stamp(NewAudit::new("auth.password_reset_requested", now))
+            .actor(Some(&user.id), &user.email)
+            .target("user", &user.id, &user.email);
+        state.store.record(&audit).await?;
+        let link = format!("{}/reset-password/{token}", state.config.base_url);
+        let mailer = state.mailer.clone();
+        tokio::spawn(async move {
+            let body = format!(
+                "Someone asked to reset the password of your Keyward account ({}).\n\nChoose a new password (the link works once, for 30 minutes):\n{link}\n\nIf it was not you, ignore this email; your password stays as it is.\n",
+                user.email
+            );
+            mailer
+                .send(&user.email, "Reset your Keyward password", &body)
+                .await;
+        });
+    }
+    Ok(ForgotPage {
+        csrf: session::csrf_token(&session).await?,
+        sent: true,
+    }
+    .into_response())
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "auth/reset.html")]
+struct ResetPage {
+    csrf: String,
+    token: String,
+    valid: bool,
+    error: Option<String>,
+    min_len: usize,
+}
+
+pub async fn reset_page(
+    State(state): State<AppState>,
+    session: Session,
+    Path(token): Path<String>,
+) -> Result<Response> {
+    let hash = crate::members::link_token_hash(&token);
+    let valid = state
+        .store
+        .password_reset_user(&hash, state.clock.unix())
+        .await?
+        .is_some();
+    let page = ResetPage {
+        csrf: session::csrf_token(&session).await?,
+        token,
+        valid,
+        error: None,
+        min_len: state.config.min_password_length,
+    };
+    Ok((
+        (if valid {
+            StatusCode::OK
+        } else {
+            StatusCode::GONE
+        }),
+        page,
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+pub struct ResetForm {
+    password: SecretString,
+}
+
+pub async fn reset(
+    State(state): State<AppState>,
+    session: Session,
+    meta: ClientMeta,
+    Path(token): Path<String>,
+    Form(f): Form<ResetForm>,
+) -> Result<Response> {
+    let hash = crate::members::link_token_hash(&token);
+    let now = state.clock.unix();
+    let mut page = ResetPage {
+        csrf: session::csrf_token(&session).await?,
+        token: token.clone(),
+        valid: false,
+        error: None,
+        min_len: state.config.min_password_length,
+    };
+    let Some(user_id) = state.store.password_reset_user(&hash, now).await? else {
+        return Ok((StatusCode::GONE, page).into_response());
+    };
+    let user = state
+        .store
+        .user(&user_id)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    page.valid = true;
+    use secrecy::ExposeSecret;
+    if let Err(why) = password::check_policy(
+        f.password.expose_secret(),
+        &user.email,
+        state.config.min_password_length,
+    ) {
+        page.error = Some(why.to_string());
+        return Ok((StatusCode::BAD_REQUEST, page).into_response());
+    }
+    let new_hash = state
+        .passwords
+        .hash(&f.password)
+        .await
+        .map_err(AppError::internal)?;
+    let audit = meta
+        .stamp(NewAudit::new("auth.password_reset", now))
+        .actor(Some(&user.id), &user.email)
+        .target("user", &user.id, &user.email);
+    if !state
+        .store
+        .complete_password_reset(&hash, &user.id, &new_hash, now, &audit)
+        .await?
+    {
+        page.valid = false;
+        return Ok((StatusCode::GONE, page).into_response());
+    }
+    tracing::info!(event = "auth.password_reset", user_id = %user.id, "password reset; other sessions signed out");
+    // Every other session ended with the new epoch; this browser starts signed out too.
+    session.flush().await?;
+    Ok(Redirect::to("/login?reason=password_reset").into_response())
 }

@@ -20,6 +20,14 @@ pub fn router() -> Router<AppState> {
         .route("/login", get(handlers::login_page).post(handlers::login))
         .route("/signup", get(handlers::signup_page).post(handlers::signup))
         .route("/logout", post(handlers::logout))
+        .route(
+            "/forgot-password",
+            get(handlers::forgot_page).post(handlers::forgot),
+        )
+        .route(
+            "/reset-password/{token}",
+            get(handlers::reset_page).post(handlers::reset),
+        )
 }
 
 /// Emails are compared trimmed and lowercased.

@@ -12,6 +12,8 @@ pub const USER_ID: &str = "uid";
 pub const ORG_ID: &str = "org";
 pub const AUTHENTICATED_AT: &str = "auth_at";
 pub const SEEN_AT: &str = "seen_at";
+/// The user's session epoch at sign-in; a later epoch (password reset) ends the session.
+pub const EPOCH: &str = "epoch";
 const CSRF: &str = "csrf";
 const FLASH: &str = "flash";
 const FORM_TOKENS: &str = "forms";

@@ -66,10 +66,11 @@ impl KeyView {
             environment: k.environment.clone(),
             scopes: k.scope_list(),
             created: TimeView::new(k.created_at, now),
-            creator: k
-                .creator_email
-                .clone()
-                .unwrap_or_else(|| "(removed user)".into()),
+            creator: match (&k.creator_email, k.creator_removed) {
+                (Some(email), false) => email.clone(),
+                (Some(email), true) => format!("{email} (creator removed)"),
+                (None, _) => "creator removed".into(),
+            },
             last_used: TimeView::opt(k.last_used_at, now),
             expires: TimeView::opt(k.expires_at, now),
             ends: TimeView::opt(k.ends_at(), now),
@@ -116,6 +117,9 @@ pub struct ListQuery {
     env: String,
     #[serde(default)]
     q: String,
+    /// `removed`: keys whose creator left the organization.
+    #[serde(default)]
+    creator: String,
     page: Option<i64>,
 }
 
@@ -128,6 +132,10 @@ struct ListPage {
     pager: Pager,
     filtered: bool,
     can_create: bool,
+    /// Bulk reassign/revoke of former members' keys (admins, `creator=removed`).
+    bulk: bool,
+    /// Members keys can be reassigned to: (user id, email).
+    members: Vec<(String, String)>,
 }
 
 pub async fn list(
@@ -146,12 +154,16 @@ pub async fn list(
         q.env.clear();
     }
     q.q = q.q.trim().chars().take(MAX_NAME).collect();
+    if q.creator != "removed" {
+        q.creator.clear();
+    }
     let now = state.clock.unix();
     let page = q.page.unwrap_or(1).clamp(1, Pager::MAX_PAGE);
     let filter = KeyFilter {
         status: q.status.clone(),
         environment: q.env.clone(),
         name_contains: q.q.clone(),
+        creator_removed: q.creator == "removed",
     };
     let (keys, total) = state
         .store
@@ -163,7 +175,25 @@ pub async fn list(
             Pager::offset(page, PER_PAGE),
         )
         .await?;
-    let base = query_string(&[("status", &q.status), ("env", &q.env), ("q", &q.q)]);
+    let base = query_string(&[
+        ("status", &q.status),
+        ("env", &q.env),
+        ("q", &q.q),
+        ("creator", &q.creator),
+    ]);
+    let bulk = q.creator == "removed" && cu.role.can(Action::ManageAnyKey) && !keys.is_empty();
+    let members = if bulk {
+        state
+            .store
+            .members(cu.org_id())
+            .await?
+            .into_iter()
+            .filter(|m| m.role != "viewer")
+            .map(|m| (m.user_id, m.email))
+            .collect()
+    } else {
+        vec![]
+    };
     if let Some(last) = Pager::beyond_end(page, PER_PAGE, total, "/settings/api-keys", &base) {
         return Ok(Redirect::to(&last).into_response());
     }
@@ -171,8 +201,13 @@ pub async fn list(
         chrome: cu.chrome("api-keys").await?,
         keys: keys.iter().map(|k| KeyView::new(k, now, &cu)).collect(),
         pager: Pager::new(page, PER_PAGE, total, base),
-        filtered: !(q.status.is_empty() && q.env.is_empty() && q.q.is_empty()),
+        filtered: !(q.status.is_empty()
+            && q.env.is_empty()
+            && q.q.is_empty()
+            && q.creator.is_empty()),
         can_create: cu.role.can(Action::CreateKey),
+        bulk,
+        members,
         q,
     }
     .into_response())
@@ -1011,6 +1046,91 @@ pub async fn revoke(
             .await?;
     }
     Ok(Redirect::to(&format!("/settings/api-keys/{}", key.id)).into_response())
+}
+
+// ------------------------------------------------------------ bulk (former members)
+
+#[derive(Debug, Default, Deserialize)]
+pub struct BulkForm {
+    #[serde(default)]
+    org: String,
+    #[serde(default)]
+    keys: Vec<String>,
+    #[serde(default)]
+    action: String,
+    #[serde(default)]
+    to: String,
+}
+
+/// Reassigns or revokes, in bulk, keys whose creator left the organization (admins).
+pub async fn bulk(
+    State(state): State<AppState>,
+    cu: CurrentUser,
+    meta: ClientMeta,
+    Form(f): Form<BulkForm>,
+) -> Result<Response> {
+    cu.require(Action::ManageAnyKey)?;
+    cu.same_org(&f.org)?;
+    let back = "/settings/api-keys?creator=removed";
+    if f.keys.is_empty() {
+        cu.flash("error", "Select at least one key.").await?;
+        return Ok(Redirect::to(back).into_response());
+    }
+    let now = state.clock.unix();
+    let mut keys = Vec::new();
+    for id in &f.keys {
+        keys.push(load(&state, &cu, id).await?);
+    }
+    let message = match f.action.as_str() {
+        "reassign" => {
+            state
+                .store
+                .membership(&f.to, cu.org_id())
+                .await?
+                .filter(|m| m.role != "viewer")
+                .ok_or_else(|| {
+                    AppError::bad_request("Choose a member (not a viewer) to take over the keys.")
+                })?;
+            let new_owner = state.store.user(&f.to).await?.ok_or(AppError::NotFound)?;
+            let audits: Vec<_> = keys
+                .iter()
+                .map(|k| {
+                    cu.audit("key.reassigned", &meta, now)
+                        .target("api_key", &k.id, &k.name)
+                        .details(json!({ "from": k.created_by, "to": new_owner.id, "to_email": new_owner.email }))
+                })
+                .collect();
+            let ids: Vec<String> = keys.iter().map(|k| k.id.clone()).collect();
+            let n = state
+                .store
+                .reassign_keys(cu.org_id(), &ids, &new_owner.id, &audits)
+                .await?;
+            format!("Reassigned {n} key(s) to {}.", new_owner.email)
+        }
+        "revoke" => {
+            let mut n = 0;
+            for k in &keys {
+                let audit = cu
+                    .audit("key.revoked", &meta, now)
+                    .target("api_key", &k.id, &k.name);
+                if state
+                    .store
+                    .revoke_key(cu.org_id(), &k.id, now, &audit)
+                    .await?
+                {
+                    n += 1;
+                }
+            }
+            format!("Revoked {n} key(s).")
+        }
+        _ => {
+            return Err(AppError::bad_request(
+                "Choose to reassign or revoke the selected keys.",
+            ));
+        }
+    };
+    cu.flash("success", message).await?;
+    Ok(Redirect::to(back).into_response())
 }
 
 // ------------------------------------------------------------------- pause/resume

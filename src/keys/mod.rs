@@ -21,6 +21,7 @@ pub fn router() -> Router<AppState> {
             get(handlers::list).post(handlers::create),
         )
         .route("/settings/api-keys/new", get(handlers::new_page))
+        .route("/settings/api-keys/bulk", post(handlers::bulk))
         .route(
             "/settings/api-keys/{id}",
             get(handlers::detail).post(handlers::update),

@@ -16,6 +16,8 @@ pub struct ApiKey {
     pub created_by: Option<String>,
     /// The creator's email (joined), `None` if the creator no longer exists.
     pub creator_email: Option<String>,
+    /// The creator is no longer a member of the organization (their keys stay).
+    pub creator_removed: bool,
     pub name: String,
     pub description: String,
     pub environment: String,
@@ -182,9 +184,12 @@ pub struct KeyFilter {
     pub status: String,
     pub environment: String,
     pub name_contains: String,
+    /// Only keys whose creator is no longer a member.
+    pub creator_removed: bool,
 }
 
-/// `$1` org, `$2` environment, `$3` LIKE pattern, `$4` status, `$5` now, `$6` now + 7 days.
+/// `$1` org, `$2` environment, `$3` LIKE pattern, `$4` status, `$5` now, `$6` now + 7 days,
+/// `$7` 1 for "creator removed" only.
 static KEY_WHERE: LazyLock<String> = LazyLock::new(|| {
     let revoked = "(k.revoked_at IS NOT NULL AND k.revoked_at <= $5)";
     let expired = "(k.expires_at IS NOT NULL AND k.expires_at <= $5)";
@@ -198,12 +203,17 @@ static KEY_WHERE: LazyLock<String> = LazyLock::new(|| {
            OR ($4 = 'revoked' AND {revoked}) \
            OR ($4 = 'expired' AND NOT {revoked} AND {expired}) \
            OR ($4 = 'expiring' AND NOT {revoked} AND NOT {expired} AND {soon}) \
-           OR ($4 = 'active' AND NOT {revoked} AND NOT {expired} AND NOT {soon}))"
+           OR ($4 = 'active' AND NOT {revoked} AND NOT {expired} AND NOT {soon})) \
+         AND ($7 = 0 OR NOT EXISTS (SELECT 1 FROM memberships m \
+              WHERE m.org_id = k.org_id AND m.user_id = k.created_by))"
     )
 });
 
-const KEY_SELECT: &str =
-    "SELECT k.*, u.email AS creator_email FROM api_keys k LEFT JOIN users u ON u.id = k.created_by";
+/// Keys with their creator's email and whether the creator has left the organization.
+const KEY_SELECT: &str = "SELECT k.*, u.email AS creator_email, \
+     (cm.user_id IS NULL) AS creator_removed \
+     FROM api_keys k LEFT JOIN users u ON u.id = k.created_by \
+     LEFT JOIN memberships cm ON cm.org_id = k.org_id AND cm.user_id = k.created_by";
 
 const INSERT_KEY: &str = "INSERT INTO api_keys (id, org_id, created_by, name, description, \
      environment, key_hash, display_prefix, last4, scopes, metadata, created_at, updated_at, \
@@ -321,7 +331,7 @@ impl Store {
         offset: i64,
     ) -> Result<(Vec<ApiKey>, i64)> {
         let list_sql = format!(
-            "{KEY_SELECT} WHERE {} ORDER BY k.created_at DESC, k.id DESC LIMIT $7 OFFSET $8",
+            "{KEY_SELECT} WHERE {} ORDER BY k.created_at DESC, k.id DESC LIMIT $8 OFFSET $9",
             *KEY_WHERE
         );
         let count_sql = format!("SELECT COUNT(*) FROM api_keys k WHERE {}", *KEY_WHERE);
@@ -338,6 +348,7 @@ impl Store {
                 .bind(&f.status)
                 .bind(now)
                 .bind(now + EXPIRING_SOON_SECS)
+                .bind(i64::from(f.creator_removed))
                 .bind(limit)
                 .bind(offset)
                 .fetch_all(pool)
@@ -349,6 +360,7 @@ impl Store {
                 .bind(&f.status)
                 .bind(now)
                 .bind(now + EXPIRING_SOON_SECS)
+                .bind(i64::from(f.creator_removed))
                 .fetch_one(pool)
                 .await?;
             Ok((rows, total))

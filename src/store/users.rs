@@ -12,6 +12,8 @@ pub struct User {
     pub disabled_at: Option<i64>,
     pub failed_logins: i64,
     pub last_login_at: Option<i64>,
+    /// Sessions started under another epoch are no longer valid.
+    pub session_epoch: i64,
 }
 
 #[derive(Debug, Clone)]

@@ -12,4 +12,6 @@ mod cli;
 mod in_process;
 mod nginx;
 mod security;
+mod smtp;
+mod teams;
 mod verify;

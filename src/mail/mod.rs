@@ -1,0 +1,115 @@
+//! Outgoing email (invitations, password resets).
+//!
+//! With `KEYWARD_SMTP_URL` set, mail goes out through that SMTP server (lettre). Without
+//! it, a single-machine install still works: each email is written to the log and kept,
+//! with its body, in the outbox table (`keyward mail outbox` prints it). Every email is
+//! recorded in the outbox with its delivery status either way.
+
+use std::sync::Arc;
+
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor, message::Mailbox};
+
+use crate::{
+    clock::Clock,
+    store::{OutboxEmail, Store},
+};
+
+#[derive(Clone)]
+pub struct Mailer {
+    transport: Option<AsyncSmtpTransport<Tokio1Executor>>,
+    from: Mailbox,
+    store: Store,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Mailer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mailer")
+            .field("smtp", &self.transport.is_some())
+            .finish()
+    }
+}
+
+impl Mailer {
+    /// `smtp_url`: e.g. `smtp://127.0.0.1:2525`, `smtp://user:pass@host:587?tls=required`,
+    /// `smtps://user:pass@host`.
+    pub fn new(
+        smtp_url: Option<&str>,
+        from: &str,
+        store: Store,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
+        let transport = smtp_url
+            .filter(|u| !u.trim().is_empty())
+            .map(|u| AsyncSmtpTransport::<Tokio1Executor>::from_url(u).map(|b| b.build()))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("KEYWARD_SMTP_URL: {e}"))?;
+        let from = from
+            .parse()
+            .map_err(|e| anyhow::anyhow!("KEYWARD_MAIL_FROM {from:?}: {e}"))?;
+        Ok(Self {
+            transport,
+            from,
+            store,
+            clock,
+        })
+    }
+
+    pub fn smtp_configured(&self) -> bool {
+        self.transport.is_some()
+    }
+
+    /// Sends (or, without SMTP, logs) an email and records it in the outbox. Delivery
+    /// failures are recorded and logged, never raised: the action that sends the email
+    /// (an invitation, a reset request) has already happened.
+    pub async fn send(&self, to: &str, subject: &str, body: &str) {
+        let mut record = OutboxEmail {
+            id: 0,
+            created_at: self.clock.unix(),
+            recipient: to.to_string(),
+            subject: subject.to_string(),
+            body: String::new(),
+            status: String::new(),
+            error: String::new(),
+        };
+        match &self.transport {
+            None => {
+                tracing::info!(
+                    event = "mail.logged",
+                    to,
+                    subject,
+                    body,
+                    "no SMTP server configured; email kept in the outbox"
+                );
+                record.status = "logged".into();
+                record.body = body.to_string();
+            }
+            Some(transport) => {
+                let result = async {
+                    let message = Message::builder()
+                        .from(self.from.clone())
+                        .to(to.parse::<Mailbox>()?)
+                        .subject(subject)
+                        .body(body.to_string())?;
+                    transport.send(message).await?;
+                    Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+                }
+                .await;
+                match result {
+                    Ok(()) => {
+                        tracing::info!(event = "mail.sent", to, subject, "email sent");
+                        record.status = "sent".into();
+                    }
+                    Err(e) => {
+                        tracing::error!(event = "mail.failed", to, subject, error = %e, "email could not be sent");
+                        record.status = "failed".into();
+                        record.error = e.to_string();
+                    }
+                }
+            }
+        }
+        if let Err(e) = self.store.record_email(&record).await {
+            tracing::error!(error = %e, "could not record the email in the outbox");
+        }
+    }
+}
