@@ -278,6 +278,15 @@ async fn members_roles_and_leaving(app: TestApp) {
         .unwrap();
     assert_eq!(owners_only, keyward::store::MemberChange::LastOwner);
 
+    // The sole owner of a team organization cannot leave it.
+    owner.get("/orgs/new").await;
+    owner.post("/orgs", &[("name", "Solo team")]).await;
+    owner.get("/settings/members").await;
+    let res = owner.post("/settings/members/leave", &[]).await;
+    assert_eq!(res.status, StatusCode::CONFLICT);
+    assert!(res.body.contains("at least one owner"));
+    owner.post("/orgs/switch", &[("org_id", &org)]).await;
+
     // Transfer ownership: the admin becomes owner, the old owner an admin.
     owner.get("/settings/members").await;
     let res = owner
@@ -506,23 +515,30 @@ async fn role_table_over_http(app: TestApp) {
             .status
                 == StatusCode::SEE_OTHER,
         );
+        // Revoke and roll someone else's key: fresh keys of the owner, so that an allowed
+        // attempt does not disturb the next role's checks.
+        let (victim, _) = owner.new_key(&format!("victim of {role}")).await;
+        let (victim2, _) = owner.new_key(&format!("roll victim of {role}")).await;
+        m.get(&format!("/settings/api-keys/{owner_key_id}")).await;
+        m.org = Some(org.clone());
         let revoke = m
-            .post(
-                &format!("/settings/api-keys/{owner_key_id}/enabled"),
-                &[("enabled", "false")],
-            )
+            .post(&format!("/settings/api-keys/{victim}/revoke"), &[])
             .await
             .status;
         got.push(revoke == StatusCode::SEE_OTHER);
-        if revoke == StatusCode::SEE_OTHER {
-            m.post(
-                &format!("/settings/api-keys/{owner_key_id}/enabled"),
-                &[("enabled", "true")],
+        let detail = m.get(&format!("/settings/api-keys/{victim2}")).await;
+        let token = detail
+            .capture(r#"name="form_token" value="([^"]+)""#)
+            .unwrap_or_default();
+        m.org = Some(org.clone());
+        let roll = m
+            .post(
+                &format!("/settings/api-keys/{victim2}/roll"),
+                &[("form_token", &token), ("grace", "now")],
             )
-            .await;
-        }
-        let detail = m.get(&format!("/settings/api-keys/{owner_key_id}")).await;
-        got.push(detail.body.contains("Roll key"));
+            .await
+            .status;
+        got.push(roll == StatusCode::OK);
         m.get("/settings/members").await;
         got.push(
             m.post(
