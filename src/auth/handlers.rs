@@ -216,7 +216,12 @@ pub async fn signup_page(
     session: Session,
     Query(q): Query<SignupQuery>,
 ) -> Result<Response> {
-    let invited = open_invitation(&state, &q.invite).await?;
+    // Invitations open sign-up in `invite` mode, never in `closed` mode.
+    let invited = if state.config.signup == SignupMode::Closed {
+        None
+    } else {
+        open_invitation(&state, &q.invite).await?
+    };
     Ok(SignupPage {
         csrf: session::csrf_token(&session).await?,
         mode: if invited.is_some() {
@@ -261,6 +266,11 @@ pub async fn signup(
 ) -> Result<Response> {
     let email = normalize_email(&form.email);
     let invited = open_invitation(&state, &form.invite).await?;
+    if state.config.signup == SignupMode::Closed {
+        return Err(AppError::forbidden(
+            "Sign-up is closed on this Keyward. Ask its operator for an account, then accept the invitation after signing in.",
+        ));
+    }
     if !form.invite.is_empty() && invited.is_none() {
         return Err(AppError::Rejected(
             StatusCode::GONE,
@@ -411,40 +421,63 @@ pub async fn forgot(
     Form(f): Form<ForgotForm>,
 ) -> Result<Response> {
     let email = normalize_email(&f.email);
-    let user = if valid_email(&email) {
-        state.store.user_by_email(&email).await?
-    } else {
-        None
-    };
-    if let Some(user) = user.filter(|u| u.disabled_at.is_none() && u.password_hash.is_some()) {
-        let now = state.clock.unix();
-        let (token, hash) = crate::members::new_link_token().map_err(AppError::internal)?;
-        state
-            .store
-            .create_password_reset(&user.id, &hash, now, now + RESET_TTL_SECS)
-            .await?;
-        let audit = meta
-            .stamp(NewAudit::new("auth.password_reset_requested", now))
-            .actor(Some(&user.id), &user.email)
-            .target("user", &user.id, &user.email);
-        state.store.record(&audit).await?;
-        let link = format!("{}/reset-password/{token}", state.config.base_url);
-        let mailer = state.mailer.clone();
-        tokio::spawn(async move {
-            let body = format!(
-                "Someone asked to reset the password of your Keyward account ({}).\n\nChoose a new password (the link works once, for 30 minutes):\n{link}\n\nIf it was not you, ignore this email; your password stays as it is.\n",
-                user.email
-            );
-            mailer
-                .send(&user.email, "Reset your Keyward password", &body)
-                .await;
-        });
-    }
+    // Everything for a real account happens in the background, so that the response (and
+    // its timing) is the same whether or not the account exists.
+    let task_state = state.clone();
+    tokio::spawn(async move {
+        if let Err(e) = send_reset(&task_state, &email, meta).await {
+            tracing::error!(error = %e, "password reset request failed");
+        }
+    });
     Ok(ForgotPage {
         csrf: session::csrf_token(&session).await?,
         sent: true,
     }
     .into_response())
+}
+
+async fn send_reset(state: &AppState, email: &str, meta: ClientMeta) -> Result<()> {
+    if !valid_email(email) {
+        return Ok(());
+    }
+    let Some(user) = state
+        .store
+        .user_by_email(email)
+        .await?
+        .filter(|u| u.disabled_at.is_none() && u.password_hash.is_some())
+    else {
+        return Ok(());
+    };
+    let now = state.clock.unix();
+    // At most one reset email a minute per account: no flooding an inbox, no voiding the
+    // latest link over and over.
+    if state
+        .store
+        .recent_password_reset(&user.id, now - 60)
+        .await?
+    {
+        return Ok(());
+    }
+    let (token, hash) = crate::members::new_link_token().map_err(AppError::internal)?;
+    state
+        .store
+        .create_password_reset(&user.id, &hash, now, now + RESET_TTL_SECS)
+        .await?;
+    let audit = meta
+        .stamp(NewAudit::new("auth.password_reset_requested", now))
+        .actor(Some(&user.id), &user.email)
+        .target("user", &user.id, &user.email);
+    state.store.record(&audit).await?;
+    let link = format!("{}/reset-password/{token}", state.config.base_url);
+    let body = format!(
+        "Someone asked to reset the password of your Keyward account ({}).\n\nChoose a new password (the link works once, for 30 minutes):\n{link}\n\nIf it was not you, ignore this email; your password stays as it is.\n",
+        user.email
+    );
+    state
+        .mailer
+        .send(&user.email, "Reset your Keyward password", &body)
+        .await;
+    Ok(())
 }
 
 #[derive(Template, WebTemplate)]

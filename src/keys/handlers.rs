@@ -1118,6 +1118,7 @@ pub async fn bulk(
                     .revoke_key(cu.org_id(), &k.id, now, &audit)
                     .await?
                 {
+                    tracing::info!(event = "key.revoked", key_id = %k.id, prefix = %k.display_prefix, "API key revoked (bulk)");
                     n += 1;
                 }
             }

@@ -74,12 +74,13 @@ impl Mailer {
         };
         match &self.transport {
             None => {
+                // The body may hold a one-time link: it goes to the outbox (for the operator,
+                // `keyward mail outbox`), never to the log.
                 tracing::info!(
                     event = "mail.logged",
                     to,
                     subject,
-                    body,
-                    "no SMTP server configured; email kept in the outbox"
+                    "no SMTP server configured; email kept in the outbox (keyward mail outbox)"
                 );
                 record.status = "logged".into();
                 record.body = body.to_string();

@@ -262,6 +262,11 @@ pub async fn transfer(
         return Err(AppError::forbidden("Only an owner can transfer ownership."));
     }
     cu.same_org(&f.org)?;
+    if cu.org.personal {
+        return Err(AppError::bad_request(
+            "A personal organization cannot be transferred.",
+        ));
+    }
     let user = state.store.user(&f.to).await?.ok_or(AppError::NotFound)?;
     let now = state.clock.unix();
     let audit =
@@ -366,6 +371,11 @@ pub async fn invite(
 ) -> Result<Response> {
     cu.require(Action::ManageMembers)?;
     cu.same_org(&f.org)?;
+    if cu.org.personal {
+        return Err(AppError::bad_request(
+            "Your personal organization is just for you. Create a team organization (Organizations → New organization) to invite people.",
+        ));
+    }
     let email = normalize_email(&f.email);
     let error = if !valid_email(&email) {
         Some("Enter a valid email address.".to_string())
@@ -606,9 +616,15 @@ pub async fn accept(
         ));
     }
     cu.session.insert(ORG_ID, &inv.org_id).await?;
+    // Someone who was already a member keeps the role they had.
+    let role = state
+        .store
+        .membership(&cu.user.id, &inv.org_id)
+        .await?
+        .map_or(inv.role.clone(), |m| m.role);
     cu.flash(
         "success",
-        format!("Welcome to {org_name}! You joined as {}.", inv.role),
+        format!("Welcome to {org_name}! Your role is {role}."),
     )
     .await?;
     Ok(Redirect::to("/settings/api-keys").into_response())

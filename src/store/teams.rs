@@ -48,6 +48,28 @@ pub enum MemberChange {
 
 const OWNERS: &str = "SELECT COUNT(*) FROM memberships WHERE org_id = $1 AND role = 'owner'";
 
+/// On Postgres, locks the organization row for the rest of the transaction, so that two
+/// concurrent changes cannot both pass the "at least one owner" check. (SQLite runs one
+/// writer at a time.)
+macro_rules! lock_org {
+    ($store:expr, $exec:expr, $org:expr) => {{
+        let r: Result<(), sqlx::Error> = if $store.backend() == "postgres" {
+            sqlx::query("SELECT id FROM organizations WHERE id = $1 FOR UPDATE")
+                .bind($org)
+                .execute($exec)
+                .await
+                .map(|_| ())
+        } else {
+            Ok(())
+        };
+        r
+    }};
+}
+
+/// Open invitations sent by someone who may no longer invite are revoked with them.
+const REVOKE_INVITER: &str = "UPDATE invitations SET revoked_at = $3 WHERE org_id = $1 AND invited_by = $2 \
+     AND accepted_at IS NULL AND revoked_at IS NULL";
+
 impl Store {
     pub async fn members(&self, org_id: &str) -> Result<Vec<Member>> {
         with_pool!(self, |pool| {
@@ -73,6 +95,7 @@ impl Store {
     ) -> Result<MemberChange> {
         with_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
+            lock_org!(self, &mut *tx, org_id)?;
             let current: Option<String> = sqlx::query_scalar(
                 "SELECT role FROM memberships WHERE org_id = $1 AND user_id = $2",
             )
@@ -98,6 +121,14 @@ impl Store {
                 .bind(role)
                 .execute(&mut *tx)
                 .await?;
+            if role != "owner" && role != "admin" {
+                sqlx::query(REVOKE_INVITER)
+                    .bind(org_id)
+                    .bind(user_id)
+                    .bind(audit.occurred_at)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             insert_audit!(&mut *tx, audit)?;
             tx.commit().await?;
             Ok(MemberChange::Done)
@@ -113,6 +144,7 @@ impl Store {
     ) -> Result<MemberChange> {
         with_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
+            lock_org!(self, &mut *tx, org_id)?;
             let current: Option<String> = sqlx::query_scalar(
                 "SELECT role FROM memberships WHERE org_id = $1 AND user_id = $2",
             )
@@ -137,6 +169,12 @@ impl Store {
                 .bind(user_id)
                 .execute(&mut *tx)
                 .await?;
+            sqlx::query(REVOKE_INVITER)
+                .bind(org_id)
+                .bind(user_id)
+                .bind(audit.occurred_at)
+                .execute(&mut *tx)
+                .await?;
             insert_audit!(&mut *tx, audit)?;
             tx.commit().await?;
             Ok(MemberChange::Done)
@@ -153,6 +191,7 @@ impl Store {
     ) -> Result<MemberChange> {
         with_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
+            lock_org!(self, &mut *tx, org_id)?;
             let n = sqlx::query(
                 "UPDATE memberships SET role = 'owner' WHERE org_id = $1 AND user_id = $2",
             )
@@ -373,6 +412,20 @@ impl Store {
                 .await?;
             tx.commit().await?;
             Ok(())
+        })
+    }
+
+    /// Whether a reset was requested for the user since `since`.
+    pub async fn recent_password_reset(&self, user_id: &str, since: i64) -> Result<bool> {
+        with_pool!(self, |pool| {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM password_resets WHERE user_id = $1 AND created_at > $2",
+            )
+            .bind(user_id)
+            .bind(since)
+            .fetch_one(pool)
+            .await?;
+            Ok(n > 0)
         })
     }
 

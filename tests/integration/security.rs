@@ -67,6 +67,29 @@ async fn csrf_on_every_mutating_route(app: TestApp) {
             vec![("rate_limit", "1"), ("rate_window", "second")],
         ),
         (
+            "/settings/api-keys/bulk".into(),
+            vec![("keys", &key_id), ("action", "revoke")],
+        ),
+        ("/settings/members/transfer".into(), vec![("to", "x")]),
+        ("/settings/members/leave".into(), vec![]),
+        ("/settings/members/x/role".into(), vec![("role", "viewer")]),
+        ("/settings/members/x/remove".into(), vec![]),
+        (
+            "/settings/invitations".into(),
+            vec![("email", "e@example.com"), ("role", "viewer")],
+        ),
+        ("/settings/invitations/x/revoke".into(), vec![]),
+        ("/settings/invitations/x/resend".into(), vec![]),
+        ("/invitations/x/accept".into(), vec![]),
+        (
+            "/forgot-password".into(),
+            vec![("email", "victim@example.com")],
+        ),
+        (
+            "/reset-password/x".into(),
+            vec![("password", "a long enough new password")],
+        ),
+        (
             format!("/settings/api-keys/{key_id}/roll"),
             vec![("form_token", &roll_token), ("grace", "now")],
         ),

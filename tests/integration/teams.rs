@@ -10,11 +10,22 @@ use crate::{
     smtp::{SmtpSink, link},
 };
 
-async fn org_of(app: &TestApp, email: &str) -> String {
+/// Creates a team organization (active from then on) and returns its id.
+async fn team(app: &TestApp, b: &mut Browser, email: &str, name: &str) -> String {
+    b.get("/orgs/new").await;
+    assert_eq!(
+        b.post("/orgs", &[("name", name)]).await.status,
+        StatusCode::SEE_OTHER
+    );
     let u = app.store.user_by_email(email).await.unwrap().unwrap();
-    app.store.memberships(&u.id).await.unwrap()[0]
+    app.store
+        .memberships(&u.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|m| m.org_name == name)
+        .unwrap()
         .org_id
-        .clone()
 }
 
 async fn user_id(app: &TestApp, email: &str) -> String {
@@ -36,6 +47,16 @@ async fn invite(b: &mut Browser, email: &str, role: &str) -> String {
 
 async fn invitations_bring_teammates_in(app: TestApp) {
     let mut owner = app.signed_up("boss@example.com").await;
+    // Personal organizations are not for sharing.
+    owner.get("/settings/members").await;
+    let res = owner
+        .post(
+            "/settings/invitations",
+            &[("email", "m@example.com"), ("role", "viewer")],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST);
+    let boss_org = team(&app, &mut owner, "boss@example.com", "Boss team").await;
     let (key_id, _) = owner.new_key("team key").await;
     let path = invite(&mut owner, "Mate@Example.com", "viewer").await;
     // Without SMTP the email is logged and kept in the outbox for the operator.
@@ -89,7 +110,6 @@ async fn invitations_bring_teammates_in(app: TestApp) {
     assert!(page.body.contains("You are signed in as other@example.com"));
     let res = other.post(&format!("{for_x}/accept"), &[]).await;
     assert_eq!(res.status, StatusCode::FORBIDDEN);
-    let boss_org = org_of(&app, "boss@example.com").await;
     assert!(
         app.store
             .membership(&user_id(&app, "other@example.com").await, &boss_org)
@@ -135,6 +155,7 @@ async fn invitations_bring_teammates_in(app: TestApp) {
 
     // Everything is audited.
     owner.sign_in("boss@example.com", PASSWORD).await;
+    owner.post("/orgs/switch", &[("org_id", &boss_org)]).await;
     let audit = owner.get("/settings/audit-log").await;
     for a in [
         "invitation.created",
@@ -149,7 +170,7 @@ both!(invitations_bring_teammates_in);
 
 async fn members_roles_and_leaving(app: TestApp) {
     let mut owner = app.signed_up("own@example.com").await;
-    let org = org_of(&app, "own@example.com").await;
+    let org = team(&app, &mut owner, "own@example.com", "Own team").await;
     // Bring in a developer and an admin through invitations.
     let mut dev = app.signed_up("dev@example.com").await;
     let path = invite(&mut owner, "dev@example.com", "developer").await;
@@ -206,8 +227,23 @@ async fn members_roles_and_leaving(app: TestApp) {
         .post(&format!("/settings/members/{dev_id}/remove"), &[])
         .await;
     assert_eq!(res.status, StatusCode::SEE_OTHER);
-    assert_eq!(dev.get("/settings/api-keys").await.status, StatusCode::OK);
     assert!(app.store.membership(&dev_id, &org).await.unwrap().is_none());
+    // The removed developer is back in their personal organization: the team's keys are
+    // gone from their view, and the team's key pages are not found.
+    let mine = dev.get("/settings/api-keys").await;
+    assert_eq!(mine.status, StatusCode::OK);
+    assert!(!mine.shows("dev's key") && !mine.shows("Own team"));
+    assert_eq!(
+        dev.get(&format!("/settings/api-keys/{dev_key_id}"))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    dev.org = Some(org.clone());
+    let res = dev
+        .post(&format!("/settings/api-keys/{dev_key_id}/revoke"), &[])
+        .await;
+    assert_eq!(res.status, StatusCode::NOT_FOUND);
     assert_eq!(
         app.state
             .verifier
@@ -259,9 +295,16 @@ async fn members_roles_and_leaving(app: TestApp) {
     let res = owner.post("/settings/members/leave", &[]).await;
     assert_eq!(
         res.status,
-        StatusCode::BAD_REQUEST,
-        "nobody leaves their personal organization"
+        StatusCode::CONFLICT,
+        "the sole owner cannot leave"
     );
+    assert!(res.body.contains("at least one owner"));
+    // An admin cannot make themselves owner.
+    adm.get("/settings/members").await;
+    let res = adm
+        .post("/settings/members/transfer", &[("to", &adm_id)])
+        .await;
+    assert_eq!(res.status, StatusCode::FORBIDDEN);
     let res = adm
         .post(&format!("/settings/members/{owner_id}/remove"), &[])
         .await;
@@ -277,15 +320,6 @@ async fn members_roles_and_leaving(app: TestApp) {
         .await
         .unwrap();
     assert_eq!(owners_only, keyward::store::MemberChange::LastOwner);
-
-    // The sole owner of a team organization cannot leave it.
-    owner.get("/orgs/new").await;
-    owner.post("/orgs", &[("name", "Solo team")]).await;
-    owner.get("/settings/members").await;
-    let res = owner.post("/settings/members/leave", &[]).await;
-    assert_eq!(res.status, StatusCode::CONFLICT);
-    assert!(res.body.contains("at least one owner"));
-    owner.post("/orgs/switch", &[("org_id", &org)]).await;
 
     // Transfer ownership: the admin becomes owner, the old owner an admin.
     owner.get("/settings/members").await;
@@ -352,6 +386,8 @@ async fn password_reset_by_email(backend: Backend) {
     let path = reset_link.trim_start_matches(&app.base).to_string();
 
     // A newer request voids the older link.
+    // (At most one reset email a minute per account.)
+    app.clock.advance(Duration::seconds(61));
     b.get("/forgot-password").await;
     b.post("/forgot-password", &[("email", "forget@example.com")])
         .await;
@@ -406,6 +442,7 @@ async fn password_reset_by_email(backend: Backend) {
     assert_eq!(replay.status, StatusCode::GONE);
 
     // Links expire after 30 minutes.
+    app.clock.advance(Duration::seconds(61));
     c.get("/forgot-password").await;
     c.post("/forgot-password", &[("email", "forget@example.com")])
         .await;
@@ -451,7 +488,7 @@ async fn password_reset_by_email_postgres() {
 /// The role table, over HTTP: for each role, each action is allowed or refused (403).
 async fn role_table_over_http(app: TestApp) {
     let mut owner = app.signed_up("t-owner@example.com").await;
-    let org = org_of(&app, "t-owner@example.com").await;
+    let org = team(&app, &mut owner, "t-owner@example.com", "Table team").await;
     let (owner_key_id, _) = owner.new_key("owner key").await;
     // (role, view keys, create, edit own, edit others', revoke others', roll others',
     //  manage members, view audit, export audit)
