@@ -90,6 +90,15 @@ impl CurrentUser {
     }
 }
 
+/// The path of a same-host `Referer`, if any.
+fn referring_page(headers: &axum::http::HeaderMap) -> Option<String> {
+    let referer = headers.get(axum::http::header::REFERER)?.to_str().ok()?;
+    let host = headers.get(axum::http::header::HOST)?.to_str().ok()?;
+    let rest = referer.split_once("://")?.1;
+    let (authority, path) = rest.split_at(rest.find('/')?);
+    (authority.eq_ignore_ascii_case(host)).then(|| path.to_string())
+}
+
 /// Shared page context for the base layout.
 #[derive(Debug, Clone)]
 pub struct Chrome {
@@ -162,11 +171,17 @@ impl FromRequestParts<AppState> for CurrentUser {
             .get::<Session>()
             .cloned()
             .ok_or_else(|| AppError::internal(anyhow::anyhow!("session layer missing")))?;
-        let next = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
+        // After signing in, come back here; for a form post (which cannot be repeated by a
+        // redirect), back to the page the form was on.
+        let next = if parts.method == axum::http::Method::GET {
+            parts
+                .uri
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_string()
+        } else {
+            referring_page(&parts.headers).unwrap_or_else(|| "/settings/api-keys".into())
+        };
         let sign_in = |reason| AuthRejection::SignIn {
             next: next.clone(),
             reason,
@@ -233,5 +248,29 @@ impl FromRequestParts<AppState> for CurrentUser {
             session,
             csrf,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderMap, HeaderValue, header};
+
+    use super::referring_page;
+
+    #[test]
+    fn only_same_host_referers_are_used() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("keys.example.com"));
+        assert_eq!(referring_page(&h), None);
+        h.insert(
+            header::REFERER,
+            HeaderValue::from_static("https://keys.example.com/invitations/abc"),
+        );
+        assert_eq!(referring_page(&h).as_deref(), Some("/invitations/abc"));
+        h.insert(
+            header::REFERER,
+            HeaderValue::from_static("https://evil.example/x"),
+        );
+        assert_eq!(referring_page(&h), None);
     }
 }

@@ -93,46 +93,7 @@ impl Store {
         role: &str,
         audit: &NewAudit,
     ) -> Result<MemberChange> {
-        with_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            lock_org!(self, &mut *tx, org_id)?;
-            let current: Option<String> = sqlx::query_scalar(
-                "SELECT role FROM memberships WHERE org_id = $1 AND user_id = $2",
-            )
-            .bind(org_id)
-            .bind(user_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(current) = current else {
-                return Ok(MemberChange::NotMember);
-            };
-            if current == "owner" && role != "owner" {
-                let owners: i64 = sqlx::query_scalar(OWNERS)
-                    .bind(org_id)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                if owners <= 1 {
-                    return Ok(MemberChange::LastOwner);
-                }
-            }
-            sqlx::query("UPDATE memberships SET role = $3 WHERE org_id = $1 AND user_id = $2")
-                .bind(org_id)
-                .bind(user_id)
-                .bind(role)
-                .execute(&mut *tx)
-                .await?;
-            if role != "owner" && role != "admin" {
-                sqlx::query(REVOKE_INVITER)
-                    .bind(org_id)
-                    .bind(user_id)
-                    .bind(audit.occurred_at)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            insert_audit!(&mut *tx, audit)?;
-            tx.commit().await?;
-            Ok(MemberChange::Done)
-        })
+        self.change_member(org_id, user_id, Some(role), audit).await
     }
 
     /// Removes a member (their keys stay with the organization); never the last owner.
@@ -140,6 +101,18 @@ impl Store {
         &self,
         org_id: &str,
         user_id: &str,
+        audit: &NewAudit,
+    ) -> Result<MemberChange> {
+        self.change_member(org_id, user_id, None, audit).await
+    }
+
+    /// Gives a member a new role (`Some`) or removes them (`None`), audited, keeping at
+    /// least one owner. Someone who can no longer invite loses their open invitations.
+    async fn change_member(
+        &self,
+        org_id: &str,
+        user_id: &str,
+        new_role: Option<&str>,
         audit: &NewAudit,
     ) -> Result<MemberChange> {
         with_pool!(self, |pool| {
@@ -155,7 +128,7 @@ impl Store {
             let Some(current) = current else {
                 return Ok(MemberChange::NotMember);
             };
-            if current == "owner" {
+            if current == "owner" && new_role != Some("owner") {
                 let owners: i64 = sqlx::query_scalar(OWNERS)
                     .bind(org_id)
                     .fetch_one(&mut *tx)
@@ -164,17 +137,31 @@ impl Store {
                     return Ok(MemberChange::LastOwner);
                 }
             }
-            sqlx::query("DELETE FROM memberships WHERE org_id = $1 AND user_id = $2")
+            match new_role {
+                Some(role) => sqlx::query(
+                    "UPDATE memberships SET role = $3 WHERE org_id = $1 AND user_id = $2",
+                )
                 .bind(org_id)
                 .bind(user_id)
+                .bind(role)
                 .execute(&mut *tx)
-                .await?;
-            sqlx::query(REVOKE_INVITER)
-                .bind(org_id)
-                .bind(user_id)
-                .bind(audit.occurred_at)
-                .execute(&mut *tx)
-                .await?;
+                .await
+                .map(|_| ()),
+                None => sqlx::query("DELETE FROM memberships WHERE org_id = $1 AND user_id = $2")
+                    .bind(org_id)
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map(|_| ()),
+            }?;
+            if !matches!(new_role, Some("owner" | "admin")) {
+                sqlx::query(REVOKE_INVITER)
+                    .bind(org_id)
+                    .bind(user_id)
+                    .bind(audit.occurred_at)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             insert_audit!(&mut *tx, audit)?;
             tx.commit().await?;
             Ok(MemberChange::Done)
