@@ -221,6 +221,17 @@ const INSERT_KEY: &str = "INSERT INTO api_keys (id, org_id, created_by, name, de
      name_lower) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13, $14, $15, $16, $17, $18, $19, $20)";
 
+/// Ends a key write: its audit row and (on Postgres) its NOTIFY go into the transaction,
+/// which commits; then this node's cache forgets the key at once.
+macro_rules! commit_key_write {
+    ($store:expr, $tx:expr, $hash:expr, $audit:expr) => {{
+        insert_audit!(&mut *$tx, $audit)?;
+        notify_key!($store, &mut *$tx, $hash)?;
+        $tx.commit().await?;
+        $store.key_cache.invalidate($hash);
+    }};
+}
+
 /// Postgres channel on which key writes announce the changed hash (hex).
 pub const NOTIFY_CHANNEL: &str = "keyward_keys";
 
@@ -278,10 +289,7 @@ impl Store {
         with_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
             insert_key!(&mut *tx, key)?;
-            insert_audit!(&mut *tx, audit)?;
-            notify_key!(self, &mut *tx, &key.key_hash)?;
-            tx.commit().await?;
-            self.key_cache.invalidate(&key.key_hash);
+            commit_key_write!(self, tx, &key.key_hash, audit);
             Ok(())
         })
     }
@@ -406,10 +414,7 @@ impl Store {
             let Some(hash) = hash else {
                 return Ok(false);
             };
-            insert_audit!(&mut *tx, audit)?;
-            notify_key!(self, &mut *tx, &hash)?;
-            tx.commit().await?;
-            self.key_cache.invalidate(&hash);
+            commit_key_write!(self, tx, &hash, audit);
             Ok(true)
         })
     }
@@ -441,10 +446,7 @@ impl Store {
             let Some(hash) = hash else {
                 return Ok(false);
             };
-            insert_audit!(&mut *tx, audit)?;
-            notify_key!(self, &mut *tx, &hash)?;
-            tx.commit().await?;
-            self.key_cache.invalidate(&hash);
+            commit_key_write!(self, tx, &hash, audit);
             Ok(true)
         })
     }
@@ -473,10 +475,7 @@ impl Store {
             let Some(hash) = hash else {
                 return Ok(false);
             };
-            insert_audit!(&mut *tx, audit)?;
-            notify_key!(self, &mut *tx, &hash)?;
-            tx.commit().await?;
-            self.key_cache.invalidate(&hash);
+            commit_key_write!(self, tx, &hash, audit);
             Ok(true)
         })
     }

@@ -48,6 +48,9 @@ pub enum MemberChange {
 
 const OWNERS: &str = "SELECT COUNT(*) FROM memberships WHERE org_id = $1 AND role = 'owner'";
 
+const INVITATION_SELECT: &str = "SELECT id, org_id, email, role, invited_by, created_at, \
+     expires_at, accepted_at, revoked_at FROM invitations";
+
 /// On Postgres, locks the organization row for the rest of the transaction, so that two
 /// concurrent changes cannot both pass the "at least one owner" check. (SQLite runs one
 /// writer at a time.)
@@ -236,9 +239,10 @@ impl Store {
     pub async fn open_invitations(&self, org_id: &str) -> Result<Vec<Invitation>> {
         with_pool!(self, |pool| {
             Ok(sqlx::query_as::<_, Invitation>(
-                "SELECT id, org_id, email, role, invited_by, created_at, expires_at, accepted_at, revoked_at \
-                 FROM invitations WHERE org_id = $1 AND accepted_at IS NULL AND revoked_at IS NULL \
-                 ORDER BY created_at DESC",
+                &format!(
+                "{INVITATION_SELECT} WHERE org_id = $1 AND accepted_at IS NULL AND revoked_at IS NULL \
+                 ORDER BY created_at DESC"
+            ),
             )
             .bind(org_id)
             .fetch_all(pool)
@@ -248,10 +252,9 @@ impl Store {
 
     pub async fn invitation_by_token(&self, token_hash: &[u8]) -> Result<Option<Invitation>> {
         with_pool!(self, |pool| {
-            Ok(sqlx::query_as::<_, Invitation>(
-                "SELECT id, org_id, email, role, invited_by, created_at, expires_at, accepted_at, revoked_at \
-                 FROM invitations WHERE token_hash = $1",
-            )
+            Ok(sqlx::query_as::<_, Invitation>(&format!(
+                "{INVITATION_SELECT} WHERE token_hash = $1"
+            ))
             .bind(token_hash)
             .fetch_optional(pool)
             .await?)
@@ -260,10 +263,9 @@ impl Store {
 
     pub async fn invitation(&self, org_id: &str, id: &str) -> Result<Option<Invitation>> {
         with_pool!(self, |pool| {
-            Ok(sqlx::query_as::<_, Invitation>(
-                "SELECT id, org_id, email, role, invited_by, created_at, expires_at, accepted_at, revoked_at \
-                 FROM invitations WHERE org_id = $1 AND id = $2",
-            )
+            Ok(sqlx::query_as::<_, Invitation>(&format!(
+                "{INVITATION_SELECT} WHERE org_id = $1 AND id = $2"
+            ))
             .bind(org_id)
             .bind(id)
             .fetch_optional(pool)
