@@ -348,7 +348,18 @@ pub struct InviteForm {
     role: String,
 }
 
-async fn send_invitation(state: &AppState, cu: &CurrentUser, email: &str, role: &str, link: &str) {
+/// Emails a new invitation link (when SMTP is configured; else it goes to the outbox) and
+/// shows it once to the admin.
+async fn deliver_invitation(
+    state: &AppState,
+    cu: &CurrentUser,
+    email: String,
+    role: String,
+    token: &str,
+    expires_at: i64,
+    now: i64,
+) -> Result<Response> {
+    let link = format!("{}/invitations/{token}", state.config.base_url);
     let body = format!(
         "{} invited you to join {} on Keyward as {role}.\n\nAccept the invitation (valid for 7 days, once):\n{link}\n\nIf you did not expect this, ignore this email.\n",
         cu.user.email, cu.org.org_name
@@ -356,11 +367,20 @@ async fn send_invitation(state: &AppState, cu: &CurrentUser, email: &str, role: 
     state
         .mailer
         .send(
-            email,
+            &email,
             &format!("You're invited to {} on Keyward", cu.org.org_name),
             &body,
         )
         .await;
+    Ok(InvitedPage {
+        chrome: cu.chrome("members").await?,
+        email,
+        role,
+        link,
+        emailed: state.mailer.smtp_configured(),
+        expires: TimeView::new(expires_at, now),
+    }
+    .into_response())
 }
 
 pub async fn invite(
@@ -414,17 +434,23 @@ pub async fn invite(
         .target("invitation", &inv.id, &email)
         .details(json!({ "role": f.role }));
     state.store.create_invitation(&inv, &hash, &audit).await?;
-    let link = format!("{}/invitations/{token}", state.config.base_url);
-    send_invitation(&state, &cu, &email, &f.role, &link).await;
-    Ok(InvitedPage {
-        chrome: cu.chrome("members").await?,
-        email,
-        role: f.role,
-        link,
-        emailed: state.mailer.smtp_configured(),
-        expires: TimeView::new(inv.expires_at, now),
-    }
-    .into_response())
+    deliver_invitation(&state, &cu, email, f.role, &token, inv.expires_at, now).await
+}
+
+/// An invitation of the active organization, for an admin acting on it from its page.
+async fn managed_invitation(
+    state: &AppState,
+    cu: &CurrentUser,
+    id: &str,
+    form_org: &str,
+) -> Result<Invitation> {
+    cu.require(Action::ManageMembers)?;
+    cu.same_org(form_org)?;
+    state
+        .store
+        .invitation(cu.org_id(), id)
+        .await?
+        .ok_or(AppError::NotFound)
 }
 
 pub async fn revoke_invitation(
@@ -434,13 +460,7 @@ pub async fn revoke_invitation(
     Path(id): Path<String>,
     Form(f): Form<OrgOnly>,
 ) -> Result<Response> {
-    cu.require(Action::ManageMembers)?;
-    cu.same_org(&f.org)?;
-    let inv = state
-        .store
-        .invitation(cu.org_id(), &id)
-        .await?
-        .ok_or(AppError::NotFound)?;
+    let inv = managed_invitation(&state, &cu, &id, &f.org).await?;
     let now = state.clock.unix();
     let audit =
         cu.audit("invitation.revoked", &meta, now)
@@ -469,13 +489,7 @@ pub async fn resend_invitation(
     Path(id): Path<String>,
     Form(f): Form<OrgOnly>,
 ) -> Result<Response> {
-    cu.require(Action::ManageMembers)?;
-    cu.same_org(&f.org)?;
-    let inv = state
-        .store
-        .invitation(cu.org_id(), &id)
-        .await?
-        .ok_or(AppError::NotFound)?;
+    let inv = managed_invitation(&state, &cu, &id, &f.org).await?;
     let now = state.clock.unix();
     let (token, hash) = new_link_token().map_err(AppError::internal)?;
     let expires_at = now + INVITATION_TTL_SECS;
@@ -491,17 +505,7 @@ pub async fn resend_invitation(
             .await?;
         return Ok(Redirect::to(BACK).into_response());
     }
-    let link = format!("{}/invitations/{token}", state.config.base_url);
-    send_invitation(&state, &cu, &inv.email, &inv.role, &link).await;
-    Ok(InvitedPage {
-        chrome: cu.chrome("members").await?,
-        email: inv.email,
-        role: inv.role,
-        link,
-        emailed: state.mailer.smtp_configured(),
-        expires: TimeView::new(expires_at, now),
-    }
-    .into_response())
+    deliver_invitation(&state, &cu, inv.email, inv.role, &token, expires_at, now).await
 }
 
 // ------------------------------------------------------- accepting (invitee side)

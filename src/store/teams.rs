@@ -281,25 +281,8 @@ impl Store {
         now: i64,
         audit: &NewAudit,
     ) -> Result<bool> {
-        with_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            let n = sqlx::query(
-                "UPDATE invitations SET revoked_at = $3 WHERE org_id = $1 AND id = $2 \
-                 AND accepted_at IS NULL AND revoked_at IS NULL",
-            )
-            .bind(org_id)
-            .bind(id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if n == 0 {
-                return Ok(false);
-            }
-            insert_audit!(&mut *tx, audit)?;
-            tx.commit().await?;
-            Ok(true)
-        })
+        self.change_open_invitation(org_id, id, None, now, audit)
+            .await
     }
 
     /// Gives an open invitation a new token and expiry (the old link stops working).
@@ -311,19 +294,42 @@ impl Store {
         expires_at: i64,
         audit: &NewAudit,
     ) -> Result<bool> {
+        self.change_open_invitation(org_id, id, Some(token_hash), expires_at, audit)
+            .await
+    }
+
+    /// Reissues (`Some(new token hash)`, valid until `at`) or revokes (`None`, at `at`) an
+    /// invitation that is still open, audited; false if it was not open.
+    async fn change_open_invitation(
+        &self,
+        org_id: &str,
+        id: &str,
+        new_token: Option<&[u8]>,
+        at: i64,
+        audit: &NewAudit,
+    ) -> Result<bool> {
+        let sql = match new_token {
+            Some(_) => {
+                "UPDATE invitations SET token_hash = $3, expires_at = $4 WHERE org_id = $1 AND id = $2 \
+                 AND accepted_at IS NULL AND revoked_at IS NULL"
+            }
+            // `$3 IS NULL` only uses the (absent) token, so that both statements take the
+            // same four parameters.
+            None => {
+                "UPDATE invitations SET revoked_at = $4 WHERE org_id = $1 AND id = $2 \
+                 AND accepted_at IS NULL AND revoked_at IS NULL AND $3 IS NULL"
+            }
+        };
         with_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
-            let n = sqlx::query(
-                "UPDATE invitations SET token_hash = $3, expires_at = $4 WHERE org_id = $1 AND id = $2 \
-                 AND accepted_at IS NULL AND revoked_at IS NULL",
-            )
-            .bind(org_id)
-            .bind(id)
-            .bind(token_hash)
-            .bind(expires_at)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            let n = sqlx::query(sql)
+                .bind(org_id)
+                .bind(id)
+                .bind(new_token)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
             if n == 0 {
                 return Ok(false);
             }
