@@ -36,6 +36,7 @@ pub struct Inner {
     pub passwords: Passwords,
     pub verifier: Verifier,
     pub mailer: crate::mail::Mailer,
+    pub sso: crate::sso::Sso,
 }
 
 impl Deref for AppState {
@@ -62,7 +63,12 @@ impl AppState {
             store.clone(),
             clock.clone(),
         )?;
+        let sso = crate::sso::Sso {
+            oidc: crate::sso::Oidc::new(config.allow_private_networks)?,
+            secrets: crate::sso::SecretBox::new(&config.key_pepper),
+        };
         Ok(Self(Arc::new(Inner {
+            sso,
             mailer,
             passwords: Passwords::new()?,
             config,
@@ -106,6 +112,7 @@ pub fn router(state: AppState, sessions: SessionBackend) -> Router {
         .merge(keys::router())
         .merge(audit::router())
         .merge(crate::members::router())
+        .merge(crate::sso::router())
         .fallback(|| async { AppError::NotFound })
         .layer(middleware::from_fn_with_state(
             state.clone(),

@@ -128,6 +128,16 @@ pub struct ServeArgs {
     #[arg(long, env = "KEYWARD_SCOPES_FILE")]
     pub scopes_file: Option<PathBuf>,
 
+    /// TOML file with operator-wide SSO providers (`[[providers]]`: id, name, issuer,
+    /// client_id, client_secret or client_secret_env); each is discovered at start-up.
+    #[arg(long, env = "KEYWARD_SSO_PROVIDERS_FILE")]
+    pub sso_providers_file: Option<PathBuf>,
+
+    /// Let organizations' SSO issuers be on loopback or private addresses (by default
+    /// only public addresses are contacted, so the dashboard cannot probe your network).
+    #[arg(long, env = "KEYWARD_ALLOW_PRIVATE_NETWORKS", default_value_t = false)]
+    pub allow_private_networks: bool,
+
     /// Sign out after this many minutes without activity.
     #[arg(long, env = "KEYWARD_SESSION_IDLE_MINUTES", default_value_t = 60)]
     pub session_idle_minutes: u64,
@@ -163,6 +173,8 @@ pub struct Config {
     pub invalid_attempts_per_minute: i64,
     pub smtp_url: Option<String>,
     pub mail_from: String,
+    pub sso_providers: Vec<crate::sso::OperatorProvider>,
+    pub allow_private_networks: bool,
 }
 
 impl Config {
@@ -204,6 +216,11 @@ impl Config {
             invalid_attempts_per_minute: args.invalid_attempts_per_minute.max(1),
             smtp_url: args.smtp_url.clone(),
             mail_from: args.mail_from.clone(),
+            sso_providers: match &args.sso_providers_file {
+                Some(path) => crate::sso::load_providers(path)?,
+                None => Vec::new(),
+            },
+            allow_private_networks: args.allow_private_networks,
         })
     }
 
@@ -225,6 +242,9 @@ impl Config {
             invalid_attempts_per_minute: 60,
             smtp_url: None,
             mail_from: "Keyward <keyward@localhost>".into(),
+            sso_providers: Vec::new(),
+            // The tests' identity provider runs on loopback.
+            allow_private_networks: true,
         }
     }
 

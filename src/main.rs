@@ -150,6 +150,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let backend = store.backend();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let state = AppState::new(config, store.clone(), clock)?;
+    state
+        .check_sso_providers()
+        .await
+        .context("checking the SSO providers (KEYWARD_SSO_PROVIDERS_FILE)")?;
     let flusher = state.verifier.spawn_flusher();
     let listener_task = store.spawn_invalidation_listener();
     let verifier = state.verifier.clone();

@@ -112,6 +112,13 @@ pub struct Chrome {
     pub flash: Option<Flash>,
 }
 
+impl Chrome {
+    /// Whether the navigation shows Settings → Single sign-on.
+    pub fn can_manage_sso(&self) -> bool {
+        self.role.can(crate::orgs::Action::ManageSso)
+    }
+}
+
 /// Why a page request has no user: go and sign in, or something failed.
 pub enum AuthRejection {
     SignIn {

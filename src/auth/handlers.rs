@@ -15,7 +15,7 @@ use tower_sessions::Session;
 use super::{
     normalize_email,
     password::{self, MAX_LEN},
-    session::{self, AUTHENTICATED_AT, ORG_ID, SEEN_AT, USER_ID, safe_next},
+    session::{self, USER_ID, safe_next},
     valid_email,
 };
 use crate::{
@@ -39,6 +39,54 @@ struct LoginPage {
     error: Option<String>,
     notice: Option<&'static str>,
     signup_open: bool,
+    /// Operator-wide SSO providers: (id, name).
+    providers: Vec<(String, String)>,
+}
+
+impl LoginPage {
+    async fn new(
+        state: &AppState,
+        session: &Session,
+        email: String,
+        next: &str,
+        error: Option<String>,
+        notice: Option<&'static str>,
+    ) -> Result<Self> {
+        Ok(Self {
+            csrf: session::csrf_token(session).await?,
+            email,
+            next: safe_next(Some(next)),
+            error,
+            notice,
+            signup_open: state.config.signup == SignupMode::Open,
+            providers: state
+                .config
+                .sso_providers
+                .iter()
+                .map(|p| (p.id.clone(), p.name.clone()))
+                .collect(),
+        })
+    }
+}
+
+/// The sign-in page with a message (the SSO start uses it for an unknown domain).
+pub async fn login_page_with_error(
+    state: &AppState,
+    session: &Session,
+    email: &str,
+    next: &str,
+    error: &str,
+) -> Result<Response> {
+    let page = LoginPage::new(
+        state,
+        session,
+        email.to_string(),
+        next,
+        Some(error.into()),
+        None,
+    )
+    .await?;
+    Ok((StatusCode::BAD_REQUEST, page).into_response())
 }
 
 #[derive(Deserialize)]
@@ -63,14 +111,15 @@ pub async fn login_page(
         ),
         _ => None,
     };
-    Ok(LoginPage {
-        csrf: session::csrf_token(&session).await?,
-        email: String::new(),
-        next: safe_next(q.next.as_deref()),
-        error: None,
+    Ok(LoginPage::new(
+        &state,
+        &session,
+        String::new(),
+        &safe_next(q.next.as_deref()),
+        None,
         notice,
-        signup_open: state.config.signup == SignupMode::Open,
-    }
+    )
+    .await?
     .into_response())
 }
 
@@ -119,17 +168,49 @@ pub async fn login(
                 }
             }
             tracing::info!(event = "auth.sign_in_failed", ip = %meta.ip, "sign-in failed");
-            let page = LoginPage {
-                csrf: session::csrf_token(&session).await?,
+            let page = LoginPage::new(
+                &state,
+                &session,
                 email,
-                next: safe_next(form.next.as_deref()),
-                error: Some(SIGN_IN_FAILED.into()),
-                notice: None,
-                signup_open: state.config.signup == SignupMode::Open,
-            };
+                &safe_next(form.next.as_deref()),
+                Some(SIGN_IN_FAILED.into()),
+                None,
+            )
+            .await?;
             return Ok((StatusCode::UNAUTHORIZED, page).into_response());
         }
     };
+
+    // An organization that requires SSO for this member's email domain: the right
+    // password is not enough (said only after it was checked, so it reveals nothing).
+    if let Some(conn) = state.store.sso_required_for(&user.id, &user.email).await? {
+        let org = state
+            .store
+            .org(&conn.org_id)
+            .await?
+            .map(|o| o.name)
+            .unwrap_or_default();
+        let audit = meta
+            .stamp(NewAudit::new("auth.sign_in_failed", now))
+            .org(&conn.org_id)
+            .actor(Some(&user.id), &user.email)
+            .target("user", &user.id, &user.email)
+            .details(serde_json::json!({ "reason": "sso_required", "connection": conn.name }));
+        state.store.record(&audit).await?;
+        let page = LoginPage::new(
+            &state,
+            &session,
+            email,
+            &safe_next(form.next.as_deref()),
+            Some(format!(
+                "{org} requires single sign-on for {} addresses. Use “Continue with SSO” below.",
+                user.email.rsplit('@').next().unwrap_or_default()
+            )),
+            None,
+        )
+        .await?;
+        return Ok((StatusCode::FORBIDDEN, page).into_response());
+    }
 
     let rehash = if verified.needs_rehash {
         Some(
@@ -152,29 +233,8 @@ pub async fn login(
         .login_succeeded(&user.id, rehash.as_deref(), &audit)
         .await?;
     tracing::info!(event = "auth.signed_in", user_id = %user.id, ip = %meta.ip, method = "password", "signed in");
-    start_session(&session, &user, None, now).await?;
+    session::sign_in(&session, &user, None, now).await?;
     Ok(Redirect::to(&safe_next(form.next.as_deref())).into_response())
-}
-
-/// Signs the user in on this session: a new session id (against fixation), a new CSRF
-/// token, and the timestamps the timeouts are measured from.
-async fn start_session(
-    session: &Session,
-    user: &crate::store::User,
-    org_id: Option<&str>,
-    now: i64,
-) -> Result<()> {
-    session.cycle_id().await?;
-    session.clear().await;
-    session.insert(USER_ID, &user.id).await?;
-    session.insert(session::EPOCH, user.session_epoch).await?;
-    if let Some(org) = org_id {
-        session.insert(ORG_ID, org).await?;
-    }
-    session.insert(AUTHENTICATED_AT, now).await?;
-    session.insert(SEEN_AT, now).await?;
-    session::csrf_token(session).await?;
-    Ok(())
 }
 
 #[derive(Template, WebTemplate)]
@@ -359,7 +419,7 @@ pub async fn signup(
             welcome = format!("Welcome to Keyward! You joined {org} as {}.", inv.role);
         }
     }
-    start_session(&session, &user, Some(&active_org), now).await?;
+    session::sign_in(&session, &user, Some(&active_org), now).await?;
     session::set_flash(&session, "success", welcome).await?;
     Ok(Redirect::to("/settings/api-keys").into_response())
 }

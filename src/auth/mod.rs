@@ -14,6 +14,7 @@ use axum::{
 use crate::app::AppState;
 
 pub use extract::{Chrome, CurrentUser};
+pub(crate) use handlers::login_page_with_error;
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -88,6 +88,27 @@ pub async fn consume_form_token(session: &Session, token: &str) -> Result<bool> 
     Ok(true)
 }
 
+/// Signs the user in on this session: a new session id (against fixation), a new CSRF
+/// token, and the timestamps the timeouts are measured from.
+pub async fn sign_in(
+    session: &Session,
+    user: &crate::store::User,
+    org_id: Option<&str>,
+    now: i64,
+) -> Result<()> {
+    session.cycle_id().await?;
+    session.clear().await;
+    session.insert(USER_ID, &user.id).await?;
+    session.insert(EPOCH, user.session_epoch).await?;
+    if let Some(org) = org_id {
+        session.insert(ORG_ID, org).await?;
+    }
+    session.insert(AUTHENTICATED_AT, now).await?;
+    session.insert(SEEN_AT, now).await?;
+    csrf_token(session).await?;
+    Ok(())
+}
+
 /// Validates a post-login redirect target: only local absolute paths, so `next` can never
 /// send the user to another site (`//evil`, `/\evil`, `https:evil`, encoded variants…).
 pub fn safe_next(next: Option<&str>) -> String {

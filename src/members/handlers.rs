@@ -75,7 +75,12 @@ async fn members_page(
             let manageable =
                 can_manage && !is_self && (m.role != "owner" || cu.role == Role::Owner);
             MemberView {
-                sign_in: if m.has_password { "Password" } else { "SSO" },
+                sign_in: match (m.has_password, m.has_sso) {
+                    (true, true) => "Password or SSO",
+                    (false, true) => "SSO",
+                    (true, false) => "Password",
+                    (false, false) => "Not set up",
+                },
                 last_sign_in: TimeView::opt(m.last_login_at, now),
                 is_self,
                 manageable,

@@ -14,6 +14,7 @@ pub mod cache;
 mod keys;
 mod orgs;
 pub mod sessions;
+mod sso;
 mod teams;
 mod usage;
 mod users;
@@ -29,6 +30,7 @@ use sqlx::{
 pub use audit::{AuditEvent, AuditFilter, NewAudit};
 pub use keys::{ApiKey, KeyChanges, KeyFilter, KeyLimits, KeyStatus, NewKey};
 pub use orgs::{Membership, Org};
+pub use sso::{SsoConnection, SsoConnectionInput, SsoIdentity, SsoJoin};
 pub use teams::{Invitation, Member, MemberChange, OutboxEmail};
 pub use usage::UsageDelta;
 pub use users::{NewUser, User};

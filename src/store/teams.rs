@@ -12,6 +12,7 @@ pub struct Member {
     pub joined_at: i64,
     pub last_login_at: Option<i64>,
     pub has_password: bool,
+    pub has_sso: bool,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -78,7 +79,8 @@ impl Store {
         with_pool!(self, |pool| {
             Ok(sqlx::query_as::<_, Member>(
                 "SELECT u.id AS user_id, u.email, u.name, m.role, m.created_at AS joined_at, \
-                 u.last_login_at, (u.password_hash IS NOT NULL) AS has_password \
+                 u.last_login_at, (u.password_hash IS NOT NULL) AS has_password, \
+                 EXISTS (SELECT 1 FROM sso_identities i WHERE i.user_id = u.id) AS has_sso \
                  FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.org_id = $1 \
                  ORDER BY CASE m.role WHEN 'owner' THEN 0 WHEN 'admin' THEN 1 WHEN 'developer' THEN 2 ELSE 3 END, u.email",
             )

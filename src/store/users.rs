@@ -23,6 +23,58 @@ pub struct NewUser {
     pub password_hash: Option<String>,
 }
 
+/// Inserts a user, their personal organization (owner) and the `user.signed_up` audit row
+/// through an open transaction; evaluates to `Result<User, sqlx::Error>`.
+macro_rules! insert_user {
+    ($exec:expr, $user_id:expr, $new:expr, $org_id:expr, $org_name:expr, $now:expr, $audit:expr) => {{
+        let new: &$crate::store::NewUser = $new;
+        let user_id: &str = $user_id;
+        let org_id: &str = $org_id;
+        let now: i64 = $now;
+        async {
+            let user = sqlx::query_as::<_, $crate::store::User>(
+                "INSERT INTO users (id, email, name, password_hash, created_at) \
+                 VALUES ($1, $2, $3, $4, $5) RETURNING *",
+            )
+            .bind(user_id)
+            .bind(&new.email)
+            .bind(&new.name)
+            .bind(&new.password_hash)
+            .bind(now)
+            .fetch_one($exec)
+            .await?;
+            sqlx::query(
+                "INSERT INTO organizations (id, name, personal, created_by, created_at) \
+                 VALUES ($1, $2, TRUE, $3, $4)",
+            )
+            .bind(org_id)
+            .bind($org_name)
+            .bind(user_id)
+            .bind(now)
+            .execute($exec)
+            .await?;
+            sqlx::query(
+                "INSERT INTO memberships (org_id, user_id, role, created_at) VALUES ($1, $2, 'owner', $3)",
+            )
+            .bind(org_id)
+            .bind(user_id)
+            .bind(now)
+            .execute($exec)
+            .await?;
+            let mut audit: $crate::store::NewAudit = $audit.org(org_id);
+            audit.actor_id = Some(user_id.to_string());
+            audit.actor_email = new.email.clone();
+            audit.target_type = "user".into();
+            audit.target_id = user_id.to_string();
+            audit.target_name = new.email.clone();
+            $crate::store::audit::insert_audit!($exec, &audit)?;
+            Ok::<_, sqlx::Error>(user)
+        }
+        .await
+    }};
+}
+pub(crate) use insert_user;
+
 impl Store {
     /// Creates a user with their personal organization (owner) and records `user.signed_up`,
     /// in one transaction. Fails with [`StoreError::Conflict`](super::StoreError::Conflict)
@@ -38,42 +90,7 @@ impl Store {
         let org_id = super::new_id();
         with_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
-            let user = sqlx::query_as::<_, User>(
-                "INSERT INTO users (id, email, name, password_hash, created_at) \
-                 VALUES ($1, $2, $3, $4, $5) RETURNING *",
-            )
-            .bind(&user_id)
-            .bind(&new.email)
-            .bind(&new.name)
-            .bind(&new.password_hash)
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await?;
-            sqlx::query(
-                "INSERT INTO organizations (id, name, personal, created_by, created_at) \
-                 VALUES ($1, $2, TRUE, $3, $4)",
-            )
-            .bind(&org_id)
-            .bind(org_name)
-            .bind(&user_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "INSERT INTO memberships (org_id, user_id, role, created_at) VALUES ($1, $2, 'owner', $3)",
-            )
-            .bind(&org_id)
-            .bind(&user_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            let mut audit = audit.org(&org_id);
-            audit.actor_id = Some(user_id.clone());
-            audit.actor_email = new.email.clone();
-            audit.target_type = "user".into();
-            audit.target_id = user_id.clone();
-            audit.target_name = new.email.clone();
-            insert_audit!(&mut *tx, &audit)?;
+            let user = insert_user!(&mut *tx, &user_id, new, &org_id, org_name, now, audit)?;
             tx.commit().await?;
             Ok((user, org_id))
         })

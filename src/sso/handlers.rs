@@ -1,0 +1,771 @@
+//! Starting an SSO sign-in (or a link), the callback, and what a verified identity
+//! becomes. Every way this can fail ends on [`failure_page`]: no session, an audit row.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::{
+    Form,
+    extract::{Query, State},
+    response::{IntoResponse, Redirect, Response},
+};
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+use tower_sessions::Session;
+
+use super::{OperatorProvider, Source, SsoFailure, VerifiedIdentity, oidc::Pending};
+use crate::{
+    app::AppState,
+    audit::ClientMeta,
+    auth::{
+        CurrentUser, normalize_email,
+        session::{self, USER_ID, safe_next},
+        valid_email,
+    },
+    config::SignupMode,
+    error::{AppError, Result},
+    store::{NewAudit, SsoIdentity, SsoJoin, StoreError, User},
+};
+
+/// Session key of the sign-ins in flight.
+const PENDING: &str = "sso_pending";
+/// A browser may have this many sign-ins in flight (several tabs); older ones are dropped.
+const MAX_PENDING: usize = 5;
+/// A sign-in must come back within this many seconds.
+const PENDING_TTL: i64 = 15 * 60;
+
+/// What the sign-in is for.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+enum Intent {
+    SignIn,
+    /// Link the identity to this (signed-in) account.
+    Link {
+        user_id: String,
+    },
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+struct InFlight {
+    oidc: Pending,
+    source: String,
+    intent: Intent,
+    next: String,
+    created_at: i64,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "sso/failed.html")]
+struct FailedPage {
+    message: String,
+    back: &'static str,
+    back_label: &'static str,
+}
+
+pub async fn resolve_source(state: &AppState, key: &str) -> Result<Option<Source>> {
+    if let Some(id) = key.strip_prefix("connection:") {
+        return Ok(state
+            .store
+            .sso_connection_by_id(id)
+            .await?
+            .map(Source::Connection));
+    }
+    if let Some(id) = key.strip_prefix("provider:") {
+        return Ok(provider(state, id).map(Source::Provider));
+    }
+    Ok(None)
+}
+
+fn provider(state: &AppState, id: &str) -> Option<OperatorProvider> {
+    state
+        .config
+        .sso_providers
+        .iter()
+        .find(|p| p.id == id)
+        .cloned()
+}
+
+/// Sends the browser to the provider after remembering the attempt in its session.
+async fn redirect_to_provider(
+    state: &AppState,
+    session: &Session,
+    source: &Source,
+    intent: Intent,
+    next: String,
+    login_hint: Option<&str>,
+) -> std::result::Result<Response, SsoFailure> {
+    let params = source.params(&state.sso.secrets)?;
+    let (url, oidc) = state
+        .sso
+        .oidc
+        .begin(
+            &params,
+            &state.sso_redirect_uri(),
+            login_hint,
+            // Linking changes how the account can be entered: ask the provider to
+            // authenticate the person again rather than reuse its session.
+            matches!(intent, Intent::Link { .. }),
+        )
+        .await?;
+    let mut pending: Vec<InFlight> = session
+        .get(PENDING)
+        .await
+        .map_err(|e| SsoFailure::Internal(e.to_string()))?
+        .unwrap_or_default();
+    pending.push(InFlight {
+        oidc,
+        source: source.key(),
+        intent,
+        next,
+        created_at: state.clock.unix(),
+    });
+    if pending.len() > MAX_PENDING {
+        pending.drain(..pending.len() - MAX_PENDING);
+    }
+    session
+        .insert(PENDING, pending)
+        .await
+        .map_err(|e| SsoFailure::Internal(e.to_string()))?;
+    Ok(Redirect::to(&url).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct StartForm {
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    provider: String,
+    next: Option<String>,
+}
+
+/// "Continue with SSO" (a work email routed to the connection that owns its domain) or an
+/// operator-wide provider's button. A POST with the CSRF token: nothing starts a sign-in
+/// on its own (no silent sign-in from an `<img>` or iframe).
+pub async fn start(
+    State(state): State<AppState>,
+    session: Session,
+    meta: ClientMeta,
+    Form(form): Form<StartForm>,
+) -> Result<Response> {
+    let next = safe_next(form.next.as_deref());
+    let email = normalize_email(&form.email);
+    let source = if !form.provider.is_empty() {
+        match provider(&state, &form.provider) {
+            Some(p) => Source::Provider(p),
+            None => return Err(AppError::bad_request("Unknown sign-in provider.")),
+        }
+    } else {
+        if !valid_email(&email) {
+            return crate::auth::login_page_with_error(
+                &state,
+                &session,
+                &email,
+                &next,
+                "Enter your work email address to continue with SSO.",
+            )
+            .await;
+        }
+        let domain = email.rsplit('@').next().unwrap_or_default();
+        match state.store.sso_connection_for_domain(domain).await? {
+            Some(c) => Source::Connection(c),
+            None => {
+                return crate::auth::login_page_with_error(
+                    &state,
+                    &session,
+                    &email,
+                    &next,
+                    &format!("Single sign-on is not set up for {domain}. Sign in with your password, or ask your administrator."),
+                )
+                .await;
+            }
+        }
+    };
+    let hint = (!email.is_empty()).then_some(email.as_str());
+    match redirect_to_provider(&state, &session, &source, Intent::SignIn, next, hint).await {
+        Ok(r) => Ok(r),
+        Err(f) => fail(&state, &meta, None, Some(&source), None, f).await,
+    }
+}
+
+#[derive(Deserialize)]
+pub struct LinkForm {
+    source: String,
+}
+
+/// Settings → Account → "Link SSO identity": only while signed in, and only with one of
+/// the user's organizations' connections or an operator-wide provider.
+pub async fn link(
+    State(state): State<AppState>,
+    cu: CurrentUser,
+    meta: ClientMeta,
+    Form(form): Form<LinkForm>,
+) -> Result<Response> {
+    let source = resolve_source(&state, &form.source)
+        .await?
+        .filter(|s| match s.connection() {
+            Some(c) => cu.orgs.iter().any(|m| m.org_id == c.org_id),
+            None => true,
+        })
+        .ok_or(AppError::NotFound)?;
+    let intent = Intent::Link {
+        user_id: cu.user.id.clone(),
+    };
+    match redirect_to_provider(
+        &state,
+        &cu.session,
+        &source,
+        intent,
+        "/settings/account".into(),
+        Some(&cu.user.email),
+    )
+    .await
+    {
+        Ok(r) => Ok(r),
+        Err(f) => fail(&state, &meta, Some(&cu.user), Some(&source), None, f).await,
+    }
+}
+
+#[derive(Deserialize)]
+pub struct UnlinkForm {
+    issuer: String,
+    subject: String,
+}
+
+pub async fn unlink(
+    State(state): State<AppState>,
+    cu: CurrentUser,
+    meta: ClientMeta,
+    Form(form): Form<UnlinkForm>,
+) -> Result<Response> {
+    let identities = state.store.sso_identities(&cu.user.id).await?;
+    let Some(identity) = identities
+        .iter()
+        .find(|i| i.issuer == form.issuer && i.subject == form.subject)
+    else {
+        return Err(AppError::NotFound);
+    };
+    if cu.user.password_hash.is_none() && identities.len() == 1 {
+        cu.flash(
+            "error",
+            "This identity is the only way into your account. Set a password first (sign out, then “Forgot your password?”), or link another identity.",
+        )
+        .await?;
+        return Ok(Redirect::to("/settings/account").into_response());
+    }
+    let audit = meta
+        .stamp(NewAudit::new("account.sso_unlinked", state.clock.unix()))
+        .actor(Some(&cu.user.id), &cu.user.email)
+        .target("user", &cu.user.id, &cu.user.email)
+        .details(serde_json::json!({
+            "issuer": identity.issuer, "subject": identity.subject, "source": identity.source_name,
+        }));
+    state
+        .store
+        .unlink_sso_identity(&cu.user.id, &identity.issuer, &identity.subject, &audit)
+        .await?;
+    cu.flash(
+        "success",
+        format!("Unlinked {} ({}).", identity.source_name, identity.email),
+    )
+    .await?;
+    Ok(Redirect::to("/settings/account").into_response())
+}
+
+#[derive(Deserialize)]
+pub struct CallbackQuery {
+    state: Option<String>,
+    code: Option<String>,
+    iss: Option<String>,
+    error: Option<String>,
+}
+
+/// The provider sends the browser back here (a top-level GET, so the Lax session cookie
+/// comes along). The attempt is looked up by `state` in this browser's session and removed
+/// before anything else: each is usable once.
+pub async fn callback(
+    State(state): State<AppState>,
+    session: Session,
+    meta: ClientMeta,
+    Query(q): Query<CallbackQuery>,
+) -> Result<Response> {
+    let signed_in = match session.get::<String>(USER_ID).await? {
+        Some(id) => state.store.user(&id).await?,
+        None => None,
+    };
+    let mut pending: Vec<InFlight> = session.get(PENDING).await?.unwrap_or_default();
+    let given = q.state.unwrap_or_default();
+    let found = pending
+        .iter()
+        .position(|p| bool::from(p.oidc.state.as_bytes().ct_eq(given.as_bytes())));
+    let Some(found) = found.filter(|_| !given.is_empty()) else {
+        return fail(
+            &state,
+            &meta,
+            signed_in.as_ref(),
+            None,
+            None,
+            SsoFailure::UnknownState,
+        )
+        .await;
+    };
+    let flight = pending.remove(found);
+    session.insert(PENDING, &pending).await?;
+
+    let source = resolve_source(&state, &flight.source).await?;
+    let Some(source) = source.filter(|s| s.issuer() == flight.oidc.issuer) else {
+        return fail(
+            &state,
+            &meta,
+            signed_in.as_ref(),
+            None,
+            Some(&flight),
+            SsoFailure::SourceGone,
+        )
+        .await;
+    };
+    let outcome = async {
+        if state.clock.unix() - flight.created_at > PENDING_TTL {
+            return Err(SsoFailure::Expired);
+        }
+        if let Some(err) = q.error {
+            let err: String = err
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .take(64)
+                .collect();
+            return Err(SsoFailure::ProviderError(err));
+        }
+        let code = q
+            .code
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| SsoFailure::ProviderError("a response without code".into()))?;
+        let params = source.params(&state.sso.secrets)?;
+        state
+            .sso
+            .oidc
+            .finish(
+                &params,
+                &state.sso_redirect_uri(),
+                &flight.oidc,
+                &code,
+                q.iss.as_deref(),
+                state.clock.now(),
+            )
+            .await
+    }
+    .await;
+    let identity = match outcome {
+        Ok(i) => i,
+        Err(f) => {
+            return fail(
+                &state,
+                &meta,
+                signed_in.as_ref(),
+                Some(&source),
+                Some(&flight),
+                f,
+            )
+            .await;
+        }
+    };
+    let result = match &flight.intent {
+        Intent::SignIn => sign_in(&state, &session, &meta, &source, &identity, &flight.next).await,
+        Intent::Link { user_id } => {
+            link_identity(
+                &state,
+                &session,
+                &meta,
+                signed_in.as_ref(),
+                user_id,
+                &source,
+                &identity,
+            )
+            .await
+        }
+    };
+    match result {
+        Ok(r) => Ok(r),
+        Err(Outcome::Failed(f)) => {
+            fail_with_identity(
+                &state,
+                &meta,
+                signed_in.as_ref(),
+                &source,
+                &flight,
+                &identity,
+                f,
+            )
+            .await
+        }
+        Err(Outcome::Error(e)) => Err(e),
+    }
+}
+
+/// A failure the person sees as such, or an error of ours.
+enum Outcome {
+    Failed(SsoFailure),
+    Error(AppError),
+}
+
+impl From<AppError> for Outcome {
+    fn from(e: AppError) -> Self {
+        Outcome::Error(e)
+    }
+}
+impl From<StoreError> for Outcome {
+    fn from(e: StoreError) -> Self {
+        Outcome::Error(e.into())
+    }
+}
+impl From<SsoFailure> for Outcome {
+    fn from(f: SsoFailure) -> Self {
+        Outcome::Failed(f)
+    }
+}
+
+fn identity_row(source: &Source, id: &VerifiedIdentity, user_id: &str, now: i64) -> SsoIdentity {
+    SsoIdentity {
+        issuer: id.issuer.clone(),
+        subject: id.subject.clone(),
+        user_id: user_id.to_string(),
+        source: source.key(),
+        source_name: source.name().to_string(),
+        email: id.email.clone().unwrap_or_default(),
+        created_at: now,
+        last_used_at: Some(now),
+    }
+}
+
+fn identity_details(source: &Source, id: &VerifiedIdentity) -> serde_json::Value {
+    serde_json::json!({
+        "method": "sso",
+        "issuer": id.issuer,
+        "subject": id.subject,
+        "source": source.name(),
+        "email": id.email,
+    })
+}
+
+/// A verified identity signs in: as the account it is linked to, or — the first time — as
+/// a new account (joining the connection's organization), or by linking to an existing
+/// account when a trusted connection vouches for the email. Never by email alone.
+async fn sign_in(
+    state: &AppState,
+    session: &Session,
+    meta: &ClientMeta,
+    source: &Source,
+    id: &VerifiedIdentity,
+    next: &str,
+) -> std::result::Result<Response, Outcome> {
+    let now = state.clock.unix();
+    let conn = source.connection();
+    let linked = state.store.sso_identity(&id.issuer, &id.subject).await?;
+    let (user, identity, how) = if let Some(identity) = linked {
+        let user = state
+            .store
+            .user(&identity.user_id)
+            .await?
+            .ok_or(SsoFailure::AccountDisabled)?;
+        (user, identity, "linked")
+    } else {
+        let email = id
+            .email
+            .as_deref()
+            .map(normalize_email)
+            .filter(|e| id.email_verified && valid_email(e))
+            .ok_or(SsoFailure::UnverifiedEmail)?;
+        let domain = email.rsplit('@').next().unwrap_or_default().to_string();
+        if let Some(c) = conn
+            && !c.domains.contains(&domain)
+        {
+            return Err(SsoFailure::DomainNotAllowed(domain).into());
+        }
+        match state.store.user_by_email(&email).await? {
+            Some(existing) => {
+                // Linking without a password sign-in only when the organization's connection
+                // owns the domain and the account is already that organization's member,
+                // and it has no other identity from this issuer.
+                let Some(c) = conn else {
+                    return Err(SsoFailure::ExistingAccount(email).into());
+                };
+                let member = state
+                    .store
+                    .membership(&existing.id, &c.org_id)
+                    .await?
+                    .is_some();
+                let same_issuer = state
+                    .store
+                    .sso_identities(&existing.id)
+                    .await?
+                    .iter()
+                    .any(|i| i.issuer == id.issuer);
+                if !member || same_issuer {
+                    return Err(SsoFailure::ExistingAccount(email).into());
+                }
+                let identity = identity_row(source, id, &existing.id, now);
+                let audit = meta
+                    .stamp(NewAudit::new("account.sso_linked", now))
+                    .org(&c.org_id)
+                    .actor(Some(&existing.id), &existing.email)
+                    .target("user", &existing.id, &existing.email)
+                    .details(serde_json::json!({
+                        "issuer": id.issuer, "subject": id.subject, "source": c.name,
+                        "automatic": true,
+                    }));
+                state.store.link_sso_identity(&identity, &audit).await?;
+                (existing, identity, "auto_linked")
+            }
+            None => {
+                if conn.is_none() && state.config.signup != SignupMode::Open {
+                    return Err(SsoFailure::SignupClosed.into());
+                }
+                let name = id.name.clone().unwrap_or_default();
+                let personal = format!(
+                    "{}'s organization",
+                    if name.trim().is_empty() {
+                        email.as_str()
+                    } else {
+                        name.trim()
+                    }
+                );
+                let identity = identity_row(source, id, "", now);
+                let join = conn.map(|c| SsoJoin {
+                    org_id: c.org_id.clone(),
+                    role: c.default_role.clone(),
+                    audit: meta
+                        .stamp(NewAudit::new("member.joined", now))
+                        .actor(None, &email)
+                        .target("user", "", &email)
+                        .details(serde_json::json!({
+                            "role": c.default_role, "via": "sso", "connection": c.name,
+                        })),
+                });
+                let signup = meta
+                    .stamp(NewAudit::new("user.signed_up", now))
+                    .details(identity_details(source, id));
+                let user = state
+                    .store
+                    .create_sso_user(
+                        &email,
+                        name.trim(),
+                        &personal,
+                        &identity,
+                        join.as_ref(),
+                        signup,
+                    )
+                    .await?;
+                let identity = SsoIdentity {
+                    user_id: user.id.clone(),
+                    ..identity
+                };
+                (user, identity, "created")
+            }
+        }
+    };
+    if user.disabled_at.is_some() {
+        return Err(SsoFailure::AccountDisabled.into());
+    }
+    let mut details = identity_details(source, id);
+    details["account"] = serde_json::Value::from(how);
+    let mut audit = meta
+        .stamp(NewAudit::new("auth.signed_in", now))
+        .actor(Some(&user.id), &user.email)
+        .target("user", &user.id, &user.email)
+        .details(details);
+    let landing_org = match conn {
+        Some(c) if state.store.membership(&user.id, &c.org_id).await?.is_some() => {
+            audit = audit.org(&c.org_id);
+            Some(c.org_id.clone())
+        }
+        _ => None,
+    };
+    state.store.sso_signed_in(&identity, &audit).await?;
+    tracing::info!(event = "auth.signed_in", user_id = %user.id, ip = %meta.ip, method = "sso", issuer = %id.issuer, "signed in");
+    session::sign_in(session, &user, landing_org.as_deref(), now).await?;
+    if how == "created" && conn.is_some() {
+        session::set_flash(
+            session,
+            "success",
+            format!("Welcome! You joined through {}.", source.name()),
+        )
+        .await?;
+    }
+    Ok(Redirect::to(next).into_response())
+}
+
+/// Links a verified identity to the signed-in account that asked for it.
+async fn link_identity(
+    state: &AppState,
+    session: &Session,
+    meta: &ClientMeta,
+    signed_in: Option<&User>,
+    user_id: &str,
+    source: &Source,
+    id: &VerifiedIdentity,
+) -> std::result::Result<Response, Outcome> {
+    // The person who started the link must still be the one signed in.
+    let user = signed_in
+        .filter(|u| u.id == user_id)
+        .ok_or(SsoFailure::UnknownState)?;
+    if !id.email_verified || id.email.is_none() {
+        return Err(SsoFailure::UnverifiedEmail.into());
+    }
+    if let Some(existing) = state.store.sso_identity(&id.issuer, &id.subject).await? {
+        if existing.user_id == user.id {
+            session::set_flash(
+                session,
+                "info",
+                format!("{} is already linked.", source.name()),
+            )
+            .await?;
+            return Ok(Redirect::to("/settings/account").into_response());
+        }
+        return Err(SsoFailure::IdentityTaken.into());
+    }
+    if state
+        .store
+        .sso_identities(&user.id)
+        .await?
+        .iter()
+        .any(|i| i.issuer == id.issuer)
+    {
+        return Err(SsoFailure::IssuerAlreadyLinked.into());
+    }
+    let now = state.clock.unix();
+    let mut audit = meta
+        .stamp(NewAudit::new("account.sso_linked", now))
+        .actor(Some(&user.id), &user.email)
+        .target("user", &user.id, &user.email)
+        .details(serde_json::json!({
+            "issuer": id.issuer, "subject": id.subject, "source": source.name(), "email": id.email,
+        }));
+    if let Some(c) = source.connection() {
+        audit = audit.org(&c.org_id);
+    }
+    match state
+        .store
+        .link_sso_identity(&identity_row(source, id, &user.id, now), &audit)
+        .await
+    {
+        Ok(()) => {}
+        Err(StoreError::Conflict) => return Err(SsoFailure::IdentityTaken.into()),
+        Err(e) => return Err(e.into()),
+    }
+    session::set_flash(
+        session,
+        "success",
+        format!(
+            "Linked {} ({}). You can now sign in with it.",
+            source.name(),
+            id.email.as_deref().unwrap_or_default()
+        ),
+    )
+    .await?;
+    Ok(Redirect::to("/settings/account").into_response())
+}
+
+async fn fail_with_identity(
+    state: &AppState,
+    meta: &ClientMeta,
+    signed_in: Option<&User>,
+    source: &Source,
+    flight: &InFlight,
+    id: &VerifiedIdentity,
+    f: SsoFailure,
+) -> Result<Response> {
+    let extra = serde_json::json!({ "subject": id.subject, "email": id.email, "email_verified": id.email_verified });
+    record_failure(
+        state,
+        meta,
+        signed_in,
+        Some(source),
+        Some(flight),
+        &f,
+        extra,
+    )
+    .await?;
+    Ok(failure_page(&f, flight))
+}
+
+/// Audits a failed attempt and shows what happened. Nobody is signed in by it (a signed-in
+/// person who was linking stays signed in as before).
+async fn fail(
+    state: &AppState,
+    meta: &ClientMeta,
+    signed_in: Option<&User>,
+    source: Option<&Source>,
+    flight: Option<&InFlight>,
+    f: SsoFailure,
+) -> Result<Response> {
+    record_failure(
+        state,
+        meta,
+        signed_in,
+        source,
+        flight,
+        &f,
+        serde_json::json!({}),
+    )
+    .await?;
+    Ok(match flight {
+        Some(fl) => failure_page(&f, fl),
+        None => page(&f, signed_in.is_some()),
+    })
+}
+
+async fn record_failure(
+    state: &AppState,
+    meta: &ClientMeta,
+    signed_in: Option<&User>,
+    source: Option<&Source>,
+    flight: Option<&InFlight>,
+    f: &SsoFailure,
+    mut details: serde_json::Value,
+) -> Result<()> {
+    details["reason"] = f.reason().into();
+    details["detail"] = f.to_string().into();
+    if let Some(s) = source {
+        details["issuer"] = s.issuer().into();
+        details["source"] = s.name().into();
+    }
+    if let Some(fl) = flight {
+        details["intent"] = match fl.intent {
+            Intent::SignIn => "sign_in",
+            Intent::Link { .. } => "link",
+        }
+        .into();
+    }
+    let mut audit = meta
+        .stamp(NewAudit::new("auth.sso_failed", state.clock.unix()))
+        .details(details);
+    if let Some(u) = signed_in {
+        audit = audit.actor(Some(&u.id), &u.email);
+    }
+    if let Some(c) = source.and_then(Source::connection) {
+        audit = audit
+            .org(&c.org_id)
+            .target("sso_connection", &c.id, &c.name);
+    }
+    state.store.record(&audit).await?;
+    tracing::warn!(event = "auth.sso_failed", reason = f.reason(), detail = %f, ip = %meta.ip, "SSO sign-in failed");
+    Ok(())
+}
+
+fn failure_page(f: &SsoFailure, flight: &InFlight) -> Response {
+    page(f, matches!(flight.intent, Intent::Link { .. }))
+}
+
+fn page(f: &SsoFailure, linking: bool) -> Response {
+    let (back, back_label) = if linking {
+        ("/settings/account", "Back to your account")
+    } else {
+        ("/login", "Back to sign in")
+    };
+    (
+        f.status(),
+        FailedPage {
+            message: f.message(),
+            back,
+            back_label,
+        },
+    )
+        .into_response()
+}
