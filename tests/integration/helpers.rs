@@ -153,6 +153,17 @@ impl TestApp {
     /// Spawns the app; `tweak` adjusts the configuration first. Returns `None` (test
     /// skipped) when Postgres is not reachable and not required.
     pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Option<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::spawn_on(backend, listener, tweak).await
+    }
+
+    /// Spawns the app on a listener the test bound first (so that its address can be
+    /// registered somewhere, e.g. at an identity provider, before the app starts).
+    pub async fn spawn_on(
+        backend: Backend,
+        listener: tokio::net::TcpListener,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Option<Self> {
         init_logging();
         let id = uuid::Uuid::new_v4().simple().to_string();
         let (db_url, db) = match backend {
@@ -187,7 +198,7 @@ impl TestApp {
                 (url, TestDb::Postgres { admin_url, name })
             }
         };
-        let (store, state, base, clock) = Self::start_node(&db_url, tweak).await;
+        let (store, state, base, clock) = Self::start_node(&db_url, listener, tweak).await;
         Some(Self {
             base,
             clock,
@@ -201,12 +212,14 @@ impl TestApp {
 
     /// A second server on the same database (another "node": its own pool and cache).
     pub async fn second_node(&self) -> (AppState, String) {
-        let (_, state, base, _) = Self::start_node(&self.db_url, |_| {}).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (_, state, base, _) = Self::start_node(&self.db_url, listener, |_| {}).await;
         (state, base)
     }
 
     async fn start_node(
         db_url: &str,
+        listener: tokio::net::TcpListener,
         tweak: impl FnOnce(&mut Config),
     ) -> (Store, AppState, String, ManualClock) {
         let store = Store::connect(db_url).await.unwrap();
@@ -214,7 +227,6 @@ impl TestApp {
         store.spawn_invalidation_listener();
         let sessions: SessionBackend = store.session_store().await.unwrap();
 
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let base = format!("http://{addr}");
         let mut config = Config::for_tests(&base, [42u8; 32]);
@@ -269,6 +281,24 @@ impl TestApp {
             res.body
         );
         b
+    }
+
+    /// Every audit event as (action, details JSON), oldest first.
+    pub async fn audit_events(&self) -> Vec<(String, serde_json::Value)> {
+        let sql = "SELECT action, CAST(details AS TEXT) FROM audit_events ORDER BY id";
+        let rows: Vec<(String, String)> = match self.backend {
+            Backend::Sqlite => {
+                let pool = sqlx::SqlitePool::connect(&self.db_url).await.unwrap();
+                sqlx::query_as(sql).fetch_all(&pool).await.unwrap()
+            }
+            Backend::Postgres => {
+                let pool = sqlx::PgPool::connect(&self.db_url).await.unwrap();
+                sqlx::query_as(sql).fetch_all(&pool).await.unwrap()
+            }
+        };
+        rows.into_iter()
+            .map(|(a, d)| (a, serde_json::from_str(&d).unwrap()))
+            .collect()
     }
 
     /// Raw SQL against the test database through a separate pool.
@@ -455,6 +485,25 @@ impl Browser {
             self.org = Some(o);
         }
         page
+    }
+
+    /// GET an absolute URL (another server, e.g. the identity provider).
+    pub async fn get_abs(&mut self, url: &str) -> Page {
+        let res = self.client.get(url).send().await.unwrap();
+        self.read(res).await
+    }
+
+    /// POST a form to an absolute URL, exactly these fields.
+    pub async fn post_abs(&mut self, url: &str, fields: &[(&str, &str)]) -> Page {
+        let res = self
+            .client
+            .post(url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(serde_urlencoded::to_string(fields).unwrap())
+            .send()
+            .await
+            .unwrap();
+        self.read(res).await
     }
 
     pub async fn get(&mut self, path: &str) -> Page {

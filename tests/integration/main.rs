@@ -13,5 +13,6 @@ mod in_process;
 mod nginx;
 mod security;
 mod smtp;
+mod sso;
 mod teams;
 mod verify;

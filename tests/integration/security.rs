@@ -101,6 +101,26 @@ async fn csrf_on_every_mutating_route(app: TestApp) {
             "/signup".into(),
             vec![("email", "new@example.com"), ("password", PASSWORD)],
         ),
+        ("/sso/start".into(), vec![("email", "victim@example.com")]),
+        ("/sso/link".into(), vec![("source", "provider:x")]),
+        (
+            "/sso/unlink".into(),
+            vec![("issuer", "https://idp.example"), ("subject", "x")],
+        ),
+        (
+            "/settings/sso".into(),
+            vec![
+                ("name", "Evil"),
+                ("issuer", "https://evil.example"),
+                ("client_id", "x"),
+                ("client_secret", "x"),
+                ("domains", "example.com"),
+                ("default_role", "admin"),
+            ],
+        ),
+        ("/settings/sso/x".into(), vec![("name", "Evil")]),
+        ("/settings/sso/x/delete".into(), vec![]),
+        ("/settings/sso/x/test".into(), vec![]),
     ];
     for (path, fields) in &routes {
         let with = |t: &str| {
@@ -139,6 +159,14 @@ async fn csrf_on_every_mutating_route(app: TestApp) {
         }
     }
     // Nothing happened.
+    let victim_org = victim.org.clone().unwrap();
+    assert!(
+        app.store
+            .sso_connections(&victim_org)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let v = app.state.verifier.verify(Some(&key), &[]).await.unwrap();
     assert_eq!(v.code, VerifyCode::Valid);
     assert_eq!(v.name.as_deref(), Some("target"));
