@@ -18,6 +18,16 @@ if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
   fi
 fi
 
+# The SSO tests run a real OpenID Provider (panva's oidc-provider, tests/idp) on Node 20+.
+if ! command -v node >/dev/null 2>&1; then
+  echo "FATAL: Node.js (20 or later) is needed for the SSO tests' identity provider" >&2
+  exit 1
+fi
+if [ ! -d tests/idp/node_modules/oidc-provider ]; then
+  echo "==> npm ci (tests/idp: the test identity provider)"
+  (cd tests/idp && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -337,6 +337,17 @@ pub async fn signup(
             "This invitation can no longer be used (it was used, revoked or has expired). Ask for a new one.".into(),
         ));
     }
+    if let Some((inv, org_name)) = &invited
+        && state
+            .org_connection_for_email(&inv.org_id, &inv.email)
+            .await?
+            .is_some_and(|c| c.require_sso)
+    {
+        return Err(AppError::forbidden(format!(
+            "{org_name} signs {} in with single sign-on. Open the invitation link and choose “Continue with SSO”.",
+            inv.email
+        )));
+    }
     if invited.is_none() && state.config.signup != SignupMode::Open {
         return Err(AppError::forbidden(
             "Sign-up is not open on this Keyward. Ask an administrator for an invitation.",

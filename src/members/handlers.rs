@@ -526,6 +526,10 @@ struct InvitationPage {
     state: &'static str,
     /// Signed in as: (email, csrf); `None` when signed out.
     signed_in: Option<(String, String)>,
+    /// The organization signs this address in through SSO: `Some(required)`.
+    sso: Option<bool>,
+    /// The visitor's CSRF token (for "Continue with SSO").
+    csrf: String,
 }
 
 /// The invitation behind a link, with its state.
@@ -565,10 +569,20 @@ pub async fn lookup_invitation(
 pub async fn invitation_page(
     State(state): State<AppState>,
     Path(token): Path<String>,
+    session: tower_sessions::Session,
     cu: Option<CurrentUser>,
 ) -> Result<Response> {
     let (inv, status, org_name) = lookup_invitation(&state, &token).await?;
+    let sso = match &inv {
+        Some(i) if status == "open" => state
+            .org_connection_for_email(&i.org_id, &i.email)
+            .await?
+            .map(|c| c.require_sso),
+        _ => None,
+    };
     let page = InvitationPage {
+        sso,
+        csrf: crate::auth::session::csrf_token(&session).await?,
         org_name,
         email: inv.as_ref().map(|i| i.email.clone()).unwrap_or_default(),
         role: inv.as_ref().map(|i| i.role.clone()).unwrap_or_default(),

@@ -527,9 +527,22 @@ async fn sign_in(
                     }
                 );
                 let identity = identity_row(source, id, "", now);
+                // An open invitation for this address to the connection's organization
+                // sets the role (the provider has just proven the address).
+                let invitation = match conn {
+                    Some(c) => state
+                        .store
+                        .open_invitations(&c.org_id)
+                        .await?
+                        .into_iter()
+                        .find(|i| i.email == email && i.expires_at > now),
+                    None => None,
+                };
                 let join = conn.map(|c| SsoJoin {
                     org_id: c.org_id.clone(),
-                    role: c.default_role.clone(),
+                    role: invitation
+                        .as_ref()
+                        .map_or_else(|| c.default_role.clone(), |i| i.role.clone()),
                     audit: meta
                         .stamp(NewAudit::new("member.joined", now))
                         .actor(None, &email)
@@ -552,6 +565,18 @@ async fn sign_in(
                         signup,
                     )
                     .await?;
+                if let Some(inv) = &invitation {
+                    let audit = meta
+                        .stamp(NewAudit::new("invitation.accepted", now))
+                        .org(&inv.org_id)
+                        .actor(Some(&user.id), &user.email)
+                        .target("invitation", &inv.id, &inv.email)
+                        .details(serde_json::json!({ "role": inv.role, "via": "sso" }));
+                    state
+                        .store
+                        .accept_invitation(inv, &user.id, now, &audit)
+                        .await?;
+                }
                 let identity = SsoIdentity {
                     user_id: user.id.clone(),
                     ..identity
@@ -587,6 +612,8 @@ async fn sign_in(
             format!("Welcome! You joined through {}.", source.name()),
         )
         .await?;
+        // Joined already: an invitation link they came from has been used.
+        return Ok(Redirect::to("/settings/api-keys").into_response());
     }
     Ok(Redirect::to(next).into_response())
 }

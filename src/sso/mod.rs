@@ -154,6 +154,21 @@ impl AppState {
         Ok(())
     }
 
+    /// The organization's connection that owns this email's domain, if any (invitations
+    /// for such addresses go through SSO).
+    pub async fn org_connection_for_email(
+        &self,
+        org_id: &str,
+        email: &str,
+    ) -> crate::store::Result<Option<SsoConnection>> {
+        let domain = email.rsplit('@').next().unwrap_or_default();
+        Ok(self
+            .store
+            .sso_connection_for_domain(domain)
+            .await?
+            .filter(|c| c.org_id == org_id))
+    }
+
     /// The redirect URI to register at every provider.
     pub fn sso_redirect_uri(&self) -> String {
         format!("{}/sso/callback", self.config.base_url)

@@ -39,6 +39,8 @@ pub struct ConnectionRow {
 #[template(path = "settings/sso/index.html")]
 struct ListPage {
     chrome: Chrome,
+    /// A personal organization has no members to sign in, so no SSO.
+    personal: bool,
     connections: Vec<ConnectionRow>,
     redirect_uri: String,
 }
@@ -101,6 +103,16 @@ impl FormPage {
     }
 }
 
+/// SSO brings people into an organization; a personal one is just for its owner.
+fn team_org(cu: &CurrentUser) -> Result<()> {
+    if cu.org.personal {
+        return Err(AppError::bad_request(
+            "Your personal organization is just for you. Create a team organization (Organizations → New organization) to set up single sign-on for it.",
+        ));
+    }
+    Ok(())
+}
+
 async fn connection(state: &AppState, cu: &CurrentUser, id: &str) -> Result<SsoConnection> {
     state
         .store
@@ -128,6 +140,7 @@ pub async fn list(State(state): State<AppState>, cu: CurrentUser) -> Result<Resp
         })
         .collect();
     Ok(ListPage {
+        personal: cu.org.personal,
         chrome: cu.chrome("sso").await?,
         connections,
         redirect_uri: state.sso_redirect_uri(),
@@ -137,6 +150,7 @@ pub async fn list(State(state): State<AppState>, cu: CurrentUser) -> Result<Resp
 
 pub async fn new_page(State(state): State<AppState>, cu: CurrentUser) -> Result<Response> {
     cu.require(Action::ManageSso)?;
+    team_org(&cu)?;
     Ok(FormPage::new(cu.chrome("sso").await?, state.sso_redirect_uri()).into_response())
 }
 
@@ -259,6 +273,7 @@ async fn save(
 ) -> Result<Response> {
     cu.require(Action::ManageSso)?;
     cu.same_org(&f.org)?;
+    team_org(&cu)?;
     let existing = match &id {
         Some(id) => Some(connection(&state, &cu, id).await?),
         None => None,

@@ -239,6 +239,12 @@ async fn signed_in_as(b: &mut Browser) -> Option<String> {
 /// The admin (password account) adds an org connection for corp.test; returns its id.
 async fn admin_with_connection(s: &Sso, extra: &[(&str, &str)]) -> (Browser, String) {
     let mut admin = s.app.signed_up("admin@corp.test").await;
+    // A personal organization has no SSO; a team organization does.
+    let personal = admin.get("/settings/sso").await;
+    assert!(personal.shows("Single sign-on is for team organizations"));
+    admin.get("/orgs/new").await;
+    let res = admin.post("/orgs", &[("name", "Corp")]).await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
     admin.get("/settings/sso/new").await;
     let conn = save_connection(&mut admin, &s.idp.issuer, None, extra).await;
     (admin, conn)
@@ -698,6 +704,8 @@ async fn link_require_sso_and_unlink(s: Sso) {
 
     // Another organization's admin cannot see or touch this connection.
     let mut stranger = s.app.signed_up("eve@elsewhere.test").await;
+    stranger.get("/orgs/new").await;
+    stranger.post("/orgs", &[("name", "Elsewhere")]).await;
     assert_eq!(
         stranger.get(&format!("/settings/sso/{conn}")).await.status,
         StatusCode::NOT_FOUND
@@ -919,3 +927,54 @@ mod operator_wide_provider {
         super::operator_wide_provider(crate::helpers::Backend::Postgres).await;
     }
 }
+
+/// An invitation for an address whose domain the organization signs in through SSO: the
+/// invitation page offers "Continue with SSO" (and, when SSO is required, nothing else),
+/// password sign-up with it is refused, and the SSO sign-in joins with the invited role.
+async fn invitation_goes_through_sso(s: Sso) {
+    let (mut admin, _) = admin_with_connection(&s, &[("require_sso", "1")]).await;
+    admin.get("/settings/members").await;
+    let page = admin
+        .post(
+            "/settings/invitations",
+            &[("email", "frank@corp.test"), ("role", "admin")],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let link = page
+        .capture(r#"id="invite-link">([^<]+)<"#)
+        .expect("link shown");
+    let path = format!("/invitations/{}", link.rsplit('/').next().unwrap());
+    let token = link.rsplit('/').next().unwrap().to_string();
+
+    let mut frank = s.app.browser();
+    let show = frank.get(&path).await;
+    assert_eq!(show.status, StatusCode::OK);
+    assert!(show.shows("Continue with SSO"));
+    assert!(!show.shows("Create an account"));
+    let signup = frank
+        .post(
+            "/signup",
+            &[("email", "frank@corp.test"), ("password", PASSWORD), ("invite", &token)],
+        )
+        .await;
+    assert_eq!(signup.status, StatusCode::FORBIDDEN);
+    assert!(signup.shows("signs frank@corp.test in with single sign-on"));
+
+    frank.get(&path).await;
+    let go = frank
+        .post(
+            "/sso/start",
+            &[("email", "frank@corp.test"), ("next", &path)],
+        )
+        .await;
+    assert_eq!(go.status, StatusCode::SEE_OTHER, "{}", go.body);
+    let cb = through_idp(&mut frank, &s.idp, go.location(), "frank").await;
+    let landed = frank.get_abs(&cb).await;
+    assert_eq!(landed.location(), "/settings/api-keys", "{}", landed.body);
+    let keys = frank.get("/settings/api-keys").await;
+    assert!(keys.body.contains(r#"<span class="badge badge-role">admin</span>"#), "invited role");
+    assert_eq!(frank.get(&path).await.status, StatusCode::GONE, "invitation used");
+    assert!(audited(&s.app, "invitation.accepted", "via", json!("sso")).await);
+}
+sso_both!(invitation_goes_through_sso);
