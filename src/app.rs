@@ -37,6 +37,10 @@ pub struct Inner {
     pub verifier: Verifier,
     pub mailer: crate::mail::Mailer,
     pub sso: crate::sso::Sso,
+    /// Seals webhook signing secrets.
+    pub webhook_secrets: crate::secretbox::SecretBox,
+    /// Outbound HTTP for webhook deliveries (no redirects, short timeouts).
+    pub http: reqwest::Client,
 }
 
 impl Deref for AppState {
@@ -65,10 +69,12 @@ impl AppState {
         )?;
         let sso = crate::sso::Sso {
             oidc: crate::sso::Oidc::new(config.allow_private_networks)?,
-            secrets: crate::sso::SecretBox::new(&config.key_pepper),
+            secrets: crate::sso::SecretBox::new(&config.key_pepper, "sso-client-secret"),
         };
         Ok(Self(Arc::new(Inner {
             sso,
+            webhook_secrets: crate::secretbox::SecretBox::new(&config.key_pepper, "webhook-secret"),
+            http: crate::webhooks::http_client()?,
             mailer,
             passwords: Passwords::new()?,
             config,
@@ -113,6 +119,7 @@ pub fn router(state: AppState, sessions: SessionBackend) -> Router {
         .merge(audit::router())
         .merge(crate::members::router())
         .merge(crate::sso::router())
+        .merge(crate::webhooks::router())
         .fallback(|| async { AppError::NotFound })
         .layer(middleware::from_fn_with_state(
             state.clone(),

@@ -15,10 +15,12 @@ pub mod mail;
 pub mod members;
 pub mod net;
 pub mod orgs;
+pub mod secretbox;
 pub mod sso;
 pub mod store;
 pub mod templates;
 pub mod verify;
+pub mod webhooks;
 
 pub use app::{AppState, router};
 pub use store::Store;

@@ -155,6 +155,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("checking the SSO providers (KEYWARD_SSO_PROVIDERS_FILE)")?;
     let flusher = state.verifier.spawn_flusher();
+    let dispatcher = keyward::webhooks::spawn_dispatcher(state.clone());
+    let notices = keyward::keys::notices::spawn(state.clone());
     let listener_task = store.spawn_invalidation_listener();
     let verifier = state.verifier.clone();
     let app = keyward::router(state, sessions);
@@ -175,6 +177,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     .with_graceful_shutdown(shutdown_signal())
     .await?;
     cleanup.abort();
+    // Deliveries and notices are claimed in the database; one cut short is retried (a
+    // claimed delivery after its lease, a notice was either committed or not).
+    dispatcher.abort();
+    notices.abort();
     // Usage counted since the last tick is written before the pool closes. The periodic
     // flusher is left running (aborting it mid-write could drop a batch); it stops by
     // itself once the store is closed. A failed write is kept and retried.

@@ -30,6 +30,11 @@ impl TimeView {
     }
 }
 
+/// RFC 3339 in UTC (`2026-11-23T01:32:05Z`), for JSON.
+pub fn rfc3339(ts: i64) -> String {
+    from_unix(ts).format(&Rfc3339).unwrap_or_default()
+}
+
 /// `2026-11-23 01:32:05 UTC`.
 pub fn exact_utc(t: OffsetDateTime) -> String {
     let fmt = format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");

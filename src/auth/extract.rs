@@ -117,6 +117,11 @@ impl Chrome {
     pub fn can_manage_sso(&self) -> bool {
         self.role.can(crate::orgs::Action::ManageSso)
     }
+
+    /// Whether the navigation shows Settings → Webhooks.
+    pub fn can_manage_webhooks(&self) -> bool {
+        self.role.can(crate::orgs::Action::ManageWebhooks)
+    }
 }
 
 /// Why a page request has no user: go and sign in, or something failed.

@@ -2,6 +2,7 @@
 
 mod expiry;
 pub(crate) mod handlers;
+pub mod notices;
 pub mod scopes;
 pub mod token;
 

@@ -25,6 +25,7 @@ pub enum Action {
     ExportAudit,
     ManageMembers,
     ManageSso,
+    ManageWebhooks,
 }
 
 impl Role {
@@ -54,7 +55,9 @@ impl Role {
         match action {
             ViewKeys | ViewAudit => true,
             CreateKey | ManageOwnKey => self >= Developer,
-            ManageAnyKey | ExportAudit | ManageMembers | ManageSso => self >= Admin,
+            ManageAnyKey | ExportAudit | ManageMembers | ManageSso | ManageWebhooks => {
+                self >= Admin
+            }
         }
     }
 

@@ -5,16 +5,15 @@
 //!   what a verified identity becomes (a session, a linked identity, a new member).
 //! - [`settings`]: Settings → SSO, an organization's connections.
 //! - [`account`]: Settings → Account, the signed-in person's linked identities.
-//! - [`secret`]: connection client secrets, sealed at rest.
 //!
 //! Two kinds of source: operator-wide providers from a TOML file
 //! (`KEYWARD_SSO_PROVIDERS_FILE`, discovered at start-up) and per-organization connections
-//! that own email domains.
+//! that claim email domains. Connection client secrets are sealed at rest
+//! ([`crate::secretbox`]).
 
 mod account;
 mod handlers;
 pub mod oidc;
-pub mod secret;
 mod settings;
 
 use std::path::Path;
@@ -30,8 +29,8 @@ use serde::Deserialize;
 
 use crate::{app::AppState, store::SsoConnection};
 
+pub use crate::secretbox::SecretBox;
 pub use oidc::{ClientParams, Oidc, VerifiedIdentity};
-pub use secret::SecretBox;
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -54,25 +54,45 @@ impl NewAudit {
 macro_rules! insert_audit {
     ($exec:expr, $ev:expr) => {{
         let ev: &$crate::store::NewAudit = $ev;
-        sqlx::query(
-            "INSERT INTO audit_events (occurred_at, org_id, actor_id, actor_email, action, \
+        async {
+            sqlx::query(
+                "INSERT INTO audit_events (occurred_at, org_id, actor_id, actor_email, action, \
              target_type, target_id, target_name, ip, user_agent, details) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(ev.occurred_at)
-        .bind(&ev.org_id)
-        .bind(&ev.actor_id)
-        .bind(&ev.actor_email)
-        .bind(&ev.action)
-        .bind(&ev.target_type)
-        .bind(&ev.target_id)
-        .bind(&ev.target_name)
-        .bind(&ev.ip)
-        .bind(&ev.user_agent)
-        .bind(&ev.details)
-        .execute($exec)
+            )
+            .bind(ev.occurred_at)
+            .bind(&ev.org_id)
+            .bind(&ev.actor_id)
+            .bind(&ev.actor_email)
+            .bind(&ev.action)
+            .bind(&ev.target_type)
+            .bind(&ev.target_id)
+            .bind(&ev.target_name)
+            .bind(&ev.ip)
+            .bind(&ev.user_agent)
+            .bind(&ev.details)
+            .execute($exec)
+            .await?;
+            // Webhooks subscribed to this event get a delivery in the same transaction.
+            if let Some(fanout) = $crate::store::webhooks::Fanout::of(ev) {
+                sqlx::query(
+                    "INSERT INTO webhook_deliveries (id, webhook_id, org_id, event_type, payload, \
+                 next_attempt_at, created_at) \
+                 SELECT $1 || '.' || w.id, w.id, w.org_id, $2, $3, $4, $4 FROM webhooks w \
+                 WHERE w.org_id = $5 AND (' ' || w.events || ' ') LIKE $6",
+                )
+                .bind(&fanout.event_id)
+                .bind(fanout.event_type)
+                .bind(&fanout.payload)
+                .bind(ev.occurred_at)
+                .bind(&fanout.org_id)
+                .bind(format!("% {} %", fanout.event_type))
+                .execute($exec)
+                .await?;
+            }
+            Ok::<(), sqlx::Error>(())
+        }
         .await
-        .map(|_| ())
     }};
 }
 pub(crate) use insert_audit;

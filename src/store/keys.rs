@@ -210,7 +210,7 @@ static KEY_WHERE: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// Keys with their creator's email and whether the creator has left the organization.
-const KEY_SELECT: &str = "SELECT k.*, u.email AS creator_email, \
+pub(crate) const KEY_SELECT: &str = "SELECT k.*, u.email AS creator_email, \
      (cm.user_id IS NULL) AS creator_removed \
      FROM api_keys k LEFT JOIN users u ON u.id = k.created_by \
      LEFT JOIN memberships cm ON cm.org_id = k.org_id AND cm.user_id = k.created_by";

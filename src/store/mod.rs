@@ -18,6 +18,7 @@ mod sso;
 mod teams;
 mod usage;
 mod users;
+pub mod webhooks;
 
 use std::{str::FromStr, sync::Arc, time::Duration};
 

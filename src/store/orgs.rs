@@ -13,6 +13,8 @@ pub struct Org {
     pub default_rate_limit: Option<i64>,
     pub default_rate_window_secs: i64,
     pub default_daily_quota: Option<i64>,
+    /// Whether API keys with `keys:write` may create and roll keys (off by default).
+    pub api_keys_can_create_keys: bool,
 }
 
 /// A user's membership, with the organization's name.

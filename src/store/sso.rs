@@ -4,7 +4,7 @@
 use super::{NewAudit, Result, Store, StoreError, audit::insert_audit, users::User, with_pool};
 
 /// An organization's OpenID Connect connection. `client_secret` is sealed
-/// ([`crate::sso::secret`]); it is opened only to talk to the provider.
+/// ([`crate::secretbox`]); it is opened only to talk to the provider.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SsoConnection {
     pub id: String,

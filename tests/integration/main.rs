@@ -16,3 +16,4 @@ mod smtp;
 mod sso;
 mod teams;
 mod verify;
+mod webhooks;

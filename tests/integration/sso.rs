@@ -955,7 +955,11 @@ async fn invitation_goes_through_sso(s: Sso) {
     let signup = frank
         .post(
             "/signup",
-            &[("email", "frank@corp.test"), ("password", PASSWORD), ("invite", &token)],
+            &[
+                ("email", "frank@corp.test"),
+                ("password", PASSWORD),
+                ("invite", &token),
+            ],
         )
         .await;
     assert_eq!(signup.status, StatusCode::FORBIDDEN);
@@ -973,8 +977,16 @@ async fn invitation_goes_through_sso(s: Sso) {
     let landed = frank.get_abs(&cb).await;
     assert_eq!(landed.location(), "/settings/api-keys", "{}", landed.body);
     let keys = frank.get("/settings/api-keys").await;
-    assert!(keys.body.contains(r#"<span class="badge badge-role">admin</span>"#), "invited role");
-    assert_eq!(frank.get(&path).await.status, StatusCode::GONE, "invitation used");
+    assert!(
+        keys.body
+            .contains(r#"<span class="badge badge-role">admin</span>"#),
+        "invited role"
+    );
+    assert_eq!(
+        frank.get(&path).await.status,
+        StatusCode::GONE,
+        "invitation used"
+    );
     assert!(audited(&s.app, "invitation.accepted", "via", json!("sso")).await);
 }
 sso_both!(invitation_goes_through_sso);

@@ -1,6 +1,6 @@
-//! Client secrets of organizations' SSO connections are stored sealed: XChaCha20-Poly1305
-//! with a key derived from the deployment's pepper, so a database dump alone does not
-//! reveal them. They are opened only to authenticate to the provider's token endpoint.
+//! Secrets Keyward must use again later — SSO connections' client secrets, webhook signing
+//! secrets — are stored sealed: XChaCha20-Poly1305 with a key derived from the deployment's
+//! pepper (one key per purpose), so a database dump alone does not reveal them.
 
 use base64::{Engine, engine::general_purpose::STANDARD_NO_PAD as B64};
 use chacha20poly1305::{
@@ -22,10 +22,13 @@ pub struct SecretBox {
 }
 
 impl SecretBox {
-    pub fn new(pepper: &KeyPepper) -> Self {
+    /// `purpose` separates the keys of different kinds of secret.
+    pub fn new(pepper: &KeyPepper, purpose: &str) -> Self {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(pepper.expose())
             .expect("HMAC accepts any key length");
-        mac.update(b"keyward/sso-client-secret/v1");
+        mac.update(b"keyward/");
+        mac.update(purpose.as_bytes());
+        mac.update(b"/v1");
         let key = mac.finalize().into_bytes();
         Self {
             cipher: XChaCha20Poly1305::new(&key),
@@ -91,7 +94,7 @@ mod tests {
 
     #[test]
     fn seal_open_round_trip_and_binding() {
-        let b = SecretBox::new(&KeyPepper::new(vec![7; 32]));
+        let b = SecretBox::new(&KeyPepper::new(vec![7; 32]), "sso-client-secret");
         let sealed = b.seal("s3cret", "conn-1").unwrap();
         assert!(!sealed.contains("s3cret"));
         assert_eq!(b.open(&sealed, "conn-1").unwrap().expose_secret(), "s3cret");
@@ -99,7 +102,12 @@ mod tests {
             b.open(&sealed, "conn-2").is_err(),
             "bound to its connection"
         );
-        let other = SecretBox::new(&KeyPepper::new(vec![8; 32]));
+        let purpose = SecretBox::new(&KeyPepper::new(vec![7; 32]), "webhook-secret");
+        assert!(
+            purpose.open(&sealed, "conn-1").is_err(),
+            "bound to its purpose"
+        );
+        let other = SecretBox::new(&KeyPepper::new(vec![8; 32]), "sso-client-secret");
         assert!(
             other.open(&sealed, "conn-1").is_err(),
             "bound to the pepper"

@@ -1,0 +1,143 @@
+//! Expiry warnings: a background job finds keys expiring within 7 days and within 1 day,
+//! and keys that just expired, and announces each once — an audit event (`key.expiring`,
+//! `key.expired`, which webhooks subscribe to) and an email. "Once" holds across restarts
+//! and across nodes: the `key_notices` row is claimed in the same transaction as the event.
+
+use std::time::Duration;
+
+use crate::{
+    app::AppState,
+    store::{ApiKey, NewAudit},
+    templates::exact_utc,
+};
+
+const DAY: i64 = 24 * 3600;
+/// Keys that expired longer ago than this when the job first sees them get no notice (so
+/// turning the feature on does not announce every key that ever expired).
+const EXPIRED_LOOKBACK: i64 = 7 * DAY;
+
+/// Runs one pass; returns how many notices were sent.
+pub async fn run(state: &AppState) -> anyhow::Result<usize> {
+    let now = state.clock.unix();
+    let mut sent = 0;
+    // Most urgent first: a key inside one day gets the 1-day notice, and its 7-day notice
+    // is claimed silently so it never arrives late and out of order.
+    for key in state.store.keys_expiring_between(now, now + DAY).await? {
+        state
+            .store
+            .claim_key_notice(&key.id, "expiring_7d", None)
+            .await?;
+        if notify(state, &key, "expiring_1d", now).await? {
+            sent += 1;
+        }
+    }
+    for key in state
+        .store
+        .keys_expiring_between(now + DAY, now + 7 * DAY)
+        .await?
+    {
+        if notify(state, &key, "expiring_7d", now).await? {
+            sent += 1;
+        }
+    }
+    for key in state
+        .store
+        .keys_expiring_between(now - EXPIRED_LOOKBACK, now)
+        .await?
+    {
+        if notify(state, &key, "expired", now).await? {
+            sent += 1;
+        }
+    }
+    Ok(sent)
+}
+
+async fn notify(state: &AppState, key: &ApiKey, kind: &str, now: i64) -> anyhow::Result<bool> {
+    let Some(expires_at) = key.expires_at else {
+        return Ok(false);
+    };
+    let action = if kind == "expired" {
+        "key.expired"
+    } else {
+        "key.expiring"
+    };
+    let audit = NewAudit::new(action, now)
+        .org(&key.org_id)
+        .target("api_key", &key.id, &key.name)
+        .details(serde_json::json!({
+            "expires_at": crate::templates::rfc3339(expires_at),
+            "notice": kind,
+            "environment": key.environment,
+            "display": format!("{}…{}", key.display_prefix, key.last4),
+        }));
+    if !state
+        .store
+        .claim_key_notice(&key.id, kind, Some(&audit))
+        .await?
+    {
+        return Ok(false);
+    }
+    let when = exact_utc(crate::clock::from_unix(expires_at));
+    let (subject, lead) = match kind {
+        "expired" => (
+            format!("API key “{}” has expired", key.name),
+            format!(
+                "The API key “{}” ({}…{}) expired at {when}. Requests using it are now refused.",
+                key.name, key.display_prefix, key.last4
+            ),
+        ),
+        _ => (
+            format!(
+                "API key “{}” expires {}",
+                key.name,
+                if kind == "expiring_1d" {
+                    "within a day"
+                } else {
+                    "within 7 days"
+                }
+            ),
+            format!(
+                "The API key “{}” ({}…{}) expires at {when}. Requests using it will be refused after that.",
+                key.name, key.display_prefix, key.last4
+            ),
+        ),
+    };
+    let body = format!(
+        "{lead}\n\nTo keep your integration working, roll the key (you get a new key; the old one keeps working for a grace period) or change its expiry:\n{}/settings/api-keys/{}\n",
+        state.config.base_url, key.id
+    );
+    for to in recipients(state, key).await? {
+        state.mailer.send(&to, &subject, &body).await;
+    }
+    tracing::info!(event = action, key_id = %key.id, notice = kind, "expiry notice sent");
+    Ok(true)
+}
+
+/// The key's creator while they are a member; otherwise the organization's admins and owners.
+async fn recipients(state: &AppState, key: &ApiKey) -> anyhow::Result<Vec<String>> {
+    let members = state.store.members(&key.org_id).await?;
+    if let Some(creator) = &key.created_by
+        && let Some(m) = members.iter().find(|m| &m.user_id == creator)
+    {
+        return Ok(vec![m.email.clone()]);
+    }
+    Ok(members
+        .into_iter()
+        .filter(|m| m.role == "owner" || m.role == "admin")
+        .map(|m| m.email)
+        .collect())
+}
+
+/// Runs the job every minute until the process ends.
+pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = run(&state).await {
+                tracing::warn!(error = %e, "expiry notices");
+            }
+        }
+    })
+}
