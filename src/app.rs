@@ -74,7 +74,7 @@ impl AppState {
         Ok(Self(Arc::new(Inner {
             sso,
             webhook_secrets: crate::secretbox::SecretBox::new(&config.key_pepper, "webhook-secret"),
-            http: crate::webhooks::http_client()?,
+            http: crate::webhooks::http_client(config.allow_private_networks)?,
             mailer,
             passwords: Passwords::new()?,
             config,

@@ -106,6 +106,7 @@ pub async fn login_page(
     let notice = match q.reason.as_deref() {
         Some("expired") => Some("Your session has ended. Please sign in again."),
         Some("signed_out") => Some("You have been signed out."),
+        Some("reauth") => Some("Confirm it's you: sign in again to link a sign-in method."),
         Some("password_reset") => Some(
             "Your password was changed and every session was signed out. Sign in with the new password.",
         ),
@@ -184,6 +185,25 @@ pub async fn login(
     // An organization that requires SSO for this member's email domain: the right
     // password is not enough (said only after it was checked, so it reveals nothing).
     if let Some(conn) = state.store.sso_required_for(&user.id, &user.email).await? {
+        // No identity from that provider yet: the password proved the account; now the
+        // provider proves the identity, and the two are linked.
+        let linked = state
+            .store
+            .sso_identities(&user.id)
+            .await?
+            .iter()
+            .any(|i| i.issuer == conn.issuer);
+        if !linked {
+            return crate::sso::link_after_password(
+                &state,
+                &session,
+                &meta,
+                &user,
+                conn,
+                safe_next(form.next.as_deref()),
+            )
+            .await;
+        }
         let org = state
             .store
             .org(&conn.org_id)

@@ -1,5 +1,6 @@
 //! Starting an SSO sign-in (or a link), the callback, and what a verified identity
-//! becomes. Every way this can fail ends on [`failure_page`]: no session, an audit row.
+//! becomes. Every way this can fail ends on a failure page: no session, and an audit row
+//! whenever the browser had a sign-in in flight.
 
 use askama::Template;
 use askama_web::WebTemplate;
@@ -18,12 +19,12 @@ use crate::{
     audit::ClientMeta,
     auth::{
         CurrentUser, normalize_email,
-        session::{self, USER_ID, safe_next},
+        session::{self, AUTHENTICATED_AT, safe_next},
         valid_email,
     },
     config::SignupMode,
     error::{AppError, Result},
-    store::{NewAudit, SsoIdentity, SsoJoin, StoreError, User},
+    store::{NewAudit, SsoConnection, SsoIdentity, SsoJoin, StoreError, User},
 };
 
 /// Session key of the sign-ins in flight.
@@ -32,6 +33,8 @@ const PENDING: &str = "sso_pending";
 const MAX_PENDING: usize = 5;
 /// A sign-in must come back within this many seconds.
 const PENDING_TTL: i64 = 15 * 60;
+/// Linking an identity needs a sign-in at most this old (re-authentication).
+const REAUTH_WINDOW: i64 = 15 * 60;
 
 /// What the sign-in is for.
 #[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -39,6 +42,11 @@ enum Intent {
     SignIn,
     /// Link the identity to this (signed-in) account.
     Link {
+        user_id: String,
+    },
+    /// The password of this account was just checked and its organization requires SSO:
+    /// link the identity (same verified email) and sign in.
+    LinkAndSignIn {
         user_id: String,
     },
 }
@@ -58,6 +66,16 @@ struct FailedPage {
     message: String,
     back: &'static str,
     back_label: &'static str,
+}
+
+/// The hop to the provider. A page rather than a redirect: browsers apply the sign-in
+/// page's CSP `form-action 'self'` to redirects that follow a form post, which would stop
+/// a 303 to the provider.
+#[derive(Template, WebTemplate)]
+#[template(path = "sso/redirect.html")]
+struct RedirectPage {
+    url: String,
+    provider: String,
 }
 
 pub async fn resolve_source(state: &AppState, key: &str) -> Result<Option<Source>> {
@@ -83,8 +101,8 @@ fn provider(state: &AppState, id: &str) -> Option<OperatorProvider> {
         .cloned()
 }
 
-/// Sends the browser to the provider after remembering the attempt in its session.
-async fn redirect_to_provider(
+/// Remembers the attempt in the browser's session and sends the browser to the provider.
+async fn go_to_provider(
     state: &AppState,
     session: &Session,
     source: &Source,
@@ -102,7 +120,7 @@ async fn redirect_to_provider(
             login_hint,
             // Linking changes how the account can be entered: ask the provider to
             // authenticate the person again rather than reuse its session.
-            matches!(intent, Intent::Link { .. }),
+            intent != Intent::SignIn,
         )
         .await?;
     let mut pending: Vec<InFlight> = session
@@ -124,7 +142,11 @@ async fn redirect_to_provider(
         .insert(PENDING, pending)
         .await
         .map_err(|e| SsoFailure::Internal(e.to_string()))?;
-    Ok(Redirect::to(&url).into_response())
+    Ok(RedirectPage {
+        url,
+        provider: source.name().to_string(),
+    }
+    .into_response())
 }
 
 #[derive(Deserialize)]
@@ -136,9 +158,9 @@ pub struct StartForm {
     next: Option<String>,
 }
 
-/// "Continue with SSO" (a work email routed to the connection that owns its domain) or an
-/// operator-wide provider's button. A POST with the CSRF token: nothing starts a sign-in
-/// on its own (no silent sign-in from an `<img>` or iframe).
+/// "Continue with SSO" (a work email routed to the connection that claims its domain) or
+/// an operator-wide provider's button. A POST with the CSRF token: nothing starts a
+/// sign-in on its own (no silent sign-in from an `<img>` or iframe).
 pub async fn start(
     State(state): State<AppState>,
     session: Session,
@@ -179,9 +201,30 @@ pub async fn start(
         }
     };
     let hint = (!email.is_empty()).then_some(email.as_str());
-    match redirect_to_provider(&state, &session, &source, Intent::SignIn, next, hint).await {
+    match go_to_provider(&state, &session, &source, Intent::SignIn, next, hint).await {
         Ok(r) => Ok(r),
         Err(f) => fail(&state, &meta, None, Some(&source), None, f).await,
+    }
+}
+
+/// Password sign-in of a member whose organization requires SSO and who has not linked an
+/// identity from its provider yet: the password proved the account, now the provider
+/// proves the identity, and the callback links the two.
+pub async fn link_after_password(
+    state: &AppState,
+    session: &Session,
+    meta: &ClientMeta,
+    user: &User,
+    conn: SsoConnection,
+    next: String,
+) -> Result<Response> {
+    let source = Source::Connection(conn);
+    let intent = Intent::LinkAndSignIn {
+        user_id: user.id.clone(),
+    };
+    match go_to_provider(state, session, &source, intent, next, Some(&user.email)).await {
+        Ok(r) => Ok(r),
+        Err(f) => fail(state, meta, None, Some(&source), None, f).await,
     }
 }
 
@@ -190,8 +233,9 @@ pub struct LinkForm {
     source: String,
 }
 
-/// Settings → Account → "Link SSO identity": only while signed in, and only with one of
-/// the user's organizations' connections or an operator-wide provider.
+/// Settings → Account → "Link SSO identity": only while signed in, recently (otherwise
+/// sign in again first), and only with one of the user's organizations' connections or an
+/// operator-wide provider.
 pub async fn link(
     State(state): State<AppState>,
     cu: CurrentUser,
@@ -205,10 +249,14 @@ pub async fn link(
             None => true,
         })
         .ok_or(AppError::NotFound)?;
+    let auth_at: i64 = cu.session.get(AUTHENTICATED_AT).await?.unwrap_or(0);
+    if state.clock.unix() - auth_at > REAUTH_WINDOW {
+        return Ok(Redirect::to("/login?reason=reauth&next=%2Fsettings%2Faccount").into_response());
+    }
     let intent = Intent::Link {
         user_id: cu.user.id.clone(),
     };
-    match redirect_to_provider(
+    match go_to_provider(
         &state,
         &cu.session,
         &source,
@@ -279,47 +327,39 @@ pub struct CallbackQuery {
 
 /// The provider sends the browser back here (a top-level GET, so the Lax session cookie
 /// comes along). The attempt is looked up by `state` in this browser's session and removed
-/// before anything else: each is usable once.
+/// before anything else: each is usable once. A signed-in user is checked like on every
+/// dashboard page (timeouts, session epoch, disabled account).
 pub async fn callback(
     State(state): State<AppState>,
     session: Session,
+    cu: Option<CurrentUser>,
     meta: ClientMeta,
     Query(q): Query<CallbackQuery>,
 ) -> Result<Response> {
-    let signed_in = match session.get::<String>(USER_ID).await? {
-        Some(id) => state.store.user(&id).await?,
-        None => None,
-    };
+    let signed_in = cu.map(|c| c.user);
     let mut pending: Vec<InFlight> = session.get(PENDING).await?.unwrap_or_default();
     let given = q.state.unwrap_or_default();
     let found = pending
         .iter()
-        .position(|p| bool::from(p.oidc.state.as_bytes().ct_eq(given.as_bytes())));
-    let Some(found) = found.filter(|_| !given.is_empty()) else {
-        return fail(
-            &state,
-            &meta,
-            signed_in.as_ref(),
-            None,
-            None,
-            SsoFailure::UnknownState,
-        )
-        .await;
+        .position(|p| bool::from(p.oidc.state.as_bytes().ct_eq(given.as_bytes())))
+        .filter(|_| !given.is_empty());
+    let Some(found) = found else {
+        if pending.is_empty() && signed_in.is_none() {
+            // Nothing was started in this browser: a stray or forged request. Logged, but
+            // not audited, so anonymous requests cannot fill the audit log.
+            tracing::warn!(event = "auth.sso_failed", reason = "invalid_state", ip = %meta.ip, "SSO callback without a sign-in in flight");
+            return Ok(page(&SsoFailure::UnknownState, false));
+        }
+        let f = SsoFailure::UnknownState;
+        return fail(&state, &meta, signed_in.as_ref(), None, None, f).await;
     };
     let flight = pending.remove(found);
     session.insert(PENDING, &pending).await?;
 
     let source = resolve_source(&state, &flight.source).await?;
     let Some(source) = source.filter(|s| s.issuer() == flight.oidc.issuer) else {
-        return fail(
-            &state,
-            &meta,
-            signed_in.as_ref(),
-            None,
-            Some(&flight),
-            SsoFailure::SourceGone,
-        )
-        .await;
+        let f = SsoFailure::SourceGone;
+        return fail(&state, &meta, signed_in.as_ref(), None, Some(&flight), f).await;
     };
     let outcome = async {
         if state.clock.unix() - flight.created_at > PENDING_TTL {
@@ -355,28 +395,25 @@ pub async fn callback(
     let identity = match outcome {
         Ok(i) => i,
         Err(f) => {
-            return fail(
-                &state,
-                &meta,
-                signed_in.as_ref(),
-                Some(&source),
-                Some(&flight),
-                f,
-            )
-            .await;
+            let user = signed_in.as_ref();
+            return fail(&state, &meta, user, Some(&source), Some(&flight), f).await;
         }
     };
     let result = match &flight.intent {
         Intent::SignIn => sign_in(&state, &session, &meta, &source, &identity, &flight.next).await,
         Intent::Link { user_id } => {
-            link_identity(
+            let user = signed_in.as_ref().filter(|u| &u.id == user_id);
+            link_identity(&state, &session, &meta, user, &source, &identity).await
+        }
+        Intent::LinkAndSignIn { user_id } => {
+            link_and_sign_in(
                 &state,
                 &session,
                 &meta,
-                signed_in.as_ref(),
                 user_id,
                 &source,
                 &identity,
+                &flight.next,
             )
             .await
         }
@@ -384,16 +421,22 @@ pub async fn callback(
     match result {
         Ok(r) => Ok(r),
         Err(Outcome::Failed(f)) => {
-            fail_with_identity(
+            let extra = serde_json::json!({
+                "subject": identity.subject,
+                "email": identity.email,
+                "email_verified": identity.email_verified,
+            });
+            record_failure(
                 &state,
                 &meta,
                 signed_in.as_ref(),
-                &source,
-                &flight,
-                &identity,
-                f,
+                Some(&source),
+                Some(&flight),
+                &f,
+                extra,
             )
-            .await
+            .await?;
+            Ok(failure_page(&f, &flight))
         }
         Err(Outcome::Error(e)) => Err(e),
     }
@@ -444,9 +487,19 @@ fn identity_details(source: &Source, id: &VerifiedIdentity) -> serde_json::Value
     })
 }
 
-/// A verified identity signs in: as the account it is linked to, or — the first time — as
-/// a new account (joining the connection's organization), or by linking to an existing
-/// account when a trusted connection vouches for the email. Never by email alone.
+/// The provider's email, when it is verified and well-formed.
+fn verified_email(id: &VerifiedIdentity) -> std::result::Result<String, SsoFailure> {
+    id.email
+        .as_deref()
+        .map(normalize_email)
+        .filter(|e| id.email_verified && valid_email(e))
+        .ok_or(SsoFailure::UnverifiedEmail)
+}
+
+/// A verified identity signs in: as the account it is linked to or — the first time, with
+/// a verified email in the connection's domains and no account for it yet — as a new
+/// account that joins the connection's organization. An existing account is never taken
+/// over by email: its owner links the identity after proving the password.
 async fn sign_in(
     state: &AppState,
     session: &Session,
@@ -457,137 +510,196 @@ async fn sign_in(
 ) -> std::result::Result<Response, Outcome> {
     let now = state.clock.unix();
     let conn = source.connection();
-    let linked = state.store.sso_identity(&id.issuer, &id.subject).await?;
-    let (user, identity, how) = if let Some(identity) = linked {
-        let user = state
-            .store
-            .user(&identity.user_id)
-            .await?
-            .ok_or(SsoFailure::AccountDisabled)?;
-        (user, identity, "linked")
-    } else {
-        let email = id
-            .email
-            .as_deref()
-            .map(normalize_email)
-            .filter(|e| id.email_verified && valid_email(e))
-            .ok_or(SsoFailure::UnverifiedEmail)?;
-        let domain = email.rsplit('@').next().unwrap_or_default().to_string();
-        if let Some(c) = conn
-            && !c.domains.contains(&domain)
-        {
-            return Err(SsoFailure::DomainNotAllowed(domain).into());
+    let (user, identity, how) = match state.store.sso_identity(&id.issuer, &id.subject).await? {
+        Some(identity) => {
+            let user = state
+                .store
+                .user(&identity.user_id)
+                .await?
+                .ok_or(SsoFailure::AccountDisabled)?;
+            (user, identity, "linked")
         }
-        match state.store.user_by_email(&email).await? {
-            Some(existing) => {
-                // Linking without a password sign-in only when the organization's connection
-                // owns the domain and the account is already that organization's member,
-                // and it has no other identity from this issuer.
-                let Some(c) = conn else {
-                    return Err(SsoFailure::ExistingAccount(email).into());
-                };
-                let member = state
-                    .store
-                    .membership(&existing.id, &c.org_id)
-                    .await?
-                    .is_some();
-                let same_issuer = state
-                    .store
-                    .sso_identities(&existing.id)
-                    .await?
-                    .iter()
-                    .any(|i| i.issuer == id.issuer);
-                if !member || same_issuer {
-                    return Err(SsoFailure::ExistingAccount(email).into());
-                }
-                let identity = identity_row(source, id, &existing.id, now);
-                let audit = meta
-                    .stamp(NewAudit::new("account.sso_linked", now))
-                    .org(&c.org_id)
-                    .actor(Some(&existing.id), &existing.email)
-                    .target("user", &existing.id, &existing.email)
-                    .details(serde_json::json!({
-                        "issuer": id.issuer, "subject": id.subject, "source": c.name,
-                        "automatic": true,
-                    }));
-                state.store.link_sso_identity(&identity, &audit).await?;
-                (existing, identity, "auto_linked")
+        None => {
+            let email = verified_email(id)?;
+            let domain = email.rsplit('@').next().unwrap_or_default().to_string();
+            if let Some(c) = conn
+                && !c.domains.contains(&domain)
+            {
+                return Err(SsoFailure::DomainNotAllowed(domain).into());
             }
-            None => {
-                if conn.is_none() && state.config.signup != SignupMode::Open {
-                    return Err(SsoFailure::SignupClosed.into());
-                }
-                let name = id.name.clone().unwrap_or_default();
-                let personal = format!(
-                    "{}'s organization",
-                    if name.trim().is_empty() {
-                        email.as_str()
-                    } else {
-                        name.trim()
-                    }
-                );
-                let identity = identity_row(source, id, "", now);
-                // An open invitation for this address to the connection's organization
-                // sets the role (the provider has just proven the address).
-                let invitation = match conn {
-                    Some(c) => state
-                        .store
-                        .open_invitations(&c.org_id)
-                        .await?
-                        .into_iter()
-                        .find(|i| i.email == email && i.expires_at > now),
-                    None => None,
-                };
-                let join = conn.map(|c| SsoJoin {
-                    org_id: c.org_id.clone(),
-                    role: invitation
-                        .as_ref()
-                        .map_or_else(|| c.default_role.clone(), |i| i.role.clone()),
-                    audit: meta
-                        .stamp(NewAudit::new("member.joined", now))
-                        .actor(None, &email)
-                        .target("user", "", &email)
-                        .details(serde_json::json!({
-                            "role": c.default_role, "via": "sso", "connection": c.name,
-                        })),
-                });
-                let signup = meta
-                    .stamp(NewAudit::new("user.signed_up", now))
-                    .details(identity_details(source, id));
-                let user = state
-                    .store
-                    .create_sso_user(
-                        &email,
-                        name.trim(),
-                        &personal,
-                        &identity,
-                        join.as_ref(),
-                        signup,
-                    )
-                    .await?;
-                if let Some(inv) = &invitation {
-                    let audit = meta
-                        .stamp(NewAudit::new("invitation.accepted", now))
-                        .org(&inv.org_id)
-                        .actor(Some(&user.id), &user.email)
-                        .target("invitation", &inv.id, &inv.email)
-                        .details(serde_json::json!({ "role": inv.role, "via": "sso" }));
-                    state
-                        .store
-                        .accept_invitation(inv, &user.id, now, &audit)
-                        .await?;
-                }
-                let identity = SsoIdentity {
-                    user_id: user.id.clone(),
-                    ..identity
-                };
-                (user, identity, "created")
+            if state.store.user_by_email(&email).await?.is_some() {
+                return Err(SsoFailure::ExistingAccount(email).into());
             }
+            let closed = match state.config.signup {
+                SignupMode::Closed => true,
+                SignupMode::Invite => conn.is_none(),
+                SignupMode::Open => false,
+            };
+            if closed {
+                return Err(SsoFailure::SignupClosed.into());
+            }
+            let user = create_account(state, meta, source, id, &email, now).await?;
+            let identity = identity_row(source, id, &user.id, now);
+            (user, identity, "created")
         }
     };
+    finish_sign_in(state, session, meta, source, id, user, identity, how, next).await
+}
+
+/// A first SSO sign-in's new account, joining the connection's organization with the
+/// role of an open invitation for the address (consumed in the same transaction), else the
+/// connection's default role.
+async fn create_account(
+    state: &AppState,
+    meta: &ClientMeta,
+    source: &Source,
+    id: &VerifiedIdentity,
+    email: &str,
+    now: i64,
+) -> std::result::Result<User, Outcome> {
+    let conn = source.connection();
+    let invitation = match conn {
+        Some(c) => state
+            .store
+            .open_invitations(&c.org_id)
+            .await?
+            .into_iter()
+            .find(|i| i.email == email && i.expires_at > now),
+        None => None,
+    };
+    let join = conn.map(|c| SsoJoin {
+        org_id: c.org_id.clone(),
+        default_role: c.default_role.clone(),
+        invitation: invitation.map(|inv| {
+            let audit = meta
+                .stamp(NewAudit::new("invitation.accepted", now))
+                .org(&inv.org_id)
+                .target("invitation", &inv.id, &inv.email)
+                .details(serde_json::json!({ "role": inv.role, "via": "sso" }));
+            (inv, audit)
+        }),
+        audit: meta
+            .stamp(NewAudit::new("member.joined", now))
+            .actor(None, email)
+            .target("user", "", email)
+            .details(serde_json::json!({ "via": "sso", "connection": c.name })),
+    });
+    let name = id.name.clone().unwrap_or_default();
+    let name = name.trim();
+    let personal = format!(
+        "{}'s organization",
+        if name.is_empty() { email } else { name }
+    );
+    let signup = meta
+        .stamp(NewAudit::new("user.signed_up", now))
+        .details(identity_details(source, id));
+    let identity = identity_row(source, id, "", now);
+    Ok(state
+        .store
+        .create_sso_user(email, name, &personal, &identity, join.as_ref(), signup)
+        .await?)
+}
+
+/// Links the identity to the account whose password was just checked, then signs in.
+async fn link_and_sign_in(
+    state: &AppState,
+    session: &Session,
+    meta: &ClientMeta,
+    user_id: &str,
+    source: &Source,
+    id: &VerifiedIdentity,
+    next: &str,
+) -> std::result::Result<Response, Outcome> {
+    let now = state.clock.unix();
+    let user = state
+        .store
+        .user(user_id)
+        .await?
+        .filter(|u| u.disabled_at.is_none())
+        .ok_or(SsoFailure::AccountDisabled)?;
+    if let Some(existing) = state.store.sso_identity(&id.issuer, &id.subject).await? {
+        if existing.user_id != user.id {
+            return Err(SsoFailure::IdentityTaken.into());
+        }
+        return finish_sign_in(
+            state, session, meta, source, id, user, existing, "linked", next,
+        )
+        .await;
+    }
+    // The provider must vouch for the same address the password protected.
+    if verified_email(id)? != user.email {
+        return Err(SsoFailure::EmailMismatch(user.email).into());
+    }
+    let identity = link_to(state, meta, &user, source, id, now).await?;
+    finish_sign_in(
+        state,
+        session,
+        meta,
+        source,
+        id,
+        user,
+        identity,
+        "linked_now",
+        next,
+    )
+    .await
+}
+
+/// Links an identity to an account, audited; refuses one linked elsewhere, or a second
+/// identity from the same issuer.
+async fn link_to(
+    state: &AppState,
+    meta: &ClientMeta,
+    user: &User,
+    source: &Source,
+    id: &VerifiedIdentity,
+    now: i64,
+) -> std::result::Result<SsoIdentity, Outcome> {
+    if state
+        .store
+        .sso_identities(&user.id)
+        .await?
+        .iter()
+        .any(|i| i.issuer == id.issuer)
+    {
+        return Err(SsoFailure::IssuerAlreadyLinked.into());
+    }
+    let mut audit = meta
+        .stamp(NewAudit::new("account.sso_linked", now))
+        .actor(Some(&user.id), &user.email)
+        .target("user", &user.id, &user.email)
+        .details(serde_json::json!({
+            "issuer": id.issuer, "subject": id.subject, "source": source.name(), "email": id.email,
+        }));
+    if let Some(c) = source.connection() {
+        audit = audit.org(&c.org_id);
+    }
+    let identity = identity_row(source, id, &user.id, now);
+    match state.store.link_sso_identity(&identity, &audit).await {
+        Ok(()) => Ok(identity),
+        Err(StoreError::Conflict) => Err(SsoFailure::IdentityTaken.into()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The end of every successful SSO sign-in: audit, a new session id, the landing page.
+#[allow(clippy::too_many_arguments)]
+async fn finish_sign_in(
+    state: &AppState,
+    session: &Session,
+    meta: &ClientMeta,
+    source: &Source,
+    id: &VerifiedIdentity,
+    user: User,
+    identity: SsoIdentity,
+    how: &str,
+    next: &str,
+) -> std::result::Result<Response, Outcome> {
     if user.disabled_at.is_some() {
         return Err(SsoFailure::AccountDisabled.into());
     }
+    let now = state.clock.unix();
+    let conn = source.connection();
     let mut details = identity_details(source, id);
     details["account"] = serde_json::Value::from(how);
     let mut audit = meta
@@ -618,23 +730,18 @@ async fn sign_in(
     Ok(Redirect::to(next).into_response())
 }
 
-/// Links a verified identity to the signed-in account that asked for it.
+/// Links a verified identity to the signed-in account that asked for it (`user` is `None`
+/// when that person is no longer signed in here).
 async fn link_identity(
     state: &AppState,
     session: &Session,
     meta: &ClientMeta,
-    signed_in: Option<&User>,
-    user_id: &str,
+    user: Option<&User>,
     source: &Source,
     id: &VerifiedIdentity,
 ) -> std::result::Result<Response, Outcome> {
-    // The person who started the link must still be the one signed in.
-    let user = signed_in
-        .filter(|u| u.id == user_id)
-        .ok_or(SsoFailure::UnknownState)?;
-    if !id.email_verified || id.email.is_none() {
-        return Err(SsoFailure::UnverifiedEmail.into());
-    }
+    let user = user.ok_or(SsoFailure::UnknownState)?;
+    verified_email(id)?;
     if let Some(existing) = state.store.sso_identity(&id.issuer, &id.subject).await? {
         if existing.user_id == user.id {
             session::set_flash(
@@ -647,35 +754,7 @@ async fn link_identity(
         }
         return Err(SsoFailure::IdentityTaken.into());
     }
-    if state
-        .store
-        .sso_identities(&user.id)
-        .await?
-        .iter()
-        .any(|i| i.issuer == id.issuer)
-    {
-        return Err(SsoFailure::IssuerAlreadyLinked.into());
-    }
-    let now = state.clock.unix();
-    let mut audit = meta
-        .stamp(NewAudit::new("account.sso_linked", now))
-        .actor(Some(&user.id), &user.email)
-        .target("user", &user.id, &user.email)
-        .details(serde_json::json!({
-            "issuer": id.issuer, "subject": id.subject, "source": source.name(), "email": id.email,
-        }));
-    if let Some(c) = source.connection() {
-        audit = audit.org(&c.org_id);
-    }
-    match state
-        .store
-        .link_sso_identity(&identity_row(source, id, &user.id, now), &audit)
-        .await
-    {
-        Ok(()) => {}
-        Err(StoreError::Conflict) => return Err(SsoFailure::IdentityTaken.into()),
-        Err(e) => return Err(e.into()),
-    }
+    link_to(state, meta, user, source, id, state.clock.unix()).await?;
     session::set_flash(
         session,
         "success",
@@ -687,29 +766,6 @@ async fn link_identity(
     )
     .await?;
     Ok(Redirect::to("/settings/account").into_response())
-}
-
-async fn fail_with_identity(
-    state: &AppState,
-    meta: &ClientMeta,
-    signed_in: Option<&User>,
-    source: &Source,
-    flight: &InFlight,
-    id: &VerifiedIdentity,
-    f: SsoFailure,
-) -> Result<Response> {
-    let extra = serde_json::json!({ "subject": id.subject, "email": id.email, "email_verified": id.email_verified });
-    record_failure(
-        state,
-        meta,
-        signed_in,
-        Some(source),
-        Some(flight),
-        &f,
-        extra,
-    )
-    .await?;
-    Ok(failure_page(&f, flight))
 }
 
 /// Audits a failed attempt and shows what happened. Nobody is signed in by it (a signed-in
@@ -757,6 +813,7 @@ async fn record_failure(
         details["intent"] = match fl.intent {
             Intent::SignIn => "sign_in",
             Intent::Link { .. } => "link",
+            Intent::LinkAndSignIn { .. } => "link_and_sign_in",
         }
         .into();
     }

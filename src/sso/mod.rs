@@ -30,6 +30,7 @@ use serde::Deserialize;
 use crate::{app::AppState, store::SsoConnection};
 
 pub use crate::secretbox::SecretBox;
+pub(crate) use handlers::link_after_password;
 pub use oidc::{ClientParams, Oidc, VerifiedIdentity};
 
 pub fn router() -> Router<AppState> {
@@ -145,7 +146,7 @@ impl AppState {
         for p in &self.config.sso_providers {
             self.sso
                 .oidc
-                .discover(&p.issuer)
+                .discover(&p.issuer, true)
                 .await
                 .map_err(|e| anyhow::anyhow!("SSO provider {:?} ({}): {e}", p.id, p.issuer))?;
             tracing::info!(provider = %p.id, issuer = %p.issuer, "SSO provider discovered");
@@ -258,6 +259,8 @@ pub enum SsoFailure {
     DomainNotAllowed(String),
     #[error("an account for {0} exists and is not linked to this identity")]
     ExistingAccount(String),
+    #[error("the provider's email is not the account's ({0})")]
+    EmailMismatch(String),
     #[error("the identity is linked to another account")]
     IdentityTaken,
     #[error("the account already has an identity from this provider")]
@@ -289,6 +292,7 @@ impl SsoFailure {
             DomainNotAllowed(_) => "domain_not_allowed",
             ExistingAccount(_) => "existing_account",
             IdentityTaken => "identity_taken",
+            EmailMismatch(_) => "email_mismatch",
             IssuerAlreadyLinked => "issuer_already_linked",
             SignupClosed => "signup_closed",
             AccountDisabled => "account_disabled",
@@ -303,9 +307,8 @@ impl SsoFailure {
             UnknownState | Expired | IssuerMismatch(_) | TokenExchange(_) | IdToken(_)
             | UserInfo(_) => StatusCode::BAD_REQUEST,
             ProviderError(_) | UnverifiedEmail | DomainNotAllowed(_) | ExistingAccount(_)
-            | IdentityTaken | IssuerAlreadyLinked | SignupClosed | AccountDisabled => {
-                StatusCode::FORBIDDEN
-            }
+            | EmailMismatch(_) | IdentityTaken | IssuerAlreadyLinked | SignupClosed
+            | AccountDisabled => StatusCode::FORBIDDEN,
             SourceGone => StatusCode::NOT_FOUND,
             Discovery(_) => StatusCode::BAD_GATEWAY,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -326,6 +329,7 @@ impl SsoFailure {
             DomainNotAllowed(domain) => format!("{domain} addresses cannot sign in through this connection. Ask your administrator which sign-in to use."),
             ExistingAccount(email) => format!("An account for {email} already exists and is not linked to this identity. Sign in with your password, then link single sign-on under Settings → Account."),
             IdentityTaken => "This identity is already linked to another Keyward account.".into(),
+            EmailMismatch(email) => format!("Your identity provider signed you in with a different email address than {email}. Sign in there as {email}, or ask your administrator."),
             IssuerAlreadyLinked => "Your account already has a linked identity from this provider. Unlink it first under Settings → Account.".into(),
             SignupClosed => "There is no Keyward account for this identity, and accounts are created by invitation. Ask an administrator to invite you.".into(),
             AccountDisabled => "This account is disabled.".into(),

@@ -22,6 +22,45 @@ use time::OffsetDateTime;
 
 use super::SsoFailure;
 
+/// An outbound request refused, or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GuardedError {
+    #[error("{0}")]
+    Blocked(String),
+    #[error(transparent)]
+    Http(#[from] openidconnect::HttpClientError<reqwest::Error>),
+}
+
+/// The HTTP client `openidconnect` calls: for untrusted sources each request's URL is
+/// checked against [`crate::net::check_outbound`] first (IP literals included).
+pub struct Guarded<'a> {
+    http: &'a reqwest::Client,
+    check: bool,
+    allow_private: bool,
+}
+
+impl<'c> openidconnect::AsyncHttpClient<'c> for Guarded<'_> {
+    type Error = GuardedError;
+    type Future = std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<openidconnect::HttpResponse, GuardedError>>
+                + Send
+                + 'c,
+        >,
+    >;
+
+    fn call(&'c self, req: openidconnect::HttpRequest) -> Self::Future {
+        Box::pin(async move {
+            if self.check {
+                crate::net::check_outbound(&req.uri().to_string(), self.allow_private)
+                    .await
+                    .map_err(GuardedError::Blocked)?;
+            }
+            Ok(self.http.call(req).await?)
+        })
+    }
+}
+
 /// Provider metadata fields beyond the core set that the callback checks.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct ExtraMetadata {
@@ -97,10 +136,14 @@ pub struct Pending {
     pub issuer: String,
 }
 
-/// The relying party: an HTTP client that follows no redirects, and a discovery cache.
+/// The relying party: HTTP clients that follow no redirects, and a discovery cache.
 #[derive(Clone)]
 pub struct Oidc {
+    /// For operator-configured providers.
     http: reqwest::Client,
+    /// For organizations' issuers: every request (discovery, keys, token, UserInfo — URLs
+    /// the provider's metadata chooses) is checked and resolves to public addresses only.
+    http_public: reqwest::Client,
     allow_private_networks: bool,
     cache: moka::sync::Cache<String, Arc<Metadata>>,
 }
@@ -109,6 +152,10 @@ impl Oidc {
     pub fn new(allow_private_networks: bool) -> anyhow::Result<Self> {
         Ok(Self {
             allow_private_networks,
+            http_public: crate::net::user_url_client(
+                allow_private_networks,
+                concat!("keyward/", env!("CARGO_PKG_VERSION")),
+            )?,
             http: reqwest::Client::builder()
                 // Redirects would let a provider's answer point us anywhere (SSRF).
                 .redirect(reqwest::redirect::Policy::none())
@@ -125,37 +172,56 @@ impl Oidc {
 
     /// Fetches (or reuses) the provider's metadata and keys. The metadata's `issuer` must
     /// equal the configured one exactly (mix-up protection).
-    pub async fn discover(&self, issuer: &str) -> Result<Arc<Metadata>, SsoFailure> {
-        if let Some(m) = self.cache.get(issuer) {
+    /// `trusted`: an operator-configured provider (which may be on a private network);
+    /// otherwise every request goes through the public-address checks.
+    pub async fn discover(&self, issuer: &str, trusted: bool) -> Result<Arc<Metadata>, SsoFailure> {
+        let key = format!("{trusted}:{issuer}");
+        if let Some(m) = self.cache.get(&key) {
             return Ok(m);
         }
-        let m = Arc::new(self.discover_fresh(issuer).await?);
-        self.cache.insert(issuer.to_string(), m.clone());
+        let m = Arc::new(self.discover_fresh(issuer, trusted).await?);
+        self.cache.insert(key, m.clone());
         Ok(m)
     }
 
     /// Discovery without the cache (the "Test connection" button and start-up checks).
-    pub async fn discover_fresh(&self, issuer: &str) -> Result<Metadata, SsoFailure> {
+    pub async fn discover_fresh(
+        &self,
+        issuer: &str,
+        trusted: bool,
+    ) -> Result<Metadata, SsoFailure> {
         let url = IssuerUrl::new(issuer.to_string())
             .map_err(|_| SsoFailure::Discovery(format!("{issuer} is not a valid issuer URL")))?;
-        Metadata::discover_async(url, &self.http)
+        Metadata::discover_async(url, &self.client(trusted))
             .await
             .map_err(|e| SsoFailure::Discovery(describe_discovery_error(issuer, &e)))
     }
 
-    /// Discovery for a sign-in: an organization's issuer must be on a public address.
-    async fn discover_for(&self, params: &ClientParams) -> Result<Arc<Metadata>, SsoFailure> {
-        if !params.trusted {
-            crate::net::check_outbound(&params.issuer, self.allow_private_networks)
-                .await
-                .map_err(SsoFailure::Discovery)?;
+    /// The HTTP client for a source (see [`Guarded`]).
+    fn client(&self, trusted: bool) -> Guarded<'_> {
+        if trusted {
+            Guarded {
+                http: &self.http,
+                check: false,
+                allow_private: true,
+            }
+        } else {
+            Guarded {
+                http: &self.http_public,
+                check: true,
+                allow_private: self.allow_private_networks,
+            }
         }
-        self.discover(&params.issuer).await
+    }
+
+    async fn discover_for(&self, params: &ClientParams) -> Result<Arc<Metadata>, SsoFailure> {
+        self.discover(&params.issuer, params.trusted).await
     }
 
     /// Drops cached metadata (after a connection's settings change).
     pub fn forget(&self, issuer: &str) {
-        self.cache.invalidate(issuer);
+        self.cache.invalidate(&format!("true:{issuer}"));
+        self.cache.invalidate(&format!("false:{issuer}"));
     }
 
     /// Builds the authorization URL: code flow, PKCE S256, fresh state and nonce.
@@ -234,7 +300,7 @@ impl Oidc {
             .exchange_code(AuthorizationCode::new(code.to_string()))
             .map_err(|e| SsoFailure::TokenExchange(e.to_string()))?
             .set_pkce_verifier(PkceCodeVerifier::new(pending.pkce_verifier.clone()))
-            .request_async(&self.http)
+            .request_async(&self.client(params.trusted))
             .await
             .map_err(|e| SsoFailure::TokenExchange(describe_token_error(&e)))?;
         let id_token = token
@@ -263,7 +329,7 @@ impl Oidc {
             let info: CoreUserInfoClaims = client
                 .user_info(token.access_token().clone(), Some(claims.subject().clone()))
                 .map_err(|e| SsoFailure::UserInfo(e.to_string()))?
-                .request_async(&self.http)
+                .request_async(&self.client(params.trusted))
                 .await
                 .map_err(|e| SsoFailure::UserInfo(e.to_string()))?;
             identity.email = info.email().map(|e| e.to_string());

@@ -196,7 +196,8 @@ fn validate(
     if name.is_empty() || name.chars().count() > 100 {
         return Err("Give the connection a name of 1 to 100 characters (e.g. “Okta”).".into());
     }
-    let issuer = f.issuer.trim().trim_end_matches('/');
+    // Exactly as entered (a trailing slash is part of some issuers, e.g. Auth0's).
+    let issuer = f.issuer.trim();
     let parsed = reqwest::Url::parse(issuer).ok();
     let scheme_ok = match parsed.as_ref().map(|u| u.scheme()) {
         Some("https") => true,
@@ -429,7 +430,7 @@ pub async fn test(
             message: msg,
             details: vec![],
         },
-        Ok(()) => match state.sso.oidc.discover_fresh(&c.issuer).await {
+        Ok(()) => match state.sso.oidc.discover_fresh(&c.issuer, false).await {
             Ok(m) => {
                 state.sso.oidc.forget(&c.issuer);
                 TestResult {

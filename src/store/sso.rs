@@ -49,11 +49,14 @@ pub struct SsoIdentity {
     pub last_used_at: Option<i64>,
 }
 
-/// A new account made by a first SSO sign-in, and the organization it joins (if any).
+/// The organization a first SSO sign-in's new account joins: with the role of an open
+/// invitation for its address (consumed in the same transaction), else `default_role`.
 #[derive(Debug, Clone)]
 pub struct SsoJoin {
     pub org_id: String,
-    pub role: String,
+    pub default_role: String,
+    pub invitation: Option<(super::Invitation, NewAudit)>,
+    /// `member.joined`; its details get the role actually granted.
     pub audit: NewAudit,
 }
 
@@ -212,6 +215,17 @@ impl Store {
                 .await?
                 .rows_affected()
             } else {
+                // A new issuer means new identities: drop those linked through the old one.
+                sqlx::query(
+                    "DELETE FROM sso_identities WHERE source = $1 AND EXISTS \
+                     (SELECT 1 FROM sso_connections WHERE id = $2 AND org_id = $3 AND issuer <> $4)",
+                )
+                .bind(format!("connection:{conn_id}"))
+                .bind(conn_id)
+                .bind(org_id)
+                .bind(&input.issuer)
+                .execute(&mut *tx)
+                .await?;
                 sqlx::query(
                     "UPDATE sso_connections SET name = $3, issuer = $4, client_id = $5, \
                      client_secret = COALESCE($6, client_secret), default_role = $7, require_sso = $8, \
@@ -267,6 +281,17 @@ impl Store {
                 "DELETE FROM sso_domains WHERE connection_id = \
                  (SELECT id FROM sso_connections WHERE id = $1 AND org_id = $2)",
             )
+            .bind(id)
+            .bind(org_id)
+            .execute(&mut *tx)
+            .await?;
+            // Identities that came through this connection go with it: the issuer may later
+            // be added by someone else.
+            sqlx::query(
+                "DELETE FROM sso_identities WHERE source = $1 AND EXISTS \
+                 (SELECT 1 FROM sso_connections WHERE id = $2 AND org_id = $3)",
+            )
+            .bind(format!("connection:{id}"))
             .bind(id)
             .bind(org_id)
             .execute(&mut *tx)
@@ -428,16 +453,41 @@ impl Store {
             };
             insert_identity!(&mut *tx, &identity)?;
             if let Some(j) = join {
+                let mut role = j.default_role.clone();
+                if let Some((inv, inv_audit)) = &j.invitation {
+                    let used = sqlx::query(
+                        "UPDATE invitations SET accepted_at = $2, accepted_by = $3 WHERE id = $1 \
+                         AND org_id = $4 AND accepted_at IS NULL AND revoked_at IS NULL AND expires_at > $2",
+                    )
+                    .bind(&inv.id)
+                    .bind(now)
+                    .bind(&user.id)
+                    .bind(&j.org_id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if used == 1 {
+                        role = inv.role.clone();
+                        let mut a = inv_audit.clone();
+                        a.actor_id = Some(user.id.clone());
+                        a.actor_email = user.email.clone();
+                        insert_audit!(&mut *tx, &a)?;
+                    }
+                }
                 sqlx::query(
                     "INSERT INTO memberships (org_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)",
                 )
                 .bind(&j.org_id)
                 .bind(&user.id)
-                .bind(&j.role)
+                .bind(&role)
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
                 let mut audit = j.audit.clone().org(&j.org_id);
+                let mut details: serde_json::Value =
+                    serde_json::from_str(&audit.details).unwrap_or_else(|_| serde_json::json!({}));
+                details["role"] = serde_json::Value::from(role.as_str());
+                audit.details = details.to_string();
                 audit.actor_id = Some(user.id.clone());
                 audit.target_id = user.id.clone();
                 insert_audit!(&mut *tx, &audit)?;

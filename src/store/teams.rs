@@ -471,6 +471,16 @@ impl Store {
             .bind(password_hash)
             .execute(&mut *tx)
             .await?;
+            // The reset proved the email address. Identities linked through an
+            // organization's connection are dropped (their owner links them again): an
+            // account someone else created through SSO for this address must not keep a
+            // way in after its real owner takes it over.
+            sqlx::query(
+                "DELETE FROM sso_identities WHERE user_id = $1 AND source LIKE 'connection:%'",
+            )
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
             insert_audit!(&mut *tx, audit)?;
             tx.commit().await?;
             Ok(true)

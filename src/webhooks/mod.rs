@@ -111,13 +111,11 @@ pub fn backoff(attempts: i64) -> i64 {
 
 /// The HTTP client for deliveries: no redirects (a redirect could point anywhere), short
 /// timeouts.
-pub fn http_client() -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(10))
-        .connect_timeout(Duration::from_secs(5))
-        .user_agent(concat!("Keyward-Webhooks/", env!("CARGO_PKG_VERSION")))
-        .build()?)
+pub fn http_client(allow_private: bool) -> anyhow::Result<reqwest::Client> {
+    crate::net::user_url_client(
+        allow_private,
+        concat!("Keyward-Webhooks/", env!("CARGO_PKG_VERSION")),
+    )
 }
 
 /// Sends every due delivery once; returns how many were attempted. Safe to run on several

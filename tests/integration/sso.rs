@@ -102,6 +102,8 @@ impl Idp {
 pub struct Sso {
     pub app: TestApp,
     pub idp: Idp,
+    /// `auth.sso_failed` events audited so far (each refusal must add exactly one).
+    failures: std::sync::Mutex<usize>,
 }
 
 /// Binds the app's port, starts the provider with the app's redirect URI registered, then
@@ -112,7 +114,11 @@ pub async fn setup(backend: Backend, tweak: impl FnOnce(&mut Config, &str)) -> O
     let idp = Idp::start(&format!("{base}/sso/callback")).await;
     let issuer = idp.issuer.clone();
     let app = TestApp::spawn_on(backend, listener, |c| tweak(c, &issuer)).await?;
-    Some(Sso { app, idp })
+    Some(Sso {
+        app,
+        idp,
+        failures: std::sync::Mutex::new(0),
+    })
 }
 
 macro_rules! sso_both {
@@ -175,6 +181,20 @@ async fn through_idp(b: &mut Browser, idp: &Idp, auth_url: &str, login: &str) ->
     panic!("the provider never sent the browser back");
 }
 
+/// The provider URL of the "Continuing to your identity provider" page (a page, not a
+/// redirect: the sign-in form's CSP `form-action 'self'` would stop a redirect).
+fn to_provider(page: &Page) -> String {
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(
+        page.body
+            .contains(r#"<meta http-equiv="refresh" content="0;url="#)
+    );
+    page.capture(r#"id="continue-sso" href="([^"]+)""#)
+        .expect("a link to the provider")
+        .replace("&amp;", "&")
+        .replace("&#38;", "&")
+}
+
 fn absolute(idp: &Idp, url: &str) -> String {
     if url.starts_with('/') {
         format!("{}{url}", idp.issuer)
@@ -187,8 +207,7 @@ fn absolute(idp: &Idp, url: &str) -> String {
 async fn start_sso(b: &mut Browser, idp: &Idp, email: &str) -> String {
     b.get("/login").await;
     let res = b.post("/sso/start", &[("email", email)]).await;
-    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
-    let loc = res.location().to_string();
+    let loc = to_provider(&res);
     assert!(loc.starts_with(&idp.issuer), "{loc}");
     loc
 }
@@ -299,10 +318,22 @@ async fn assert_refused(s: &Sso, b: &mut Browser, page: &Page, status: StatusCod
         page.body
     );
     assert_eq!(signed_in_as(b).await, None, "{reason}: no session");
-    assert!(
-        audited(&s.app, "auth.sso_failed", "reason", json!(reason)).await,
-        "audit entry for {reason}"
+    let failed: Vec<Value> = s
+        .app
+        .audit_events()
+        .await
+        .into_iter()
+        .filter(|(a, _)| a == "auth.sso_failed")
+        .map(|(_, d)| d)
+        .collect();
+    let mut seen = s.failures.lock().unwrap();
+    assert_eq!(
+        failed.len(),
+        *seen + 1,
+        "{reason}: exactly one new audit entry"
     );
+    assert_eq!(failed.last().unwrap()["reason"], json!(reason));
+    *seen = failed.len();
 }
 
 // ------------------------------------------------------------------- journeys
@@ -427,11 +458,17 @@ sso_both!(teammate_joins_through_org_connection);
 async fn sso_failures_leave_no_session(s: Sso) {
     let (mut admin, conn) = admin_with_connection(&s, &[]).await;
 
-    // State missing.
+    // State missing, in a browser with a sign-in in flight: refused and audited.
     let mut b = s.app.browser();
-    b.get("/login").await;
+    start_sso(&mut b, &s.idp, "bob@corp.test").await;
     let page = b.get("/sso/callback?code=abc").await;
     assert_refused(&s, &mut b, &page, StatusCode::BAD_REQUEST, "invalid_state").await;
+    // ...and in a browser that started nothing: refused, logged but not audited (anyone
+    // could send these).
+    let mut stray = s.app.browser();
+    let page = stray.get("/sso/callback?code=abc&state=x").await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    assert_eq!(signed_in_as(&mut stray).await, None);
 
     // State altered.
     let mut b = s.app.browser();
@@ -442,13 +479,27 @@ async fn sso_failures_leave_no_session(s: Sso) {
         .get_abs(&with_param(&cb, "state", Some(&format!("{state}x"))))
         .await;
     assert_refused(&s, &mut b, &page, StatusCode::BAD_REQUEST, "invalid_state").await;
-    // Replayed: the altered state matched nothing, so the real callback still works once;
-    // after signing out, the same callback again is refused.
+    // The altered state matched nothing, so the real callback still works, once.
     let first = b.get_abs(&cb).await;
     assert_eq!(first.status, StatusCode::SEE_OTHER, "{}", first.body);
     assert_eq!(signed_in_as(&mut b).await.as_deref(), Some("bob@corp.test"));
-    b.post("/logout", &[]).await;
-    b.get("/login").await;
+
+    // Replayed in the same session after a failed attempt consumed it: refused.
+    let mut b = s.app.browser();
+    start_sso(&mut b, &s.idp, "bob@corp.test").await; // another attempt stays in flight
+    let auth = start_sso(&mut b, &s.idp, "bob@corp.test").await;
+    let cb = through_idp(&mut b, &s.idp, &auth, "bob").await;
+    let page = b
+        .get_abs(&with_param(&cb, "iss", Some("http://evil.example")))
+        .await;
+    assert_refused(
+        &s,
+        &mut b,
+        &page,
+        StatusCode::BAD_REQUEST,
+        "issuer_mismatch",
+    )
+    .await;
     let replay = b.get_abs(&cb).await;
     assert_refused(
         &s,
@@ -459,12 +510,12 @@ async fn sso_failures_leave_no_session(s: Sso) {
     )
     .await;
 
-    // A callback arriving in another browser's session.
+    // A callback arriving in another browser's session (which has its own in flight).
     let mut a = s.app.browser();
     let auth = start_sso(&mut a, &s.idp, "bob@corp.test").await;
     let cb_a = through_idp(&mut a, &s.idp, &auth, "bob").await;
     let mut other = s.app.browser();
-    other.get("/login").await;
+    start_sso(&mut other, &s.idp, "bob@corp.test").await;
     let page = other.get_abs(&cb_a).await;
     assert_refused(
         &s,
@@ -570,18 +621,23 @@ async fn sso_failures_leave_no_session(s: Sso) {
     let page = sso_sign_in(&mut b, &s.idp, "frank@corp.test", "frank").await;
     assert_refused(&s, &mut b, &page, StatusCode::FORBIDDEN, "existing_account").await;
 
+    // A member (the admin, not linked yet) is not signed in by a provider asserting their
+    // verified email under some subject: identity is (issuer, subject), never the email.
+    let mut b = s.app.browser();
+    let page = sso_sign_in(&mut b, &s.idp, "admin@corp.test", "mallory").await;
+    assert_refused(&s, &mut b, &page, StatusCode::FORBIDDEN, "existing_account").await;
+
     // The admin links their identity (subject "admin"); another subject asserting the
-    // admin's email is refused.
+    // admin's email is still refused.
     admin.get("/settings/account").await;
     let go = admin
         .post("/sso/link", &[("source", &format!("connection:{conn}"))])
         .await;
-    assert_eq!(go.status, StatusCode::SEE_OTHER);
     assert_eq!(
-        query_param(go.location(), "prompt").as_deref(),
+        query_param(&to_provider(&go), "prompt").as_deref(),
         Some("login")
     );
-    let cb = through_idp(&mut admin, &s.idp, go.location(), "admin").await;
+    let cb = through_idp(&mut admin, &s.idp, &to_provider(&go), "admin").await;
     assert_eq!(admin.get_abs(&cb).await.location(), "/settings/account");
     let mut b = s.app.browser();
     let page = sso_sign_in(&mut b, &s.idp, "admin@corp.test", "mallory").await;
@@ -594,19 +650,32 @@ async fn sso_failures_leave_no_session(s: Sso) {
     let go = ada
         .post("/sso/link", &[("source", &format!("connection:{conn}"))])
         .await;
-    let cb = through_idp(&mut ada, &s.idp, go.location(), "carol").await;
+    let cb = through_idp(&mut ada, &s.idp, &to_provider(&go), "carol").await;
     let page = ada.get_abs(&cb).await;
     assert_eq!(page.status, StatusCode::FORBIDDEN);
     assert!(page.shows("did not confirm your email address"));
     let account = ada.get("/settings/account").await;
     assert_eq!(account.status, StatusCode::OK);
     assert!(!account.shows("carol@corp.test"));
+
+    // Linking needs a recent sign-in: 20 minutes later, sign in again first.
+    s.app.clock.advance(time::Duration::minutes(20));
+    ada.get("/settings/account").await;
+    let go = ada
+        .post("/sso/link", &[("source", &format!("connection:{conn}"))])
+        .await;
+    assert_eq!(go.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        go.location(),
+        "/login?reason=reauth&next=%2Fsettings%2Faccount"
+    );
+    assert!(ada.get(go.location()).await.shows("Confirm it's you"));
 }
 sso_both!(sso_failures_leave_no_session);
 
 /// Linking from Settings → Account, signing in with the linked identity, "require SSO"
-/// refusing password sign-in for the organization's members, the trusted automatic link
-/// of an existing member, and unlinking.
+/// (password sign-in refused once linked; before that, the password sign-in continues at
+/// the provider and links), and unlinking; deleting a connection drops its identities.
 async fn link_require_sso_and_unlink(s: Sso) {
     let (mut admin, conn) = admin_with_connection(&s, &[]).await;
     let account = admin.get("/settings/account").await;
@@ -614,7 +683,7 @@ async fn link_require_sso_and_unlink(s: Sso) {
     let go = admin
         .post("/sso/link", &[("source", &format!("connection:{conn}"))])
         .await;
-    let cb = through_idp(&mut admin, &s.idp, go.location(), "admin").await;
+    let cb = through_idp(&mut admin, &s.idp, &to_provider(&go), "admin").await;
     let linked = admin.get_abs(&cb).await;
     assert_eq!(linked.location(), "/settings/account", "{}", linked.body);
     let account = admin.get("/settings/account").await;
@@ -661,30 +730,63 @@ async fn link_require_sso_and_unlink(s: Sso) {
         &[("require_sso", "1")],
     )
     .await;
-    for email in ["admin@corp.test", "bob@corp.test"] {
-        let mut b = s.app.browser();
-        let res = b.sign_in(email, PASSWORD).await;
-        assert_eq!(res.status, StatusCode::FORBIDDEN, "{email}: {}", res.body);
-        assert!(res.shows("requires single sign-on for corp.test addresses"));
-        assert_eq!(signed_in_as(&mut b).await, None);
-    }
-    // A wrong password still gets the generic answer (nothing revealed).
+    // The admin has linked: password sign-in is refused, pointing to SSO.
     let mut b = s.app.browser();
+    let res = b.sign_in("admin@corp.test", PASSWORD).await;
+    assert_eq!(res.status, StatusCode::FORBIDDEN, "{}", res.body);
+    assert!(res.shows("requires single sign-on for corp.test addresses"));
+    assert_eq!(signed_in_as(&mut b).await, None);
+    // A wrong password still gets the generic answer (nothing revealed).
     let res = b.sign_in("bob@corp.test", "wrong password entirely").await;
     assert_eq!(res.status, StatusCode::UNAUTHORIZED);
 
-    // Bob's first SSO sign-in links to his account: the organization's connection owns
-    // the domain, the email is verified, and he is its member.
+    // Bob (a member with a password, not linked) cannot be signed in by email alone...
     let mut b = s.app.browser();
-    let res = sso_sign_in(&mut b, &s.idp, "bob@corp.test", "bob").await;
-    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+    let page = sso_sign_in(&mut b, &s.idp, "bob@corp.test", "bob").await;
+    assert_refused(&s, &mut b, &page, StatusCode::FORBIDDEN, "existing_account").await;
+    // ...but his password sign-in, now that SSO is required, continues at the provider,
+    // and the identity it confirms (same verified email) is linked to his account.
+    let res = b.sign_in("bob@corp.test", PASSWORD).await;
+    let cb = through_idp(&mut b, &s.idp, &to_provider(&res), "bob").await;
+    let landed = b.get_abs(&cb).await;
+    assert_eq!(landed.status, StatusCode::SEE_OTHER, "{}", landed.body);
     assert_eq!(signed_in_as(&mut b).await.as_deref(), Some("bob@corp.test"));
     let keys = b.get("/settings/api-keys").await;
     assert!(
         keys.body
             .contains(r#"<span class="badge badge-role">viewer</span>"#)
     );
-    assert!(audited(&s.app, "account.sso_linked", "automatic", json!(true)).await);
+    assert!(audited(&s.app, "auth.signed_in", "account", json!("linked_now")).await);
+    // Once linked, his password alone no longer signs him in.
+    let mut c = s.app.browser();
+    assert_eq!(
+        c.sign_in("bob@corp.test", PASSWORD).await.status,
+        StatusCode::FORBIDDEN
+    );
+    // A provider account with another email cannot be linked that way.
+    let mut d = s.app.browser();
+    s.app.signed_up("gina@corp.test").await;
+    let gina = s
+        .app
+        .store
+        .user_by_email("gina@corp.test")
+        .await
+        .unwrap()
+        .unwrap();
+    s.app
+        .store
+        .add_member(
+            &org,
+            &gina.id,
+            "viewer",
+            keyward::store::NewAudit::new("member.added", s.app.clock.unix()),
+        )
+        .await
+        .unwrap();
+    let res = d.sign_in("gina@corp.test", PASSWORD).await;
+    let cb = through_idp(&mut d, &s.idp, &to_provider(&res), "frank").await;
+    let page = d.get_abs(&cb).await;
+    assert_refused(&s, &mut d, &page, StatusCode::FORBIDDEN, "email_mismatch").await;
 
     // Admin unlinks (they have a password, so it is allowed).
     admin.get("/settings/account").await;
@@ -732,6 +834,15 @@ async fn link_require_sso_and_unlink(s: Sso) {
     b.get("/login").await;
     let res = b.post("/sso/start", &[("email", "bob@corp.test")]).await;
     assert_eq!(res.status, StatusCode::BAD_REQUEST);
+    // Identities that came through it are gone (the issuer could be added back by anyone).
+    assert!(
+        s.app
+            .store
+            .sso_identities(&bob.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 sso_both!(link_require_sso_and_unlink);
 
@@ -862,8 +973,7 @@ async fn operator_wide_provider(backend: Backend) {
     let login = b.get("/login").await;
     assert!(login.shows("Sign in with Test IdP"));
     let res = b.post("/sso/start", &[("provider", "test-idp")]).await;
-    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
-    let cb = through_idp(&mut b, &s.idp, res.location(), "erin").await;
+    let cb = through_idp(&mut b, &s.idp, &to_provider(&res), "erin").await;
     let landed = b.get_abs(&cb).await;
     assert_eq!(landed.status, StatusCode::SEE_OTHER, "{}", landed.body);
     assert_eq!(
@@ -881,7 +991,7 @@ async fn operator_wide_provider(backend: Backend) {
     let mut b = s.app.browser();
     b.get("/login").await;
     let res = b.post("/sso/start", &[("provider", "test-idp")]).await;
-    let cb = through_idp(&mut b, &s.idp, res.location(), "carol").await;
+    let cb = through_idp(&mut b, &s.idp, &to_provider(&res), "carol").await;
     let page = b.get_abs(&cb).await;
     assert_refused(
         &s,
@@ -972,8 +1082,7 @@ async fn invitation_goes_through_sso(s: Sso) {
             &[("email", "frank@corp.test"), ("next", &path)],
         )
         .await;
-    assert_eq!(go.status, StatusCode::SEE_OTHER, "{}", go.body);
-    let cb = through_idp(&mut frank, &s.idp, go.location(), "frank").await;
+    let cb = through_idp(&mut frank, &s.idp, &to_provider(&go), "frank").await;
     let landed = frank.get_abs(&cb).await;
     assert_eq!(landed.location(), "/settings/api-keys", "{}", landed.body);
     let keys = frank.get("/settings/api-keys").await;
