@@ -129,7 +129,9 @@ pub fn router(state: AppState, sessions: SessionBackend) -> Router {
         .layer(middleware::from_fn(no_store))
         .layer(middleware::from_fn(error::html_errors));
 
-    let api = verify::http::router().layer(middleware::from_fn(error::json_errors));
+    let api = verify::http::router()
+        .merge(crate::leaks::router())
+        .layer(middleware::from_fn(error::json_errors));
 
     Router::new()
         .merge(api)

@@ -138,6 +138,20 @@ pub struct ServeArgs {
     #[arg(long, env = "KEYWARD_ALLOW_PRIVATE_NETWORKS", default_value_t = false)]
     pub allow_private_networks: bool,
 
+    /// GitHub secret scanning's public keys (the JSON at
+    /// https://api.github.com/meta/public_keys/secret_scanning); enables `/v1/leaks/github`.
+    #[arg(long, env = "KEYWARD_LEAK_REPORT_KEYS_FILE")]
+    pub leak_report_keys_file: Option<PathBuf>,
+
+    /// What a leak report does to a matching key: `revoke` it, or only `notify`.
+    #[arg(
+        long,
+        env = "KEYWARD_LEAK_ACTION",
+        value_enum,
+        default_value = "revoke"
+    )]
+    pub leak_action: crate::leaks::LeakAction,
+
     /// Sign out after this many minutes without activity.
     #[arg(long, env = "KEYWARD_SESSION_IDLE_MINUTES", default_value_t = 60)]
     pub session_idle_minutes: u64,
@@ -175,6 +189,8 @@ pub struct Config {
     pub mail_from: String,
     pub sso_providers: Vec<crate::sso::OperatorProvider>,
     pub allow_private_networks: bool,
+    pub leak_report_keys: Vec<crate::leaks::ReportKey>,
+    pub leak_action: crate::leaks::LeakAction,
 }
 
 impl Config {
@@ -221,6 +237,11 @@ impl Config {
                 None => Vec::new(),
             },
             allow_private_networks: args.allow_private_networks,
+            leak_report_keys: match &args.leak_report_keys_file {
+                Some(path) => crate::leaks::load_keys(path)?,
+                None => Vec::new(),
+            },
+            leak_action: args.leak_action,
         })
     }
 
@@ -245,6 +266,8 @@ impl Config {
             sso_providers: Vec::new(),
             // The tests' identity provider runs on loopback.
             allow_private_networks: true,
+            leak_report_keys: Vec::new(),
+            leak_action: crate::leaks::LeakAction::Revoke,
         }
     }
 

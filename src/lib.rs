@@ -11,6 +11,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod keys;
+pub mod leaks;
 pub mod mail;
 pub mod members;
 pub mod net;

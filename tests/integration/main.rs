@@ -10,6 +10,7 @@ mod api_keys;
 mod audit;
 mod cli;
 mod in_process;
+mod leaks;
 mod nginx;
 mod security;
 mod smtp;
