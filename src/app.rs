@@ -125,16 +125,21 @@ pub fn router(state: AppState, sessions: SessionBackend) -> Router {
             state.clone(),
             auth::csrf::guard,
         ))
-        .layer(session_layer)
+        .layer(session_layer.clone())
         .layer(middleware::from_fn(no_store))
         .layer(middleware::from_fn(error::html_errors));
 
     let api = verify::http::router()
         .merge(crate::leaks::router())
         .layer(middleware::from_fn(error::json_errors));
+    // The management API: a session (cookie) or an API key; its own CSRF check (header).
+    let management = crate::api::router()
+        .layer(session_layer)
+        .layer(middleware::from_fn(no_store));
 
     Router::new()
         .merge(api)
+        .merge(management)
         .route("/healthz", get(|| async { "ok" }))
         // A trivial JSON endpoint: the baseline the load script compares verification with.
         .route(

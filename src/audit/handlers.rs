@@ -62,6 +62,7 @@ impl AuditQuery {
             target_id: self.key.trim().to_string(),
             from: parse_day(&self.from, "“from”")?,
             to: parse_day(&self.to, "“to”")?.map(|t| t + 86_400),
+            before_id: None,
         })
     }
 
@@ -233,9 +234,18 @@ pub async fn export(
         .store
         .list_audit(cu.org_id(), &filter, EXPORT_LIMIT, 0)
         .await?;
+    export_response(&state, &events, &q.format)
+}
+
+/// The export file of some events: `csv` (default) or `json`, as an attachment.
+pub(crate) fn export_response(
+    state: &AppState,
+    events: &[crate::store::AuditEvent],
+    format: &str,
+) -> Result<Response> {
     let rows: Vec<ExportRow<'_>> = events.iter().map(ExportRow::new).collect();
     let stamp = state.clock.now().date();
-    let (body, content_type, ext) = match q.format.as_str() {
+    let (body, content_type, ext) = match format {
         "json" => (
             serde_json::to_string_pretty(&rows).map_err(AppError::internal)?,
             "application/json",

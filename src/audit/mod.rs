@@ -5,6 +5,7 @@
 mod handlers;
 
 pub use handlers::EventRow;
+pub(crate) use handlers::export_response;
 
 use std::net::SocketAddr;
 

@@ -12,6 +12,8 @@ pub enum ExpiryChoice {
     Never,
     /// On edit: leave the expiry as it is.
     Keep,
+    /// An exact, already checked timestamp (`None`: never) — the JSON API's.
+    Exact(Option<i64>),
 }
 
 impl ExpiryChoice {
@@ -50,6 +52,7 @@ impl ExpiryChoice {
             Self::Days(d) => Ok(Some(now + d * 86_400)),
             Self::Never => Ok(None),
             Self::Keep => Ok(current),
+            Self::Exact(t) => Ok(t),
             Self::Custom => {
                 let fmt = format_description!("[year]-[month]-[day]");
                 let date = Date::parse(custom_date.trim(), &fmt)

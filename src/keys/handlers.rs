@@ -221,35 +221,38 @@ pub async fn list(
 pub struct KeyForm {
     /// The organization the form was rendered for (see [`CurrentUser::same_org`]).
     #[serde(default)]
-    org: String,
+    pub(crate) org: String,
     #[serde(default)]
-    form_token: String,
+    pub(crate) form_token: String,
     #[serde(default)]
-    name: String,
+    pub(crate) name: String,
     #[serde(default)]
-    description: String,
+    pub(crate) description: String,
     #[serde(default)]
-    environment: String,
+    pub(crate) environment: String,
     #[serde(default)]
-    preset: String,
+    pub(crate) preset: String,
     #[serde(default)]
-    scopes: Vec<String>,
+    pub(crate) scopes: Vec<String>,
     #[serde(default)]
-    expiry: String,
+    pub(crate) expiry: String,
     #[serde(default)]
-    custom_date: String,
+    pub(crate) custom_date: String,
     #[serde(default)]
-    rate_limit: String,
+    pub(crate) rate_limit: String,
     #[serde(default)]
-    rate_window: String,
+    pub(crate) rate_window: String,
     #[serde(default)]
-    rate_burst: String,
+    pub(crate) rate_burst: String,
     #[serde(default)]
-    daily_quota: String,
+    pub(crate) daily_quota: String,
     #[serde(default)]
-    ip_allowlist: String,
+    pub(crate) ip_allowlist: String,
     #[serde(default)]
-    metadata: String,
+    pub(crate) metadata: String,
+    /// An exact expiry (the JSON API); when set, `expiry` is not consulted.
+    #[serde(skip)]
+    pub(crate) expires_at_exact: Option<Option<i64>>,
 }
 
 #[derive(Debug, Default)]
@@ -589,6 +592,124 @@ fn generate(state: &AppState, env: Environment) -> Result<PlainKey> {
         .map_err(|e| AppError::internal(anyhow::anyhow!("OS random generator: {e}")))
 }
 
+/// A new key's settings, checked.
+pub(crate) struct ValidNewKey {
+    pub name: String,
+    pub description: String,
+    pub env: Environment,
+    pub scopes: Vec<String>,
+    pub expires_at: Option<i64>,
+    pub limits: KeyLimits,
+}
+
+/// Checks a new key's settings for a member with `role` (the form and the JSON API).
+pub(crate) fn validate_new(
+    state: &AppState,
+    role: crate::orgs::Role,
+    f: &KeyForm,
+    now: i64,
+) -> Result<ValidNewKey, FieldErrors> {
+    let mut errors = FieldErrors::default();
+    let (name, description) = check_text(f, &mut errors);
+    let env = Environment::parse(&f.environment);
+    if env.is_none() {
+        errors.environment = Some("Choose live or test.".into());
+    }
+    let scopes = match requested_scopes(state, f).and_then(|r| {
+        state
+            .config
+            .scopes
+            .check(&r, role)
+            .map_err(|e| scope_message(&e))
+    }) {
+        Ok(s) => s,
+        Err(msg) => {
+            errors.scopes = Some(msg);
+            vec![]
+        }
+    };
+    let expires_at = match f.expires_at_exact {
+        Some(exact) => check_exact_expiry(exact, now).unwrap_or_else(|msg| {
+            errors.expiry = Some(msg);
+            None
+        }),
+        None => match ExpiryChoice::parse(&f.expiry).filter(|c| *c != ExpiryChoice::Keep) {
+            None => {
+                errors.expiry = Some("Choose when the key expires.".into());
+                None
+            }
+            Some(choice) => choice
+                .resolve(&f.custom_date, None, now)
+                .unwrap_or_else(|msg| {
+                    errors.expiry = Some(msg);
+                    None
+                }),
+        },
+    };
+    let limits = check_limits(f, &mut errors);
+    match (env, errors.any()) {
+        (Some(env), false) => Ok(ValidNewKey {
+            name,
+            description,
+            env,
+            scopes,
+            expires_at,
+            limits,
+        }),
+        _ => Err(errors),
+    }
+}
+
+/// An exact expiry must be in the future and within the longest allowed.
+fn check_exact_expiry(exact: Option<i64>, now: i64) -> Result<Option<i64>, String> {
+    match exact {
+        None => Ok(None),
+        Some(t) if t <= now => Err("The expiry is in the past.".into()),
+        Some(t) if t > now + super::expiry::MAX_CUSTOM_DAYS * 86_400 => Err(format!(
+            "The expiry can be at most {} days ahead.",
+            super::expiry::MAX_CUSTOM_DAYS
+        )),
+        Some(t) => Ok(Some(t)),
+    }
+}
+
+/// Generates a key for checked settings: the record to store and the plaintext to show once.
+pub(crate) fn new_key_record(
+    state: &AppState,
+    org_id: &str,
+    created_by: &str,
+    v: ValidNewKey,
+    now: i64,
+) -> Result<(NewKey, PlainKey)> {
+    let key = generate(state, v.env)?;
+    let new = NewKey {
+        id: crate::store::new_id(),
+        org_id: org_id.to_string(),
+        created_by: Some(created_by.to_string()),
+        name: v.name,
+        description: v.description,
+        environment: v.env.as_str().into(),
+        key_hash: key.hash(&state.config.key_pepper).0.to_vec(),
+        display_prefix: key.display_prefix().into(),
+        last4: key.last4().into(),
+        scopes: scopes::join(&v.scopes),
+        limits: v.limits,
+        created_at: now,
+        expires_at: v.expires_at,
+        rolled_from: None,
+    };
+    Ok((new, key))
+}
+
+/// The details of a `key.created` audit event.
+pub(crate) fn created_details(new: &NewKey) -> serde_json::Value {
+    json!({
+        "environment": new.environment,
+        "scopes": scopes::split(&new.scopes),
+        "expires_at": new.expires_at,
+    })
+}
+
 pub async fn create(
     State(state): State<AppState>,
     cu: CurrentUser,
@@ -606,73 +727,25 @@ pub async fn create(
         return Ok(Redirect::to("/settings/api-keys").into_response());
     }
     let now = state.clock.unix();
-    let mut errors = FieldErrors::default();
-    let (name, description) = check_text(&f, &mut errors);
-    let env = Environment::parse(&f.environment);
-    if env.is_none() {
-        errors.environment = Some("Choose live or test.".into());
-    }
-    let scopes = match requested_scopes(&state, &f).and_then(|r| {
-        state
-            .config
-            .scopes
-            .check(&r, cu.role)
-            .map_err(|e| scope_message(&e))
-    }) {
-        Ok(s) => s,
-        Err(msg) => {
-            errors.scopes = Some(msg);
-            vec![]
+    let v = match validate_new(&state, cu.role, &f, now) {
+        Ok(v) => v,
+        Err(errors) => {
+            let token = session::issue_form_token(&cu.session).await?;
+            let page = NewPage {
+                form: FormView::build(&state, &cu, &f, errors, token, false),
+                chrome: cu.chrome("api-keys").await?,
+            };
+            return Ok((StatusCode::BAD_REQUEST, page).into_response());
         }
     };
-    let expires_at = match ExpiryChoice::parse(&f.expiry).filter(|c| *c != ExpiryChoice::Keep) {
-        None => {
-            errors.expiry = Some("Choose when the key expires.".into());
-            None
-        }
-        Some(choice) => choice
-            .resolve(&f.custom_date, None, now)
-            .unwrap_or_else(|msg| {
-                errors.expiry = Some(msg);
-                None
-            }),
-    };
-    let limits = check_limits(&f, &mut errors);
-    let (Some(env), false) = (env, errors.any()) else {
-        let token = session::issue_form_token(&cu.session).await?;
-        let page = NewPage {
-            form: FormView::build(&state, &cu, &f, errors, token, false),
-            chrome: cu.chrome("api-keys").await?,
-        };
-        return Ok((StatusCode::BAD_REQUEST, page).into_response());
-    };
-
-    let key = generate(&state, env)?;
-    let new = NewKey {
-        id: crate::store::new_id(),
-        org_id: cu.org_id().to_string(),
-        created_by: Some(cu.user.id.clone()),
-        name,
-        description,
-        environment: env.as_str().into(),
-        key_hash: key.hash(&state.config.key_pepper).0.to_vec(),
-        display_prefix: key.display_prefix().into(),
-        last4: key.last4().into(),
-        scopes: scopes::join(&scopes),
-        limits,
-        created_at: now,
-        expires_at,
-        rolled_from: None,
-    };
+    let (new, key) = new_key_record(&state, cu.org_id(), &cu.user.id, v, now)?;
     let audit = cu
         .audit("key.created", &meta, now)
         .target("api_key", &new.id, &new.name)
-        .details(
-            json!({ "environment": new.environment, "scopes": scopes, "expires_at": expires_at }),
-        );
+        .details(created_details(&new));
     state.store.insert_key(&new, &audit).await?;
     tracing::info!(event = "key.created", key_id = %new.id, prefix = %new.display_prefix, org_id = %new.org_id, "API key created");
-    created_page(&state, &cu, &new.id, &new.name, key, expires_at, None).await
+    created_page(&state, &cu, &new.id, &new.name, key, new.expires_at, None).await
 }
 
 #[derive(Template, WebTemplate)]
@@ -844,7 +917,7 @@ async fn detail_page(
     })
 }
 
-fn form_from_key(k: &ApiKey) -> KeyForm {
+pub(crate) fn form_from_key(k: &ApiKey) -> KeyForm {
     KeyForm {
         name: k.name.clone(),
         description: k.description.clone(),
@@ -889,37 +962,41 @@ pub async fn detail(
 
 // -------------------------------------------------------------------------- update
 
-pub async fn update(
-    State(state): State<AppState>,
-    cu: CurrentUser,
-    meta: ClientMeta,
-    Path(id): Path<String>,
-    Form(f): Form<KeyForm>,
-) -> Result<Response> {
-    let key = load(&state, &cu, &id).await?;
-    require_manage(&cu, &key)?;
-    cu.same_org(&f.org)?;
-    let now = state.clock.unix();
-    if !matches!(
-        key.status(now),
-        KeyStatus::Active | KeyStatus::ExpiringSoon | KeyStatus::Disabled
-    ) {
-        return Err(AppError::bad_request(
-            "Revoked and expired keys can no longer be changed.",
-        ));
-    }
+/// An edit, checked: the new values, what changed (for the audit event), the new name.
+pub(crate) struct ValidChanges {
+    pub changes: KeyChanges,
+    pub diff: serde_json::Map<String, serde_json::Value>,
+    pub name: String,
+}
+
+/// Checks an edit of `key` by a member with `role` (the form and the JSON API).
+pub(crate) fn validate_changes(
+    state: &AppState,
+    role: crate::orgs::Role,
+    key: &ApiKey,
+    f: &KeyForm,
+    now: i64,
+) -> Result<ValidChanges, FieldErrors> {
     let mut errors = FieldErrors::default();
-    let (name, description) = check_text(&f, &mut errors);
+    let (name, description) = check_text(f, &mut errors);
     let current = key.scope_list();
     let scopes = state
         .config
         .scopes
-        .check_edit(&f.scopes, &current, cu.role)
+        .check_edit(&f.scopes, &current, role)
         .unwrap_or_else(|e| {
             errors.scopes = Some(scope_message(&e));
             current.clone()
         });
-    let choice = if f.expiry.is_empty() {
+    let choice = if let Some(exact) = f.expires_at_exact {
+        match check_exact_expiry(exact, now) {
+            Ok(t) => Some(ExpiryChoice::Exact(t)),
+            Err(msg) => {
+                errors.expiry = Some(msg);
+                Some(ExpiryChoice::Keep)
+            }
+        }
+    } else if f.expiry.is_empty() {
         Some(ExpiryChoice::Keep)
     } else {
         ExpiryChoice::parse(&f.expiry)
@@ -936,12 +1013,9 @@ pub async fn update(
                 key.expires_at
             }),
     };
-    let limits = check_limits(&f, &mut errors);
+    let limits = check_limits(f, &mut errors);
     if errors.any() {
-        let mut shown = f;
-        shown.environment = key.environment.clone();
-        let page = detail_page(&state, &cu, &key, &shown, errors).await?;
-        return Ok((StatusCode::BAD_REQUEST, page).into_response());
+        return Err(errors);
     }
 
     let mut changes = serde_json::Map::new();
@@ -981,17 +1055,52 @@ pub async fn update(
         json!(limits.ip_allowlist),
     );
     note("metadata", json!(old.metadata), json!(limits.metadata));
-    if changes.is_empty() {
+    Ok(ValidChanges {
+        changes: KeyChanges {
+            name: name.clone(),
+            description,
+            scopes: scopes::join(&scopes),
+            expires_at,
+            limits,
+        },
+        diff: changes,
+        name,
+    })
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    cu: CurrentUser,
+    meta: ClientMeta,
+    Path(id): Path<String>,
+    Form(f): Form<KeyForm>,
+) -> Result<Response> {
+    let key = load(&state, &cu, &id).await?;
+    require_manage(&cu, &key)?;
+    cu.same_org(&f.org)?;
+    let now = state.clock.unix();
+    if !matches!(
+        key.status(now),
+        KeyStatus::Active | KeyStatus::ExpiringSoon | KeyStatus::Disabled
+    ) {
+        return Err(AppError::bad_request(
+            "Revoked and expired keys can no longer be changed.",
+        ));
+    }
+    let v = match validate_changes(&state, cu.role, &key, &f, now) {
+        Ok(v) => v,
+        Err(errors) => {
+            let mut shown = f;
+            shown.environment = key.environment.clone();
+            let page = detail_page(&state, &cu, &key, &shown, errors).await?;
+            return Ok((StatusCode::BAD_REQUEST, page).into_response());
+        }
+    };
+    if v.diff.is_empty() {
         cu.flash("info", "Nothing changed.").await?;
         return Ok(Redirect::to(&format!("/settings/api-keys/{}", key.id)).into_response());
     }
-    let c = KeyChanges {
-        name: name.clone(),
-        description,
-        scopes: scopes::join(&scopes),
-        expires_at,
-        limits,
-    };
+    let (c, changes, name) = (v.changes, v.diff, v.name);
     let audit = cu
         .audit("key.updated", &meta, now)
         .target("api_key", &key.id, &name)
@@ -1202,6 +1311,35 @@ pub struct RollForm {
     grace: String,
 }
 
+/// A rolled key's successor: same settings, new secret.
+pub(crate) fn roll_record(
+    state: &AppState,
+    old: &ApiKey,
+    created_by: &str,
+    now: i64,
+) -> Result<(NewKey, PlainKey)> {
+    let env = Environment::parse(&old.environment)
+        .ok_or_else(|| AppError::internal(anyhow::anyhow!("bad stored environment")))?;
+    let key = generate(state, env)?;
+    let new = NewKey {
+        id: crate::store::new_id(),
+        org_id: old.org_id.clone(),
+        created_by: Some(created_by.to_string()),
+        name: old.name.clone(),
+        description: old.description.clone(),
+        environment: old.environment.clone(),
+        key_hash: key.hash(&state.config.key_pepper).0.to_vec(),
+        display_prefix: key.display_prefix().into(),
+        last4: key.last4().into(),
+        scopes: old.scopes.clone(),
+        limits: old.limits(),
+        created_at: now,
+        expires_at: old.expires_at,
+        rolled_from: Some(old.id.clone()),
+    };
+    Ok((new, key))
+}
+
 pub async fn roll(
     State(state): State<AppState>,
     cu: CurrentUser,
@@ -1224,25 +1362,7 @@ pub async fn roll(
     let grace = GraceChoice::parse(&f.grace)
         .ok_or_else(|| AppError::bad_request("Choose when the current key stops working."))?;
     let now = state.clock.unix();
-    let env = Environment::parse(&old.environment)
-        .ok_or_else(|| AppError::internal(anyhow::anyhow!("bad stored environment")))?;
-    let key = generate(&state, env)?;
-    let new = NewKey {
-        id: crate::store::new_id(),
-        org_id: old.org_id.clone(),
-        created_by: Some(cu.user.id.clone()),
-        name: old.name.clone(),
-        description: old.description.clone(),
-        environment: old.environment.clone(),
-        key_hash: key.hash(&state.config.key_pepper).0.to_vec(),
-        display_prefix: key.display_prefix().into(),
-        last4: key.last4().into(),
-        scopes: old.scopes.clone(),
-        limits: old.limits(),
-        created_at: now,
-        expires_at: old.expires_at,
-        rolled_from: Some(old.id.clone()),
-    };
+    let (new, key) = roll_record(&state, &old, &cu.user.id, now)?;
     let grace_until = now + grace.seconds();
     let rolled = cu
         .audit("key.rolled", &meta, now)

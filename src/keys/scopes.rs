@@ -56,6 +56,16 @@ impl Default for ScopeCatalog {
                 def("read", "Read resources", Role::Developer),
                 def("write", "Create and modify resources", Role::Developer),
                 def("admin", "Administrative operations", Role::Admin),
+                def(
+                    "keys:read",
+                    "Read this organization's Keyward keys and audit log (management API)",
+                    Role::Developer,
+                ),
+                def(
+                    "keys:write",
+                    "Create, change, roll and revoke Keyward keys (management API)",
+                    Role::Developer,
+                ),
             ],
             presets: vec![
                 preset("Read-only", &["read"]),

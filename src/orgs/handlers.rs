@@ -101,6 +101,8 @@ pub async fn switch(
 struct SettingsPage {
     chrome: Chrome,
     can_edit: bool,
+    /// "API keys may create and roll keys".
+    api_keys_can_create_keys: bool,
     rate_limit: String,
     windows: Vec<(&'static str, &'static str, bool)>,
     daily_quota: String,
@@ -118,6 +120,7 @@ fn settings_page(
     SettingsPage {
         chrome,
         can_edit,
+        api_keys_can_create_keys: false,
         rate_limit,
         windows: WINDOWS
             .iter()
@@ -134,7 +137,7 @@ pub async fn settings(State(state): State<AppState>, cu: CurrentUser) -> Result<
         .org(cu.org_id())
         .await?
         .ok_or(AppError::NotFound)?;
-    Ok(settings_page(
+    let mut page = settings_page(
         cu.chrome("org-settings").await?,
         cu.role.can(Action::ManageMembers),
         org.default_rate_limit
@@ -145,8 +148,46 @@ pub async fn settings(State(state): State<AppState>, cu: CurrentUser) -> Result<
             .map(|n| n.to_string())
             .unwrap_or_default(),
         None,
+    );
+    page.api_keys_can_create_keys = org.api_keys_can_create_keys;
+    Ok(page.into_response())
+}
+
+#[derive(Deserialize)]
+pub struct ApiAccessForm {
+    org: String,
+    api_keys_can_create_keys: Option<String>,
+}
+
+/// "API keys may create and roll keys" (off by default: a leaked key must not mint keys).
+pub async fn save_api_access(
+    State(state): State<AppState>,
+    cu: CurrentUser,
+    meta: ClientMeta,
+    Form(f): Form<ApiAccessForm>,
+) -> Result<Response> {
+    cu.require(Action::ManageMembers)?;
+    cu.same_org(&f.org)?;
+    let on = f.api_keys_can_create_keys.is_some();
+    let now = state.clock.unix();
+    let audit = cu
+        .audit("org.api_key_management_changed", &meta, now)
+        .target("organization", cu.org_id(), &cu.org.org_name)
+        .details(serde_json::json!({ "api_keys_can_create_keys": on }));
+    state
+        .store
+        .set_api_keys_can_create_keys(cu.org_id(), on, &audit)
+        .await?;
+    cu.flash(
+        "success",
+        if on {
+            "API keys with keys:write may now create and roll keys (never with scopes they lack)."
+        } else {
+            "API keys can no longer create or roll keys."
+        },
     )
-    .into_response())
+    .await?;
+    Ok(Redirect::to("/settings/organization").into_response())
 }
 
 #[derive(Deserialize)]

@@ -21,4 +21,8 @@ pub fn router() -> Router<AppState> {
             "/settings/organization",
             get(handlers::settings).post(handlers::save_settings),
         )
+        .route(
+            "/settings/organization/api-access",
+            post(handlers::save_api_access),
+        )
 }

@@ -123,6 +123,8 @@ pub struct AuditFilter {
     pub from: Option<i64>,
     /// Exclusive upper bound (Unix seconds).
     pub to: Option<i64>,
+    /// Only events with a smaller id (cursor pagination, newest first).
+    pub before_id: Option<i64>,
 }
 
 /// The events an organization's audit log shows: its own events, plus account events
@@ -133,7 +135,8 @@ const AUDIT_WHERE: &str = "\
     AND ($2 = '' OR e.action = $2) \
     AND ($3 = '' OR e.actor_email = $3) \
     AND ($4 = '' OR e.target_id = $4) \
-    AND e.occurred_at >= $5 AND e.occurred_at < $6";
+    AND e.occurred_at >= $5 AND e.occurred_at < $6 \
+    AND e.id < $7";
 
 impl Store {
     /// Records an event that is not part of a larger change (sign-in, sign-out, …).
@@ -151,7 +154,7 @@ impl Store {
         offset: i64,
     ) -> Result<(Vec<AuditEvent>, i64)> {
         let list_sql = format!(
-            "SELECT e.* FROM audit_events e WHERE {AUDIT_WHERE} ORDER BY e.id DESC LIMIT $7 OFFSET $8"
+            "SELECT e.* FROM audit_events e WHERE {AUDIT_WHERE} ORDER BY e.id DESC LIMIT $8 OFFSET $9"
         );
         let count_sql = format!("SELECT COUNT(*) FROM audit_events e WHERE {AUDIT_WHERE}");
         let from = f.from.unwrap_or(i64::MIN);
@@ -164,6 +167,7 @@ impl Store {
                 .bind(&f.target_id)
                 .bind(from)
                 .bind(to)
+                .bind(f.before_id.unwrap_or(i64::MAX))
                 .bind(limit)
                 .bind(offset)
                 .fetch_all(pool)
@@ -175,6 +179,7 @@ impl Store {
                 .bind(&f.target_id)
                 .bind(from)
                 .bind(to)
+                .bind(f.before_id.unwrap_or(i64::MAX))
                 .fetch_one(pool)
                 .await?;
             Ok((rows, total))

@@ -375,6 +375,41 @@ impl Store {
         })
     }
 
+    /// Up to `limit` keys after the cursor `after_id` (exclusive), newest first: ids are
+    /// UUIDv7, so id order is creation order.
+    pub async fn list_keys_after(
+        &self,
+        org_id: &str,
+        f: &KeyFilter,
+        now: i64,
+        after_id: &str,
+        limit: i64,
+    ) -> Result<Vec<ApiKey>> {
+        let sql = format!(
+            "{KEY_SELECT} WHERE {} AND ($8 = '' OR k.id < $8) ORDER BY k.id DESC LIMIT $9",
+            *KEY_WHERE
+        );
+        let pattern = if f.name_contains.is_empty() {
+            String::new()
+        } else {
+            super::like_contains(&f.name_contains)
+        };
+        with_pool!(self, |pool| {
+            Ok(sqlx::query_as::<_, ApiKey>(&sql)
+                .bind(org_id)
+                .bind(&f.environment)
+                .bind(&pattern)
+                .bind(&f.status)
+                .bind(now)
+                .bind(now + EXPIRING_SOON_SECS)
+                .bind(i64::from(f.creator_removed))
+                .bind(after_id)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?)
+        })
+    }
+
     /// Applies edits and records `key.updated`, in one transaction. Returns false when the
     /// key is not in this organization, or is revoked or expired by now.
     pub async fn update_key(

@@ -40,12 +40,15 @@ pub fn router() -> Router<AppState> {
 
 // ------------------------------------------------------------------ verify API
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyBody {
+    /// The key the end user presented.
     key: Option<String>,
+    /// Scopes the request needs; every one must be granted.
     #[serde(default)]
     scopes: Vec<String>,
+    /// The end user's IP address, for the key's allowlist.
     ip: Option<String>,
 }
 
@@ -67,6 +70,15 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
 }
 
+/// Verify a presented key: is it good, for which organization, with which scopes, within
+/// its limits? Always 200 with the result for a well-formed call; `valid` tells.
+#[utoipa::path(post, path = "/v1/keys/verify", tag = "verify", request_body = VerifyBody,
+    responses(
+        (status = 200, body = super::Verification, description = "The result; see `valid` and `code`"),
+        (status = 400, body = crate::api::ErrorBody), (status = 401, body = crate::api::ErrorBody),
+        (status = 413, body = crate::api::ErrorBody), (status = 503, body = crate::api::ErrorBody),
+    ),
+    security(("verifier" = [])))]
 pub async fn verify(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -113,7 +125,7 @@ pub async fn verify(
 }
 
 /// Store failures never produce an answer: 503, and the caller must deny.
-fn fail_closed(e: crate::store::StoreError) -> AppError {
+pub(crate) fn fail_closed(e: crate::store::StoreError) -> AppError {
     match AppError::from(e) {
         AppError::Internal(inner) => AppError::Unavailable(inner),
         other => other,
@@ -139,7 +151,7 @@ fn key_in_query(uri: &str, prefix: &str) -> bool {
     })
 }
 
-fn presented_key<'a>(state: &AppState, headers: &'a HeaderMap) -> Option<&'a str> {
+pub(crate) fn presented_key<'a>(state: &AppState, headers: &'a HeaderMap) -> Option<&'a str> {
     if let Some(name) = &state.config.key_header
         && let Some(v) = headers.get(name).and_then(|v| v.to_str().ok())
     {
@@ -154,7 +166,11 @@ fn presented_key<'a>(state: &AppState, headers: &'a HeaderMap) -> Option<&'a str
 }
 
 /// The end user's IP: from the configured trusted-proxy header, else the peer.
-fn client_ip(state: &AppState, headers: &HeaderMap, peer: Option<SocketAddr>) -> Option<IpAddr> {
+pub(crate) fn client_ip(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: Option<SocketAddr>,
+) -> Option<IpAddr> {
     if let Some(name) = &state.config.client_ip_header {
         // The rightmost entry is the one the trusted proxy added; anything left of it was
         // sent by the client. Without a usable value, fall back to the peer.
@@ -172,6 +188,20 @@ fn client_ip(state: &AppState, headers: &HeaderMap, peer: Option<SocketAddr>) ->
     peer.map(|p| p.ip())
 }
 
+/// Forward-auth for reverse proxies (any method): 200 with `X-Keyward-*` headers for a good
+/// key; 401/403/429 with the reference error bodies otherwise.
+#[utoipa::path(method(get, post), path = "/v1/auth", tag = "verify",
+    params(
+        ("x-keyward-require-scopes" = Option<String>, Header, description = "Scopes the route needs"),
+        ("x-api-key" = Option<String>, Header, description = "The key (or Authorization: Bearer)"),
+    ),
+    responses(
+        (status = 200, description = "The key is good; see the X-Keyward-* headers"),
+        (status = 400, body = crate::api::ErrorBody, description = "Key in the URL"),
+        (status = 401, body = crate::api::ErrorBody), (status = 403, body = crate::api::ErrorBody),
+        (status = 429, body = crate::api::ErrorBody), (status = 503, body = crate::api::ErrorBody),
+    ),
+    security(("api_key" = [])))]
 pub async fn forward_auth(State(state): State<AppState>, parts: Parts) -> Response {
     let (uri, headers) = (&parts.uri, &parts.headers);
     let peer = parts
@@ -310,7 +340,7 @@ pub fn forward_auth_response(v: &Verification, nginx: bool) -> Response {
     res
 }
 
-fn error_json(status: StatusCode, code: &str, message: &str) -> Response {
+pub(crate) fn error_json(status: StatusCode, code: &str, message: &str) -> Response {
     (
         status,
         Json(json!({ "error": { "code": code, "message": message } })),
@@ -318,7 +348,7 @@ fn error_json(status: StatusCode, code: &str, message: &str) -> Response {
         .into_response()
 }
 
-fn rate_limit_headers(res: &mut Response, v: &Verification) {
+pub(crate) fn rate_limit_headers(res: &mut Response, v: &Verification) {
     let Some(d) = v.ratelimit.or_else(|| {
         v.quota.map(|q| Decision {
             allowed: true,

@@ -27,7 +27,7 @@ use crate::{
     store::{ApiKey, Store, StoreError},
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum VerifyCode {
     Valid,
@@ -44,7 +44,7 @@ pub enum VerifyCode {
 }
 
 /// The answer for one presented key.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Verification {
     pub valid: bool,
     pub code: VerifyCode,
@@ -59,6 +59,7 @@ pub struct Verification {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scopes: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
     /// When the key stops working (expiry or a roll's grace deadline), Unix seconds.
     #[serde(skip_serializing_if = "Option::is_none")]

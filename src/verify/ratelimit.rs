@@ -25,7 +25,7 @@ impl Limit {
 }
 
 /// The state reported in `X-RateLimit-*` headers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Decision {
     #[serde(skip)]
     pub allowed: bool,

@@ -56,7 +56,7 @@ pub struct Usage {
 }
 
 /// Outcome of a quota check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct QuotaState {
     pub limit: i64,
     pub remaining: i64,

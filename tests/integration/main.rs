@@ -6,6 +6,7 @@
 mod helpers;
 
 mod accounts;
+mod api;
 mod api_keys;
 mod audit;
 mod cli;

@@ -1,0 +1,353 @@
+//! The JSON management API (`/api/v1`) and its OpenAPI document.
+//!
+//! Callers authenticate with a dashboard session (writes then need the session's CSRF token
+//! in `X-CSRF-Token`) or with an API key holding the catalog's management scopes
+//! (`keys:read`, `keys:write`). A key acts with its creator's current role in the key's
+//! organization, never grants scopes it does not hold, and may create or roll keys only when
+//! the organization allows it (Settings → Key defaults). Success is `{"data": …}`, failure
+//! `{"error": {"code", "message"}}`. Handlers share their checks with the dashboard's
+//! (`crate::keys::handlers`), so both doors enforce the same rules.
+
+mod audit;
+mod keys;
+pub mod openapi;
+
+use axum::{
+    Json,
+    extract::{ConnectInfo, FromRequestParts},
+    http::{Method, StatusCode, request::Parts},
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+use subtle::ConstantTimeEq;
+use utoipa::ToSchema;
+
+use crate::{
+    app::AppState,
+    audit::ClientMeta,
+    auth::{CurrentUser, extract::AuthRejection, session},
+    orgs::{Action, Role},
+    store::{NewAudit, User},
+    verify::{VerifyCode, VerifyRequest, http as verify_http},
+};
+
+/// The scope that lets a key read keys and the audit log.
+pub const SCOPE_READ: &str = "keys:read";
+/// The scope that lets a key change keys (and read them).
+pub const SCOPE_WRITE: &str = "keys:write";
+
+pub use openapi::router;
+
+/// `{"error": {"code", "message"}}`, optionally with per-field messages.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable: `unauthorized`, `invalid_api_key`,
+    /// `insufficient_permissions`, `not_found`, `conflict`, `validation_failed`,
+    /// `rate_limit_exceeded`, `bad_request`, …
+    pub code: String,
+    pub message: String,
+    /// For `validation_failed`: the message of each field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fields: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// An API failure: status and body (or a ready response from the verifier's doors).
+#[derive(Debug)]
+pub enum ApiError {
+    Status(StatusCode, &'static str, String),
+    Invalid(serde_json::Map<String, serde_json::Value>),
+    Ready(Response),
+}
+
+impl ApiError {
+    pub fn not_found() -> Self {
+        Self::Status(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "No such key in this organization.".into(),
+        )
+    }
+    pub fn forbidden(msg: impl Into<String>) -> Self {
+        Self::Status(
+            StatusCode::FORBIDDEN,
+            "insufficient_permissions",
+            msg.into(),
+        )
+    }
+    pub fn bad_request(msg: impl Into<String>) -> Self {
+        Self::Status(StatusCode::BAD_REQUEST, "bad_request", msg.into())
+    }
+    pub fn conflict(msg: impl Into<String>) -> Self {
+        Self::Status(StatusCode::CONFLICT, "conflict", msg.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            ApiError::Ready(r) => r,
+            ApiError::Status(status, code, message) => (
+                status,
+                Json(ErrorBody {
+                    error: ErrorDetail {
+                        code: code.into(),
+                        message,
+                        fields: None,
+                    },
+                }),
+            )
+                .into_response(),
+            ApiError::Invalid(fields) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(ErrorBody {
+                    error: ErrorDetail {
+                        code: "validation_failed".into(),
+                        message: "Some fields are not valid; see `fields`.".into(),
+                        fields: Some(fields),
+                    },
+                }),
+            )
+                .into_response(),
+        }
+    }
+}
+
+impl From<crate::error::AppError> for ApiError {
+    fn from(e: crate::error::AppError) -> Self {
+        // The JSON error middleware renders it (`{"error": {"code", "message"}}`).
+        ApiError::Ready(e.into_response())
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        crate::error::AppError::from(e).into()
+    }
+}
+
+pub type ApiResult<T> = std::result::Result<T, ApiError>;
+
+/// `{"data": …}`
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Data<T> {
+    pub data: T,
+}
+
+pub fn data<T: Serialize>(status: StatusCode, value: T) -> Response {
+    (status, Json(Data { data: value })).into_response()
+}
+
+/// Who is calling, in which organization, with which role.
+pub struct Caller {
+    pub user: User,
+    pub org_id: String,
+    pub role: Role,
+    /// Set when an API key authenticated the request: its id and scopes.
+    pub key: Option<(String, Vec<String>)>,
+    /// Whether the organization lets API keys create and roll keys.
+    pub keys_may_create: bool,
+    pub meta: ClientMeta,
+}
+
+impl Caller {
+    /// The role must allow `action`.
+    pub fn require(&self, action: Action) -> ApiResult<()> {
+        if self.role.can(action) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "The role {} does not allow this.",
+                self.role
+            )))
+        }
+    }
+
+    /// A key must hold `scope` (`keys:write` includes `keys:read`).
+    pub fn require_scope(&self, scope: &str) -> ApiResult<()> {
+        match &self.key {
+            None => Ok(()),
+            Some((_, scopes))
+                if scopes.iter().any(|s| s == scope)
+                    || (scope == SCOPE_READ && scopes.iter().any(|s| s == SCOPE_WRITE)) =>
+            {
+                Ok(())
+            }
+            Some(_) => Err(ApiError::forbidden(format!(
+                "This API key lacks the scope {scope}."
+            ))),
+        }
+    }
+
+    /// Minting a key (create, roll) by key needs the organization's permission, and the
+    /// new key's scopes must be ones the calling key holds.
+    pub fn may_mint(&self, scopes: &[String]) -> ApiResult<()> {
+        let Some((_, own)) = &self.key else {
+            return Ok(());
+        };
+        if !self.keys_may_create {
+            return Err(ApiError::forbidden(
+                "API keys may not create or roll keys in this organization. An admin can allow it under Settings → Key defaults.",
+            ));
+        }
+        self.within_own_scopes(scopes, own)
+    }
+
+    /// A key can never grant scopes it does not hold itself.
+    pub fn may_grant(&self, scopes: &[String]) -> ApiResult<()> {
+        match &self.key {
+            None => Ok(()),
+            Some((_, own)) => self.within_own_scopes(scopes, own),
+        }
+    }
+
+    fn within_own_scopes(&self, scopes: &[String], own: &[String]) -> ApiResult<()> {
+        match scopes.iter().find(|s| !own.contains(s)) {
+            None => Ok(()),
+            Some(s) => Err(ApiError::forbidden(format!(
+                "An API key cannot grant the scope {s}, which it does not hold."
+            ))),
+        }
+    }
+
+    /// An audit event by this caller (`via` tells a key from a session).
+    pub fn audit(&self, action: &str, now: i64) -> NewAudit {
+        let mut ev = self
+            .meta
+            .stamp(NewAudit::new(action, now))
+            .org(&self.org_id)
+            .actor(Some(&self.user.id), &self.user.email);
+        if let Some((id, _)) = &self.key {
+            ev.user_agent = format!("API key {id} · {}", ev.user_agent);
+        }
+        ev
+    }
+
+    pub fn via(&self) -> serde_json::Value {
+        match &self.key {
+            Some((id, _)) => serde_json::json!({ "api_key": id }),
+            None => serde_json::json!("session"),
+        }
+    }
+}
+
+fn unauthorized() -> ApiError {
+    ApiError::Status(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "Authenticate with an API key (Authorization: Bearer <key>) or a dashboard session.".into(),
+    )
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        let meta = ClientMeta::from_request_parts(parts, state)
+            .await
+            .unwrap_or_default();
+        if let Some(key) = verify_http::presented_key(state, &parts.headers) {
+            return by_key(parts, state, key.to_string(), meta).await;
+        }
+        let cu = match CurrentUser::from_request_parts(parts, state).await {
+            Ok(cu) => cu,
+            Err(AuthRejection::SignIn { .. }) => return Err(unauthorized()),
+            Err(AuthRejection::Error(e)) => return Err(e.into()),
+        };
+        if parts.method != Method::GET && parts.method != Method::HEAD {
+            // A cookie came along by itself: the CSRF token must be sent on purpose.
+            let sent = parts
+                .headers
+                .get("x-csrf-token")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let ok = session::stored_csrf(&cu.session)
+                .await?
+                .is_some_and(|t| bool::from(t.as_bytes().ct_eq(sent.as_bytes())));
+            if !ok {
+                return Err(ApiError::Status(
+                    StatusCode::FORBIDDEN,
+                    "csrf_failed",
+                    "Send the session's CSRF token in the X-CSRF-Token header (it is in the dashboard's <meta name=\"csrf-token\">).".into(),
+                ));
+            }
+        }
+        let org = state.store.org(cu.org_id()).await?;
+        Ok(Caller {
+            keys_may_create: org.is_some_and(|o| o.api_keys_can_create_keys),
+            org_id: cu.org_id().to_string(),
+            role: cu.role,
+            user: cu.user,
+            key: None,
+            meta,
+        })
+    }
+}
+
+async fn by_key(
+    parts: &Parts,
+    state: &AppState,
+    key: String,
+    meta: ClientMeta,
+) -> ApiResult<Caller> {
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
+    let v = state
+        .verifier
+        .check(&VerifyRequest {
+            key: Some(&key),
+            scopes: &[],
+            ip: verify_http::client_ip(state, &parts.headers, peer),
+        })
+        .await
+        .map_err(|e| ApiError::Ready(verify_http::fail_closed(e).into_response()))?;
+    if v.code != VerifyCode::Valid {
+        let mut res = verify_http::forward_auth_response(&v, false);
+        verify_http::rate_limit_headers(&mut res, &v);
+        return Err(ApiError::Ready(res));
+    }
+    let scopes = v.scope_list().to_vec();
+    if !scopes.iter().any(|s| s == SCOPE_READ || s == SCOPE_WRITE) {
+        return Err(ApiError::forbidden(format!(
+            "This API key has neither {SCOPE_READ} nor {SCOPE_WRITE}, the management scopes."
+        )));
+    }
+    let (Some(key_id), Some(org_id)) = (v.key_id.clone(), v.org_id.clone()) else {
+        return Err(unauthorized());
+    };
+    let record = state
+        .store
+        .key(&org_id, &key_id)
+        .await?
+        .ok_or_else(unauthorized)?;
+    // The key acts with its creator's current role in its organization.
+    let creator = match &record.created_by {
+        Some(id) => state.store.user(id).await?,
+        None => None,
+    };
+    let membership = match &creator {
+        Some(u) => state.store.membership(&u.id, &org_id).await?,
+        None => None,
+    };
+    let (Some(user), Some(m)) = (creator, membership) else {
+        return Err(ApiError::forbidden(
+            "This key's creator is no longer a member of the organization; management keys act with their creator's role.",
+        ));
+    };
+    let role = Role::parse(&m.role).ok_or_else(|| ApiError::forbidden("Unknown role."))?;
+    let org = state.store.org(&org_id).await?;
+    Ok(Caller {
+        keys_may_create: org.is_some_and(|o| o.api_keys_can_create_keys),
+        user,
+        org_id,
+        role,
+        key: Some((key_id, scopes)),
+        meta,
+    })
+}
