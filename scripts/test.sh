@@ -28,6 +28,13 @@ if [ ! -d tests/idp/node_modules/oidc-provider ]; then
   (cd tests/idp && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
+# The management API is fuzzed with schemathesis (PyPI) against its OpenAPI document.
+if ! command -v schemathesis >/dev/null 2>&1; then
+  echo "==> pip install schemathesis"
+  python3 -m pip install --quiet --disable-pip-version-check "schemathesis==4.32.5" \
+    || echo "NOTE: could not install schemathesis; its test will be skipped (unless required)"
+fi
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -338,10 +338,10 @@ fn field_errors(e: FieldErrors) -> ApiError {
 fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> ApiResult<T> {
     body.map(|Json(b)| b).map_err(|e| {
         let status = e.status();
-        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            "payload_too_large"
-        } else {
-            "bad_request"
+        let code = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+            _ => "bad_request",
         };
         let status = if status == StatusCode::UNPROCESSABLE_ENTITY {
             StatusCode::BAD_REQUEST
@@ -360,7 +360,7 @@ fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> ApiResult<T> {
 #[utoipa::path(post, path = "/api/v1/keys", tag = "keys", request_body = CreateKey,
     responses(
         (status = 201, body = Data<CreatedKey>),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 400, body = ErrorBody), (status = 415, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 422, body = ErrorBody),
         (status = 429, body = ErrorBody),
     ),
@@ -394,7 +394,7 @@ pub async fn create(
         expires_at_exact: Some(expires_at),
         ..KeyForm::default()
     };
-    let v = form::validate_new(&state, caller.role, &f, now).map_err(field_errors)?;
+    let v = form::validate_new(&state, caller.role, &f, now).map_err(|e| field_errors(*e))?;
     let (new, key) = form::new_key_record(&state, &caller.org_id, &caller.user.id, v, now)?;
     let mut details = form::created_details(&new);
     details["via"] = caller.via();
@@ -422,7 +422,8 @@ pub async fn create(
         (status = 200, body = Data<KeyView>),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 422, body = ErrorBody),
         (status = 429, body = ErrorBody),
     ),
     security(("api_key" = []), ("session" = [])))]
@@ -491,7 +492,8 @@ pub async fn update(
     if let Some(v) = b.metadata {
         f.metadata = v.to_string();
     }
-    let v = form::validate_changes(&state, caller.role, &key, &f, now).map_err(field_errors)?;
+    let v =
+        form::validate_changes(&state, caller.role, &key, &f, now).map_err(|e| field_errors(*e))?;
     if !v.diff.is_empty() {
         let audit = caller
             .audit("key.updated", now)
@@ -533,6 +535,7 @@ pub async fn update(
 pub struct RollKey {
     /// How long the current key keeps working: `now`, `1h`, `24h` or `7d` (default `now`).
     #[serde(default)]
+    #[schema(pattern = "^(now|1h|24h|7d)$")]
     pub grace: Option<String>,
 }
 
@@ -551,7 +554,8 @@ pub struct RolledKey {
     params(("id" = String, Path, description = "Key id")),
     responses(
         (status = 201, body = Data<RolledKey>),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 400, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody), (status = 429, body = ErrorBody),
     ),

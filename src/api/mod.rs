@@ -61,7 +61,7 @@ pub struct ErrorDetail {
 pub enum ApiError {
     Status(StatusCode, &'static str, String),
     Invalid(serde_json::Map<String, serde_json::Value>),
-    Ready(Response),
+    Ready(Box<Response>),
 }
 
 impl ApiError {
@@ -90,7 +90,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
-            ApiError::Ready(r) => r,
+            ApiError::Ready(r) => *r,
             ApiError::Status(status, code, message) => (
                 status,
                 Json(ErrorBody {
@@ -120,7 +120,7 @@ impl IntoResponse for ApiError {
 impl From<crate::error::AppError> for ApiError {
     fn from(e: crate::error::AppError) -> Self {
         // The JSON error middleware renders it (`{"error": {"code", "message"}}`).
-        ApiError::Ready(e.into_response())
+        ApiError::Ready(Box::new(e.into_response()))
     }
 }
 
@@ -306,11 +306,11 @@ async fn by_key(
             ip: verify_http::client_ip(state, &parts.headers, peer),
         })
         .await
-        .map_err(|e| ApiError::Ready(verify_http::fail_closed(e).into_response()))?;
+        .map_err(|e| ApiError::Ready(Box::new(verify_http::fail_closed(e).into_response())))?;
     if v.code != VerifyCode::Valid {
         let mut res = verify_http::forward_auth_response(&v, false);
         verify_http::rate_limit_headers(&mut res, &v);
-        return Err(ApiError::Ready(res));
+        return Err(ApiError::Ready(Box::new(res)));
     }
     let scopes = v.scope_list().to_vec();
     if !scopes.iter().any(|s| s == SCOPE_READ || s == SCOPE_WRITE) {

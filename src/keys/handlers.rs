@@ -608,7 +608,7 @@ pub(crate) fn validate_new(
     role: crate::orgs::Role,
     f: &KeyForm,
     now: i64,
-) -> Result<ValidNewKey, FieldErrors> {
+) -> Result<ValidNewKey, Box<FieldErrors>> {
     let mut errors = FieldErrors::default();
     let (name, description) = check_text(f, &mut errors);
     let env = Environment::parse(&f.environment);
@@ -656,7 +656,7 @@ pub(crate) fn validate_new(
             expires_at,
             limits,
         }),
-        _ => Err(errors),
+        _ => Err(Box::new(errors)),
     }
 }
 
@@ -732,7 +732,7 @@ pub async fn create(
         Err(errors) => {
             let token = session::issue_form_token(&cu.session).await?;
             let page = NewPage {
-                form: FormView::build(&state, &cu, &f, errors, token, false),
+                form: FormView::build(&state, &cu, &f, *errors, token, false),
                 chrome: cu.chrome("api-keys").await?,
             };
             return Ok((StatusCode::BAD_REQUEST, page).into_response());
@@ -976,7 +976,7 @@ pub(crate) fn validate_changes(
     key: &ApiKey,
     f: &KeyForm,
     now: i64,
-) -> Result<ValidChanges, FieldErrors> {
+) -> Result<ValidChanges, Box<FieldErrors>> {
     let mut errors = FieldErrors::default();
     let (name, description) = check_text(f, &mut errors);
     let current = key.scope_list();
@@ -1015,7 +1015,7 @@ pub(crate) fn validate_changes(
     };
     let limits = check_limits(f, &mut errors);
     if errors.any() {
-        return Err(errors);
+        return Err(Box::new(errors));
     }
 
     let mut changes = serde_json::Map::new();
@@ -1092,7 +1092,7 @@ pub async fn update(
         Err(errors) => {
             let mut shown = f;
             shown.environment = key.environment.clone();
-            let page = detail_page(&state, &cu, &key, &shown, errors).await?;
+            let page = detail_page(&state, &cu, &key, &shown, *errors).await?;
             return Ok((StatusCode::BAD_REQUEST, page).into_response());
         }
     };

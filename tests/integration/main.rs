@@ -13,6 +13,7 @@ mod cli;
 mod in_process;
 mod leaks;
 mod nginx;
+mod schemathesis;
 mod security;
 mod smtp;
 mod sso;
