@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test: formatting and lints, unit tests, and the integration suite on SQLite
-# and on Postgres. Postgres tests use KEYWARD_TEST_POSTGRES_URL (default
+# Runs every test: formatting and lints, unit tests, the integration suite on SQLite
+# and on Postgres, schemathesis, and the browser journeys (Chromium). Postgres tests use KEYWARD_TEST_POSTGRES_URL (default
 # postgres://postgres@127.0.0.1:5432/test); they are skipped with a notice when it does not
 # answer, unless KEYWARD_REQUIRE_POSTGRES=1 (CI sets it), which makes them fail instead.
 set -euo pipefail
@@ -43,3 +43,26 @@ cargo clippy --all-targets --locked -- -D warnings
 
 echo "==> cargo test (SQLite and Postgres at ${KEYWARD_TEST_POSTGRES_URL%%@*}@…)"
 cargo test --locked
+
+# The dashboard end to end in Debian's Chromium (playwright-core; never a downloaded browser).
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "==> installing chromium (for the browser tests)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core >/dev/null
+  fi
+fi
+if [ -x /usr/bin/chromium ]; then
+  if [ ! -d tests/e2e/node_modules/playwright-core ]; then
+    echo "==> npm ci (tests/e2e: playwright-core)"
+    (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+  echo "==> browser journeys (tests/e2e, Chromium)"
+  cargo build --locked --bin keyward
+  (cd tests/e2e && npm test)
+elif [ "${KEYWARD_REQUIRE_BROWSER:-}" = 1 ]; then
+  echo "FATAL: /usr/bin/chromium is required for the browser tests (apt-get install -y chromium)" >&2
+  exit 1
+else
+  echo "NOTE: Chromium is not installed; the browser journeys were skipped (apt-get install -y chromium)"
+fi
+

@@ -759,6 +759,9 @@ struct CreatedPage {
     /// For a roll: when the previous key stops working.
     old_key_until: Option<TimeView>,
     api_base_url: String,
+    /// The header the snippets send the key in, and the value's prefix (`Bearer `).
+    header_name: String,
+    header_prefix: &'static str,
 }
 
 async fn created_page(
@@ -780,6 +783,16 @@ async fn created_page(
         expires: TimeView::opt(expires_at, now),
         old_key_until: TimeView::opt(old_key_until, now),
         api_base_url: state.config.api_base_url.clone(),
+        header_name: state
+            .config
+            .key_header
+            .as_ref()
+            .map_or_else(|| "Authorization".to_string(), |h| h.to_string()),
+        header_prefix: if state.config.key_header.is_some() {
+            ""
+        } else {
+            "Bearer "
+        },
     }
     .into_response())
 }

@@ -13,6 +13,7 @@ mod cli;
 mod in_process;
 mod leaks;
 mod nginx;
+mod perf;
 mod schemathesis;
 mod security;
 mod smtp;
