@@ -68,8 +68,10 @@ pub async fn check_outbound(url: &str, allow_private: bool) -> Result<(), String
         return Ok(());
     }
     let port = parsed.port_or_known_default().unwrap_or(443);
-    let addrs: Vec<_> = tokio::net::lookup_host((host.as_str(), port))
+    let lookup = tokio::net::lookup_host((host.as_str(), port));
+    let addrs: Vec<_> = tokio::time::timeout(std::time::Duration::from_secs(5), lookup)
         .await
+        .map_err(|_| format!("{host} could not be resolved in time."))?
         .map_err(|e| format!("{host} could not be resolved: {e}."))?
         .collect();
     if addrs.is_empty() {
@@ -111,6 +113,8 @@ impl reqwest::dns::Resolve for PublicOnlyResolver {
 /// private networks are allowed) public addresses only.
 pub fn user_url_client(allow_private: bool, user_agent: &str) -> anyhow::Result<reqwest::Client> {
     let mut b = reqwest::Client::builder()
+        // A proxy would resolve names itself, around the resolver below.
+        .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(std::time::Duration::from_secs(10))
         .connect_timeout(std::time::Duration::from_secs(5))

@@ -454,6 +454,9 @@ pub async fn update(
             "Revoked and expired keys can no longer be changed.",
         ));
     }
+    // A key may change only keys whose scopes it holds itself (else it could resume,
+    // un-restrict or extend a broader key), and never grant more.
+    caller.may_grant(&key.scope_list())?;
     if let Some(s) = &b.scopes {
         caller.may_grant(s)?;
     }

@@ -335,6 +335,7 @@ async fn by_key(
         Some(u) => state.store.membership(&u.id, &org_id).await?,
         None => None,
     };
+    let creator = creator.filter(|u| u.disabled_at.is_none());
     let (Some(user), Some(m)) = (creator, membership) else {
         return Err(ApiError::forbidden(
             "This key's creator is no longer a member of the organization; management keys act with their creator's role.",

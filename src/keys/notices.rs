@@ -16,37 +16,38 @@ const DAY: i64 = 24 * 3600;
 /// turning the feature on does not announce every key that ever expired).
 const EXPIRED_LOOKBACK: i64 = 7 * DAY;
 
+/// Keys fetched per query; a pass goes on until a window has no key left to notify.
+const PAGE: i64 = 500;
+
 /// Runs one pass; returns how many notices were sent.
 pub async fn run(state: &AppState) -> anyhow::Result<usize> {
     let now = state.clock.unix();
     let mut sent = 0;
     // Most urgent first: a key inside one day gets the 1-day notice, and its 7-day notice
     // is claimed silently so it never arrives late and out of order.
-    for key in state.store.keys_expiring_between(now, now + DAY).await? {
-        state
-            .store
-            .claim_key_notice(&key.id, "expiring_7d", None)
-            .await?;
-        if notify(state, &key, "expiring_1d", now).await? {
-            sent += 1;
-        }
-    }
-    for key in state
-        .store
-        .keys_expiring_between(now + DAY, now + 7 * DAY)
-        .await?
-    {
-        if notify(state, &key, "expiring_7d", now).await? {
-            sent += 1;
-        }
-    }
-    for key in state
-        .store
-        .keys_expiring_between(now - EXPIRED_LOOKBACK, now)
-        .await?
-    {
-        if notify(state, &key, "expired", now).await? {
-            sent += 1;
+    let windows = [
+        (now, now + DAY, "expiring_1d"),
+        (now + DAY, now + 7 * DAY, "expiring_7d"),
+        (now - EXPIRED_LOOKBACK, now, "expired"),
+    ];
+    for (from, to, kind) in windows {
+        loop {
+            // Only keys without this notice yet: each one notified drops out of the query.
+            let batch = state.store.keys_due_notice(from, to, kind, PAGE).await?;
+            for key in &batch {
+                if kind == "expiring_1d" {
+                    state
+                        .store
+                        .claim_key_notice(&key.id, "expiring_7d", None)
+                        .await?;
+                }
+                if notify(state, key, kind, now).await? {
+                    sent += 1;
+                }
+            }
+            if (batch.len() as i64) < PAGE {
+                break;
+            }
         }
     }
     Ok(sent)

@@ -217,19 +217,28 @@ impl Store {
         })
     }
 
-    /// Records an attempt's outcome and releases the claim.
-    pub async fn finish_delivery(&self, id: &str, now: i64, outcome: &Attempt) -> Result<()> {
+    /// Records an attempt's outcome and releases the claim — only while this claim
+    /// (`claimed_until`) still holds: a node whose lease ran out must not overwrite the
+    /// result of the node that took the delivery over.
+    pub async fn finish_delivery(
+        &self,
+        id: &str,
+        claimed_until: i64,
+        now: i64,
+        outcome: &Attempt,
+    ) -> Result<()> {
         with_pool!(self, |pool| {
             match outcome {
                 Attempt::Delivered { status_code } => {
                     sqlx::query(
                         "UPDATE webhook_deliveries SET status = 'delivered', attempts = attempts + 1, \
                          last_attempt_at = $2, last_status_code = $3, last_error = '', delivered_at = $2, \
-                         locked_until = NULL WHERE id = $1",
+                         locked_until = NULL WHERE id = $1 AND locked_until = $4 AND status = 'pending'",
                     )
                     .bind(id)
                     .bind(now)
                     .bind(status_code)
+                    .bind(claimed_until)
                     .execute(pool)
                     .await?;
                 }
@@ -242,13 +251,15 @@ impl Store {
                         "UPDATE webhook_deliveries SET attempts = attempts + 1, last_attempt_at = $2, \
                          last_status_code = $3, last_error = $4, locked_until = NULL, \
                          status = CASE WHEN $5 IS NULL THEN 'failed' ELSE 'pending' END, \
-                         next_attempt_at = COALESCE($5, next_attempt_at) WHERE id = $1",
+                         next_attempt_at = COALESCE($5, next_attempt_at) \
+                         WHERE id = $1 AND locked_until = $6 AND status = 'pending'",
                     )
                     .bind(id)
                     .bind(now)
                     .bind(status_code)
                     .bind(error)
                     .bind(retry_at)
+                    .bind(claimed_until)
                     .execute(pool)
                     .await?;
                 }
@@ -300,17 +311,27 @@ impl Store {
         })
     }
 
-    /// Keys (of every organization) not revoked whose expiry lies in `(from, to]`.
-    pub async fn keys_expiring_between(&self, from: i64, to: i64) -> Result<Vec<super::ApiKey>> {
+    /// Up to `limit` keys (of every organization), not revoked, whose expiry lies in
+    /// `(from, to]` and that have not had the `kind` notice yet.
+    pub async fn keys_due_notice(
+        &self,
+        from: i64,
+        to: i64,
+        kind: &str,
+        limit: i64,
+    ) -> Result<Vec<super::ApiKey>> {
         let sql = format!(
             "{} WHERE k.expires_at > $1 AND k.expires_at <= $2 AND k.revoked_at IS NULL \
-             ORDER BY k.expires_at LIMIT 1000",
+             AND NOT EXISTS (SELECT 1 FROM key_notices n WHERE n.key_id = k.id AND n.kind = $3) \
+             ORDER BY k.expires_at LIMIT $4",
             super::keys::KEY_SELECT
         );
         with_pool!(self, |pool| {
             Ok(sqlx::query_as::<_, super::ApiKey>(&sql)
                 .bind(from)
                 .bind(to)
+                .bind(kind)
+                .bind(limit)
                 .fetch_all(pool)
                 .await?)
         })

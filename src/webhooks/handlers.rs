@@ -157,6 +157,15 @@ pub async fn check_url(url: &str, allow_private: bool) -> std::result::Result<St
     Ok(parsed.to_string())
 }
 
+/// What the audit log shows of an endpoint: scheme and host only (paths and queries of
+/// webhook URLs often hold tokens, and every member can read the audit log).
+fn endpoint_label(url: &str) -> String {
+    reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(|h| format!("{}://{h}", u.scheme())))
+        .unwrap_or_default()
+}
+
 pub async fn create(
     State(state): State<AppState>,
     cu: CurrentUser,
@@ -213,7 +222,7 @@ pub async fn create(
         .stamp(NewAudit::new("webhook.created", now))
         .org(cu.org_id())
         .actor(Some(&cu.user.id), &cu.user.email)
-        .target("webhook", &id, &url)
+        .target("webhook", &id, &endpoint_label(&url))
         .details(serde_json::json!({ "events": events }));
     state.store.insert_webhook(&w, &audit).await?;
     let page = render(&state, &cu, None, None, Some((url, secret))).await?;
@@ -247,7 +256,7 @@ pub async fn delete(
         .stamp(NewAudit::new("webhook.deleted", state.clock.unix()))
         .org(cu.org_id())
         .actor(Some(&cu.user.id), &cu.user.email)
-        .target("webhook", &w.id, &w.url);
+        .target("webhook", &w.id, &endpoint_label(&w.url));
     if !state
         .store
         .delete_webhook(cu.org_id(), &w.id, &audit)
@@ -283,7 +292,7 @@ pub async fn test(
         .stamp(NewAudit::new(TEST_EVENT, now))
         .org(cu.org_id())
         .actor(Some(&cu.user.id), &cu.user.email)
-        .target("webhook", &w.id, &w.url)
+        .target("webhook", &w.id, &endpoint_label(&w.url))
         .details(serde_json::json!({ "message": "A test event sent from Settings → Webhooks." }));
     let delivery = Delivery {
         id: format!("{event_id}.{}", w.id),

@@ -60,6 +60,9 @@ pub const EVENT_TYPES: [(&str, &str); 12] = [
 /// The event sent by "Send test event".
 pub const TEST_EVENT: &str = "webhook.test";
 
+/// Deliveries claimed per pass.
+const BATCH: i64 = 10;
+
 /// Attempts before a delivery is given up.
 pub const MAX_ATTEMPTS: i64 = 10;
 
@@ -122,7 +125,11 @@ pub fn http_client(allow_private: bool) -> anyhow::Result<reqwest::Client> {
 /// nodes at once (deliveries are claimed first).
 pub async fn deliver_due(state: &AppState) -> anyhow::Result<usize> {
     let now = state.clock.unix();
-    let due = state.store.claim_deliveries(now, 60, 50).await?;
+    // A lease long enough for the whole batch (each attempt is bounded: 5 s to resolve,
+    // 10 s for the request), so no other node takes a delivery that is still being sent.
+    let lease = BATCH * 20;
+    let due = state.store.claim_deliveries(now, lease, BATCH).await?;
+    let claimed_until = now + lease;
     let n = due.len();
     for d in due {
         let outcome = match state.store.webhook_by_id(&d.webhook_id).await? {
@@ -152,7 +159,7 @@ pub async fn deliver_due(state: &AppState) -> anyhow::Result<usize> {
         }
         state
             .store
-            .finish_delivery(&d.id, state.clock.unix(), &outcome)
+            .finish_delivery(&d.id, claimed_until, state.clock.unix(), &outcome)
             .await?;
     }
     Ok(n)
@@ -198,7 +205,8 @@ async fn attempt(
             Some(i64::from(r.status().as_u16())),
             format!("the endpoint answered HTTP {}", r.status()),
         ),
-        Err(e) => failed(None, format!("{e}")),
+        // Without the URL: it may carry a token.
+        Err(e) => failed(None, e.without_url().to_string()),
     }
 }
 

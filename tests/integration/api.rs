@@ -110,15 +110,6 @@ async fn management_with_a_key(app: TestApp) {
         .unwrap();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     let new_key = json!({ "name": "from ci", "environment": "live", "scopes": ["read"] });
-    let (s, e) = call(
-        &app,
-        &reader,
-        Method::POST,
-        "/api/v1/keys",
-        Some(new_key.clone()),
-    )
-    .await;
-    assert_eq!(s, StatusCode::FORBIDDEN, "keys:read cannot write: {e}");
 
     // Minting by key is off by default.
     let (s, e) = call(
@@ -135,6 +126,61 @@ async fn management_with_a_key(app: TestApp) {
         "{e}"
     );
     allow_key_minting(&mut admin, true).await;
+    let (s, e) = call(
+        &app,
+        &reader,
+        Method::POST,
+        "/api/v1/keys",
+        Some(new_key.clone()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "keys:read cannot write: {e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("lacks the scope keys:write"),
+        "{e}"
+    );
+    // A key cannot change (pause, un-restrict, rename) or roll a key broader than itself.
+    let (broad_id, broad) =
+        dashboard_key(&mut admin, "broad", &["read", "write", "admin"], &[]).await;
+    for body in [
+        json!({ "enabled": false }),
+        json!({ "expires_at": null }),
+        json!({ "name": "mine now" }),
+    ] {
+        let (s, e) = call(
+            &app,
+            &mgmt,
+            Method::PATCH,
+            &format!("/api/v1/keys/{broad_id}"),
+            Some(body),
+        )
+        .await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{e}");
+    }
+    let (s, _) = call(
+        &app,
+        &mgmt,
+        Method::POST,
+        &format!("/api/v1/keys/{broad_id}/roll"),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(
+        s,
+        StatusCode::FORBIDDEN,
+        "nor roll it (the successor would hold admin)"
+    );
+    assert!(
+        app.state
+            .verifier
+            .verify(Some(&broad), &[])
+            .await
+            .unwrap()
+            .valid
+    );
     // A key never grants a scope it does not hold.
     let (s, e) = call(
         &app,
