@@ -331,22 +331,36 @@ for (const backend of backends) {
       }
     });
 
-    test('6. at 375 px wide: the key pages fit the screen', async () => {
+    test('6. at 375 px wide, and at 200% zoom: the key pages fit the screen', async () => {
       const app = await startKeyward(backend);
-      const context = await newContext(app.base, { viewport: { width: 375, height: 740 }, isMobile: true, hasTouch: true });
+      // A phone, and a 1280 px window zoomed to 200% (640 CSS pixels at scale 2).
+      const views = [
+        { name: 'mobile', viewport: { width: 375, height: 740 }, isMobile: true, hasTouch: true },
+        { name: 'zoom200', viewport: { width: 640, height: 400 }, deviceScaleFactor: 2 },
+      ];
+      const contexts = [];
       try {
-        const page = await context.newPage();
-        await signUp(page, 'phone@example.com');
-        const { id } = await createKey(page, { name: 'Phone key' });
-        for (const path of ['/settings/api-keys', `/settings/api-keys/${id}`, '/settings/api-keys/new', '/settings/audit-log']) {
-          await page.goto(path);
-          const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
-          assert.ok(overflow <= 1, `${path} overflows by ${overflow}px`);
+        let id;
+        for (const { name, ...options } of views) {
+          const context = await newContext(app.base, options);
+          contexts.push(context);
+          const page = await context.newPage();
+          if (!id) {
+            await signUp(page, 'phone@example.com');
+            ({ id } = await createKey(page, { name: 'Phone key' }));
+          } else {
+            await signIn(page, 'phone@example.com');
+          }
+          for (const path of ['/settings/api-keys', `/settings/api-keys/${id}`, '/settings/api-keys/new', '/settings/audit-log', '/settings/members']) {
+            await page.goto(path);
+            const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+            assert.ok(overflow <= 1, `${name} ${path} overflows by ${overflow}px`);
+          }
+          await page.goto('/settings/api-keys');
+          await shot(page, `keys-${name}-${backend}`, { readme: backend === 'sqlite' && name === 'mobile' });
         }
-        await page.goto('/settings/api-keys');
-        await shot(page, `keys-mobile-${backend}`, { readme: backend === 'sqlite' });
       } finally {
-        await context.close();
+        for (const c of contexts) await c.close();
         await app.stop();
       }
     });
