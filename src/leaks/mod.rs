@@ -233,18 +233,22 @@ async fn handle_leak(state: &AppState, key: &ApiKey, r: &Reported) -> Result<()>
             "type": r.token_type,
             "action": if revoke && active { "revoked" } else { "notified" },
         }));
-    state.store.record(&leaked).await?;
-    if revoke && active {
-        let audit = NewAudit::new("key.revoked", now)
-            .org(&key.org_id)
-            .actor(None, "GitHub secret scanning")
-            .target("api_key", &key.id, &key.name)
-            .details(serde_json::json!({ "reason": "leaked", "url": r.url }));
-        state
-            .store
-            .revoke_key(&key.org_id, &key.id, now, &audit)
-            .await?;
-    }
+    let revoked_audit = NewAudit::new("key.revoked", now)
+        .org(&key.org_id)
+        .actor(None, "GitHub secret scanning")
+        .target("api_key", &key.id, &key.name)
+        .details(serde_json::json!({ "reason": "leaked", "url": r.url }));
+    // The report and the revocation are one transaction: GitHub retries a failed report,
+    // and a retry must not find half of it done.
+    state
+        .store
+        .report_leaked_key(
+            key,
+            now,
+            &leaked,
+            (revoke && active).then_some(&revoked_audit),
+        )
+        .await?;
     tracing::warn!(event = "key.leaked", key_id = %key.id, org_id = %key.org_id, revoked = revoke && active, "API key reported as leaked");
     let subject = format!("API key “{}” was found in public", key.name);
     let what = if revoke && active {

@@ -515,6 +515,41 @@ impl Store {
         })
     }
 
+    /// A key reported as leaked: records `key.leaked` and, with `revoke`, revokes the key
+    /// (recording `key.revoked`), in one transaction. Returns whether it was revoked now.
+    pub async fn report_leaked_key(
+        &self,
+        key: &ApiKey,
+        now: i64,
+        leaked: &NewAudit,
+        revoke: Option<&NewAudit>,
+    ) -> Result<bool> {
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            insert_audit!(&mut *tx, leaked)?;
+            let Some(revoked) = revoke else {
+                tx.commit().await?;
+                return Ok(false);
+            };
+            let hash: Option<Vec<u8>> = sqlx::query_scalar(
+                "UPDATE api_keys SET revoked_at = $3, updated_at = $3 \
+                 WHERE id = $1 AND org_id = $2 AND (revoked_at IS NULL OR revoked_at > $3) \
+                 RETURNING key_hash",
+            )
+            .bind(&key.id)
+            .bind(&key.org_id)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(hash) = hash else {
+                tx.commit().await?;
+                return Ok(false);
+            };
+            commit_key_write!(self, tx, &hash, revoked);
+            Ok(true)
+        })
+    }
+
     /// Rolls a key: inserts its successor and schedules the old key's revocation at
     /// `grace_until` (never later than an earlier scheduled revocation), with both audit
     /// events, in one transaction. Returns false when the old key is not in this
