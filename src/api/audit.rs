@@ -83,9 +83,9 @@ pub struct ExportParams {
 fn time_param(v: &Option<String>, name: &str) -> ApiResult<Option<i64>> {
     match v.as_deref() {
         None | Some("") => Ok(None),
-        Some(s) => time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-            .map(|t| Some(t.unix_timestamp()))
-            .map_err(|_| ApiError::bad_request(format!("{name} must be an RFC 3339 time."))),
+        Some(s) => super::parse_rfc3339(s)
+            .map(Some)
+            .ok_or_else(|| ApiError::bad_request(format!("{name} must be an RFC 3339 time."))),
     }
 }
 

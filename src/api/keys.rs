@@ -213,9 +213,12 @@ pub async fn get(
     Ok(data(StatusCode::OK, KeyView::new(&key, state.clock.unix())))
 }
 
-/// `null` and absent differ for `expires_at`: absent keeps, `null` means "never".
-fn double_option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
-    Option::<String>::deserialize(d).map(Some)
+/// For PATCH fields where absent and `null` differ: absent keeps the value (`None`),
+/// `null` clears it (`Some(None)`): no expiry, no limit.
+fn absent_or_null<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -252,18 +255,18 @@ pub struct UpdateKey {
     pub description: Option<String>,
     pub scopes: Option<Vec<String>>,
     /// RFC 3339, or `null` for never; absent: unchanged.
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(default, deserialize_with = "absent_or_null")]
     #[schema(value_type = Option<String>)]
     pub expires_at: Option<Option<String>>,
     /// `null` removes the limit.
-    #[serde(default, deserialize_with = "double_i64")]
+    #[serde(default, deserialize_with = "absent_or_null")]
     #[schema(value_type = Option<i64>)]
     pub rate_limit: Option<Option<i64>>,
     pub rate_window_seconds: Option<i64>,
-    #[serde(default, deserialize_with = "double_i64")]
+    #[serde(default, deserialize_with = "absent_or_null")]
     #[schema(value_type = Option<i64>)]
     pub rate_burst: Option<Option<i64>>,
-    #[serde(default, deserialize_with = "double_i64")]
+    #[serde(default, deserialize_with = "absent_or_null")]
     #[schema(value_type = Option<i64>)]
     pub daily_quota: Option<Option<i64>>,
     pub ip_allowlist: Option<Vec<String>>,
@@ -271,10 +274,6 @@ pub struct UpdateKey {
     pub metadata: Option<serde_json::Value>,
     /// `false` pauses the key, `true` resumes it.
     pub enabled: Option<bool>,
-}
-
-fn double_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
-    Option::<i64>::deserialize(d).map(Some)
 }
 
 /// The new key and its secret, shown once.
@@ -286,13 +285,13 @@ pub struct CreatedKey {
     pub secret: String,
 }
 
+/// The dashboard's window name for a window length (its one table of windows).
 fn window_name(secs: i64) -> Result<&'static str, ApiError> {
-    match secs {
-        1 => Ok("second"),
-        60 => Ok("minute"),
-        3600 => Ok("hour"),
-        _ => Err(invalid("rate_window_seconds", "Use 1, 60 or 3600.")),
-    }
+    form::WINDOWS
+        .iter()
+        .find(|(_, _, s)| *s == secs)
+        .map(|(name, _, _)| *name)
+        .ok_or_else(|| invalid("rate_window_seconds", "Use 1, 60 or 3600."))
 }
 
 fn invalid(field: &str, message: &str) -> ApiError {
@@ -302,14 +301,12 @@ fn invalid(field: &str, message: &str) -> ApiError {
 }
 
 fn parse_time(s: &str) -> Result<i64, ApiError> {
-    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-        .map(|t| t.unix_timestamp())
-        .map_err(|_| {
-            invalid(
-                "expires_at",
-                "Use an RFC 3339 time, like 2027-01-31T00:00:00Z.",
-            )
-        })
+    super::parse_rfc3339(s).ok_or_else(|| {
+        invalid(
+            "expires_at",
+            "Use an RFC 3339 time, like 2027-01-31T00:00:00Z.",
+        )
+    })
 }
 
 fn count(n: Option<i64>) -> String {

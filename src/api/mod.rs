@@ -132,6 +132,13 @@ impl From<crate::store::StoreError> for ApiError {
 
 pub type ApiResult<T> = std::result::Result<T, ApiError>;
 
+/// An RFC 3339 time as Unix seconds (the API's one time format).
+pub(crate) fn parse_rfc3339(s: &str) -> Option<i64> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(|t| t.unix_timestamp())
+}
+
 /// `{"data": …}`
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Data<T> {
