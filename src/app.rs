@@ -34,6 +34,8 @@ pub struct Inner {
     pub store: Store,
     pub clock: Arc<dyn Clock>,
     pub passwords: Passwords,
+    /// Sign-in, sign-up, reset and invitation budgets; one turn per account at a time.
+    pub throttle: auth::throttle::Throttle,
     pub verifier: Verifier,
     pub mailer: crate::mail::Mailer,
     pub sso: crate::sso::Sso,
@@ -77,6 +79,7 @@ impl AppState {
             http: crate::webhooks::http_client(config.allow_private_networks)?,
             mailer,
             passwords: Passwords::new()?,
+            throttle: auth::throttle::Throttle::new(config.source_budget_scale),
             config,
             store,
             clock,

@@ -16,6 +16,11 @@ pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
     fn unix(&self) -> i64 {
         self.now().unix_timestamp()
     }
+
+    /// The current time as Unix seconds with fractions (for attempt budgets).
+    fn unix_f64(&self) -> f64 {
+        self.now().unix_timestamp_nanos() as f64 / 1e9
+    }
 }
 
 /// The real clock.

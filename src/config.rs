@@ -119,6 +119,11 @@ pub struct ServeArgs {
     )]
     pub invalid_attempts_per_minute: i64,
 
+    /// Multiplies every per-source attempt budget (sign-in, sign-up, password reset,
+    /// invitations): raise it when many people share one address (a large office NAT).
+    #[arg(long, env = "KEYWARD_SOURCE_BUDGET_SCALE", default_value_t = 1.0)]
+    pub source_budget_scale: f64,
+
     /// Who may sign up.
     #[arg(long, env = "KEYWARD_SIGNUP", value_enum, default_value = "open")]
     pub signup: SignupMode,
@@ -185,6 +190,8 @@ pub struct Config {
     pub key_header: Option<axum::http::HeaderName>,
     pub client_ip_header: Option<axum::http::HeaderName>,
     pub invalid_attempts_per_minute: i64,
+    /// Multiplies the per-source attempt budgets (`auth::throttle`).
+    pub source_budget_scale: f64,
     pub smtp_url: Option<String>,
     pub mail_from: String,
     pub sso_providers: Vec<crate::sso::OperatorProvider>,
@@ -230,6 +237,16 @@ impl Config {
                 "KEYWARD_CLIENT_IP_HEADER",
             )?,
             invalid_attempts_per_minute: args.invalid_attempts_per_minute.max(1),
+            source_budget_scale: if args.source_budget_scale.is_finite()
+                && args.source_budget_scale > 0.0
+            {
+                args.source_budget_scale
+            } else {
+                bail!(
+                    "KEYWARD_SOURCE_BUDGET_SCALE must be a positive number, got {}",
+                    args.source_budget_scale
+                )
+            },
             smtp_url: args.smtp_url.clone(),
             mail_from: args.mail_from.clone(),
             sso_providers: match &args.sso_providers_file {
@@ -261,6 +278,8 @@ impl Config {
             key_header: None,
             client_ip_header: None,
             invalid_attempts_per_minute: 60,
+            // Tests sign many people up from 127.0.0.1; the throttle's own tests use 1.0.
+            source_budget_scale: 100.0,
             smtp_url: None,
             mail_from: "Keyward <keyward@localhost>".into(),
             sso_providers: Vec::new(),

@@ -35,6 +35,12 @@ pub enum AppError {
     Rejected(StatusCode, String),
     #[error("service unavailable: {0}")]
     Unavailable(#[source] anyhow::Error),
+    /// Password hashing is at capacity (admission control): try again shortly.
+    #[error("busy")]
+    Busy,
+    /// A client's budget of attempts is spent (per source address); retry after N seconds.
+    #[error("too many attempts")]
+    TooManyAttempts { retry_after: u64 },
     #[error("internal error: {0}")]
     Internal(#[source] anyhow::Error),
 }
@@ -71,6 +77,15 @@ impl From<StoreError> for AppError {
                 AppError::Unavailable(anyhow::anyhow!(d.message().to_string()))
             }
             StoreError::Db(inner) => AppError::Internal(inner.into()),
+        }
+    }
+}
+
+impl From<crate::auth::password::PasswordWorkError> for AppError {
+    fn from(e: crate::auth::password::PasswordWorkError) -> Self {
+        match e {
+            crate::auth::password::PasswordWorkError::Busy => AppError::Busy,
+            crate::auth::password::PasswordWorkError::Failed(e) => AppError::Internal(e),
         }
     }
 }
@@ -123,6 +138,19 @@ impl AppError {
                 "unavailable",
                 "Keyward can't reach its database right now. Please try again in a moment.".into(),
             ),
+            AppError::Busy => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "Keyward is handling a lot of sign-ins right now. Please try again in a few seconds.".into(),
+            ),
+            AppError::TooManyAttempts { retry_after } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_attempts",
+                format!(
+                    "Too many attempts from your network. Please wait {} and try again.",
+                    crate::auth::throttle::describe_wait(*retry_after)
+                ),
+            ),
             AppError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal_error",
@@ -147,7 +175,13 @@ impl IntoResponse for AppError {
         }
         let info = self.info();
         let mut res = (info.status, info.message.clone()).into_response();
-        if info.status == StatusCode::SERVICE_UNAVAILABLE {
+        if let AppError::TooManyAttempts { retry_after } = &self {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+        } else if matches!(self, AppError::Busy) {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+        } else if info.status == StatusCode::SERVICE_UNAVAILABLE {
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }

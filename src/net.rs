@@ -3,7 +3,33 @@
 //! private, link-local and similar ranges are refused unless the operator allows them
 //! (`KEYWARD_ALLOW_PRIVATE_NETWORKS`, which the tests set for their loopback servers).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+
+use axum::http::{HeaderMap, HeaderName};
+
+/// The end user's IP: from the configured trusted-proxy header, else the peer. Without
+/// that setting a forwarded header is never believed (a client could choose it).
+pub fn client_ip(
+    trusted_header: Option<&HeaderName>,
+    headers: &HeaderMap,
+    peer: Option<SocketAddr>,
+) -> Option<IpAddr> {
+    if let Some(name) = trusted_header {
+        // The rightmost entry is the one the trusted proxy added; anything left of it was
+        // sent by the client. Without a usable value, fall back to the peer.
+        let from_proxy = headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .next_back()
+            .and_then(|v| v.trim().parse::<IpAddr>().ok());
+        if from_proxy.is_some() {
+            return from_proxy;
+        }
+    }
+    peer.map(|p| p.ip())
+}
 
 /// Whether an address is public (globally routable as far as we can tell).
 pub fn is_public(ip: IpAddr) -> bool {
@@ -24,27 +50,22 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || o[0] >= 240)
         }
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public(IpAddr::V4(v4));
-            }
             let s = v6.segments();
-            // IPv4-compatible (::a.b.c.d), NAT64 (64:ff9b::/96) and 6to4 (2002::/16) embed
-            // an IPv4 address: judge that.
-            let compatible = s[..6] == [0; 6] && !v6.is_loopback() && !v6.is_unspecified();
+            // Forms that embed an IPv4 address are refused outright, whatever that address
+            // is: IPv4-mapped (::ffff:0:0/96), IPv4-compatible (::/96), NAT64
+            // (64:ff9b::/96 and the local-use 64:ff9b:1::/48) and 6to4 (2002::/16). A
+            // gateway on the way may translate them to an IPv4 destination of its choosing,
+            // and no public service needs to be reached through them.
+            let mapped = s[..6] == [0, 0, 0, 0, 0, 0xffff];
+            let compatible = s[..6] == [0; 6];
             let nat64 = s[..6] == [0x64, 0xff9b, 0, 0, 0, 0];
-            let embedded = if compatible || nat64 {
-                Some([s[6] >> 8, s[6] & 0xff, s[7] >> 8, s[7] & 0xff])
-            } else if s[0] == 0x2002 {
-                Some([s[1] >> 8, s[1] & 0xff, s[2] >> 8, s[2] & 0xff])
-            } else {
-                None
-            };
-            if let Some(o) = embedded {
-                let o = o.map(|b| u8::try_from(b).unwrap_or(0));
-                return is_public(IpAddr::V4(std::net::Ipv4Addr::from(o)));
-            }
-            !(v6.is_loopback()
-                || v6.is_unspecified()
+            let nat64_local = s[..3] == [0x64, 0xff9b, 1];
+            let six_to_four = s[0] == 0x2002;
+            !(mapped
+                || compatible
+                || nat64
+                || nat64_local
+                || six_to_four
                 || v6.is_multicast()
                 || (s[0] & 0xfe00) == 0xfc00 // unique local
                 || (s[0] & 0xffc0) == 0xfe80 // link local
@@ -72,15 +93,17 @@ pub async fn check_outbound(url: &str, allow_private: bool) -> Result<(), String
     let addrs: Vec<_> = tokio::time::timeout(std::time::Duration::from_secs(5), lookup)
         .await
         .map_err(|_| format!("{host} could not be resolved in time."))?
-        .map_err(|e| format!("{host} could not be resolved: {e}."))?
+        // The resolver's own words may name addresses: keep them out of the message.
+        .map_err(|_| format!("{host} could not be resolved."))?
         .collect();
     if addrs.is_empty() {
         return Err(format!("{host} could not be resolved."));
     }
-    if let Some(a) = addrs.iter().find(|a| !is_public(a.ip())) {
+    // Which address it was is not said: the message must not turn Keyward into a way to
+    // resolve names inside the deployment's network.
+    if addrs.iter().any(|a| !is_public(a.ip())) {
         return Err(format!(
-            "{host} resolves to {}, a private or local address. Keyward only connects to public addresses unless the operator sets KEYWARD_ALLOW_PRIVATE_NETWORKS=true.",
-            a.ip()
+            "{host} is not a public address, or resolves to one that is not. Keyward only connects to public addresses unless the operator sets KEYWARD_ALLOW_PRIVATE_NETWORKS=true."
         ));
     }
     Ok(())
@@ -149,18 +172,32 @@ mod tests {
             "64:ff9b::a00:1",
             "2002:a00:1::",
             "fec0::1",
+            // Embedded IPv4 forms are refused even when the IPv4 address is public.
+            "::ffff:8.8.8.8",
+            "::ffff:0:0",
+            "64:ff9b::808:808",
+            "64:ff9b:1::808:808",
+            "64:ff9b:1:ffff::1",
+            "::8.8.8.8",
+            "2002:808:808::1",
         ] {
             assert!(!is_public(private.parse().unwrap()), "{private}");
         }
-        for public in [
-            "8.8.8.8",
-            "1.1.1.1",
-            "2606:4700::1111",
-            "::ffff:8.8.8.8",
-            "64:ff9b::808:808",
-        ] {
+        for public in ["8.8.8.8", "1.1.1.1", "2606:4700::1111", "64:ff9b:2::1"] {
             assert!(is_public(public.parse().unwrap()), "{public}");
         }
+    }
+
+    #[tokio::test]
+    async fn refusals_do_not_say_what_a_name_resolved_to() {
+        let err = check_outbound("http://localhost:9/", false)
+            .await
+            .unwrap_err();
+        assert!(!err.contains("127.0.0.1") && !err.contains("::1"), "{err}");
+        let err = check_outbound("http://[::ffff:10.0.0.1]:9/", false)
+            .await
+            .unwrap_err();
+        assert!(err.contains("not a public address"), "{err}");
     }
 
     #[tokio::test]

@@ -24,12 +24,14 @@ pub fn router() -> Router<AppState> {
         .route("/settings/audit-log/export", get(handlers::export))
 }
 
-/// Where a request came from, for audit records and security logs.
+/// Where a request came from, for audit records, security logs and attempt budgets.
 #[derive(Debug, Clone, Default)]
 pub struct ClientMeta {
-    /// The peer address. (Behind a reverse proxy this is the proxy: a trusted-proxy
-    /// setting is needed before a forwarded header may be believed.)
+    /// The client's address: from the trusted-proxy header when one is configured
+    /// (`KEYWARD_CLIENT_IP_HEADER`), else the peer.
     pub ip: String,
+    /// The attempt-budget key: the IPv4 address or the IPv6 /64.
+    pub source: String,
     pub user_agent: String,
 }
 
@@ -42,22 +44,32 @@ impl ClientMeta {
     }
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientMeta {
+impl FromRequestParts<AppState> for ClientMeta {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let ip = parts
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip().to_string())
-            .unwrap_or_default();
+            .map(|c| c.0);
+        let addr =
+            crate::net::client_ip(state.config.client_ip_header.as_ref(), &parts.headers, peer);
+        let ip = addr.map(|a| a.to_string()).unwrap_or_default();
+        let source = crate::auth::throttle::source_of(addr);
         let user_agent = parts
             .headers
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(|s| s.chars().take(256).collect())
             .unwrap_or_default();
-        Ok(Self { ip, user_agent })
+        Ok(Self {
+            ip,
+            source,
+            user_agent,
+        })
     }
 }
 
@@ -84,6 +96,7 @@ pub fn action_label(action: &str) -> &str {
         "key.first_used" => "Key used for the first time",
         "auth.signed_in" => "Signed in",
         "auth.sign_in_failed" => "Sign-in failed",
+        "auth.password_disabled" => "Password disabled after repeated failures",
         "auth.signed_out" => "Signed out",
         "user.signed_up" => "Signed up",
         "org.created" => "Organization created",

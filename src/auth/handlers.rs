@@ -5,7 +5,7 @@ use askama_web::WebTemplate;
 use axum::{
     Form,
     extract::{Path, Query, State},
-    http::StatusCode,
+    http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Redirect, Response},
 };
 use secrecy::SecretString;
@@ -16,6 +16,7 @@ use super::{
     normalize_email,
     password::{self, MAX_LEN},
     session::{self, USER_ID, safe_next},
+    throttle::{self, SourceAction},
     valid_email,
 };
 use crate::{
@@ -23,12 +24,13 @@ use crate::{
     audit::ClientMeta,
     config::SignupMode,
     error::{AppError, Result},
-    store::{NewAudit, NewUser, StoreError},
+    store::{NewAudit, NewUser, SignInGate, StoreError},
 };
 
 /// The one message for every failed sign-in, whatever the reason (no account, wrong
-/// password, disabled account), so that it reveals nothing.
-const SIGN_IN_FAILED: &str = "Incorrect email or password.";
+/// password, disabled account, paused after repeated failures), so that it reveals
+/// nothing: it says the same about every email, known or not.
+const SIGN_IN_FAILED: &str = "Incorrect email or password. After repeated failures, sign-in to an account pauses for a while: try again later, or reset your password.";
 
 #[derive(Template, WebTemplate)]
 #[template(path = "auth/login.html")]
@@ -131,54 +133,104 @@ pub struct LoginForm {
     next: Option<String>,
 }
 
+/// The answer to every failed sign-in (the same page and status whatever the reason);
+/// a known account's failure is counted in the background.
+#[allow(clippy::too_many_arguments)]
+async fn failed_sign_in(
+    state: &AppState,
+    session: &Session,
+    meta: &ClientMeta,
+    user: Option<crate::store::User>,
+    gate: SignInGate,
+    turn: tokio::sync::OwnedMutexGuard<()>,
+    email: String,
+    form: &LoginForm,
+    now: i64,
+) -> Result<Response> {
+    let known = user.is_some();
+    if let Some(u) = user.filter(|_| gate != SignInGate::Closed) {
+        // Counted in the background: the answer must not wait for a write that only
+        // known accounts cause (timing would tell). The turn is held until it is done.
+        let audit = meta
+            .stamp(NewAudit::new("auth.sign_in_failed", now))
+            .actor(Some(&u.id), &u.email)
+            .target("user", &u.id, &u.email);
+        let store = state.store.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store
+                .login_failed(&u.id, &gate, throttle::RULES, &audit)
+                .await
+            {
+                tracing::error!(error = %e, "could not record a failed sign-in");
+            }
+            drop(turn);
+        });
+    }
+    // Only the domain: people sometimes type their password into the email field.
+    tracing::info!(event = "auth.sign_in_failed", email_domain = %email.rsplit('@').next().unwrap_or(""), ip = %meta.ip, known, "sign-in failed");
+    let page = LoginPage::new(
+        state,
+        session,
+        email,
+        &safe_next(form.next.as_deref()),
+        Some(SIGN_IN_FAILED.into()),
+        None,
+    )
+    .await?;
+    Ok((StatusCode::UNAUTHORIZED, page).into_response())
+}
+
 pub async fn login(
     State(state): State<AppState>,
     session: Session,
     meta: ClientMeta,
+    headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Result<Response> {
     let email = normalize_email(&form.email);
+    // The source's budget first: a spent budget costs no lookup and no hashing.
+    state
+        .throttle
+        .spend(SourceAction::SignIn, &meta.source, state.clock.unix_f64())?;
+    // One attempt per account at a time on this node, held until its failure is counted.
+    let turn = state.throttle.turn(&email).await?;
     let now = state.clock.unix();
+    let secure = state.config.secure_cookies();
+    let device = throttle::device_token(&headers, secure);
     let user = if valid_email(&email) {
-        state.store.user_by_email(&email).await?
+        state
+            .store
+            .user_by_email(&email)
+            .await?
+            .filter(|u| u.disabled_at.is_none())
     } else {
         None
     };
-    // Always run argon2, against a dummy hash when there is no account, so timing is the
-    // same either way.
-    let verified = state
-        .passwords
-        .verify(
-            &form.password,
-            user.as_ref().and_then(|u| u.password_hash.as_deref()),
-        )
-        .await
-        .map_err(AppError::internal)?;
+    let gate = match &user {
+        Some(u) => {
+            let hash = device.as_deref().map(throttle::device_hash);
+            state
+                .store
+                .sign_in_gate(u, hash.as_deref(), throttle::RULES, now)
+                .await?
+        }
+        None => SignInGate::Closed,
+    };
+    // Always run argon2 (against a dummy hash when there is no account or sign-in is
+    // paused), so that timing is the same whatever the reason.
+    let stored = match (&user, &gate) {
+        (Some(u), SignInGate::Account | SignInGate::Device(_)) => u.password_hash.as_deref(),
+        _ => None,
+    };
+    let verified = state.passwords.verify(&form.password, stored).await?;
 
     let user = match user {
-        Some(u) if verified.ok && u.disabled_at.is_none() => u,
+        Some(u) if verified.ok => u,
         other => {
-            let audit = meta
-                .stamp(NewAudit::new("auth.sign_in_failed", now))
-                .actor(other.as_ref().map(|u| u.id.as_str()), &email);
-            match &other {
-                Some(u) => state.store.login_failed(&u.id, &audit).await?,
-                None => {
-                    // Only the domain: people sometimes type their password into the email field.
-                    tracing::info!(event = "auth.sign_in_failed", email_domain = %email.rsplit('@').next().unwrap_or(""), ip = %meta.ip, "sign-in failed: no such account")
-                }
-            }
-            tracing::info!(event = "auth.sign_in_failed", ip = %meta.ip, "sign-in failed");
-            let page = LoginPage::new(
-                &state,
-                &session,
-                email,
-                &safe_next(form.next.as_deref()),
-                Some(SIGN_IN_FAILED.into()),
-                None,
+            return failed_sign_in(
+                &state, &session, &meta, other, gate, turn, email, &form, now,
             )
-            .await?;
-            return Ok((StatusCode::UNAUTHORIZED, page).into_response());
+            .await;
         }
     };
 
@@ -233,15 +285,14 @@ pub async fn login(
     }
 
     let rehash = if verified.needs_rehash {
-        Some(
-            state
-                .passwords
-                .hash(&form.password)
-                .await
-                .map_err(AppError::internal)?,
-        )
+        Some(state.passwords.hash(&form.password).await?)
     } else {
         None
+    };
+    // This browser is trusted for the account from now on (its device cookie).
+    let device = match device {
+        Some(d) => d,
+        None => session::random_token()?,
     };
     let audit = meta
         .stamp(NewAudit::new("auth.signed_in", now))
@@ -250,11 +301,22 @@ pub async fn login(
         .details(serde_json::json!({ "method": "password" }));
     state
         .store
-        .login_succeeded(&user.id, rehash.as_deref(), &audit)
+        .login_succeeded(
+            &user.id,
+            &throttle::device_hash(&device),
+            rehash.as_deref(),
+            throttle::RULES,
+            &audit,
+        )
         .await?;
+    drop(turn);
     tracing::info!(event = "auth.signed_in", user_id = %user.id, ip = %meta.ip, method = "password", "signed in");
     session::sign_in(&session, &user, None, now).await?;
-    Ok(Redirect::to(&safe_next(form.next.as_deref())).into_response())
+    let mut res = Redirect::to(&safe_next(form.next.as_deref())).into_response();
+    if let Some(cookie) = throttle::device_cookie(&device, secure) {
+        res.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    Ok(res)
 }
 
 #[derive(Template, WebTemplate)]
@@ -344,6 +406,9 @@ pub async fn signup(
     meta: ClientMeta,
     Form(form): Form<SignupForm>,
 ) -> Result<Response> {
+    state
+        .throttle
+        .spend(SourceAction::SignUp, &meta.source, state.clock.unix_f64())?;
     let email = normalize_email(&form.email);
     let invited = open_invitation(&state, &form.invite).await?;
     if state.config.signup == SignupMode::Closed {
@@ -405,11 +470,7 @@ pub async fn signup(
         return Ok((StatusCode::BAD_REQUEST, page).into_response());
     }
 
-    let hash = state
-        .passwords
-        .hash(&form.password)
-        .await
-        .map_err(AppError::internal)?;
+    let hash = state.passwords.hash(&form.password).await?;
     let now = state.clock.unix();
     let local = email.split('@').next().unwrap_or("my");
     let org_name = format!(
@@ -511,6 +572,12 @@ pub async fn forgot(
     meta: ClientMeta,
     Form(f): Form<ForgotForm>,
 ) -> Result<Response> {
+    // The same for every email: the budget is the source's.
+    state.throttle.spend(
+        SourceAction::PasswordReset,
+        &meta.source,
+        state.clock.unix_f64(),
+    )?;
     let email = normalize_email(&f.email);
     // Everything for a real account happens in the background, so that the response (and
     // its timing) is the same whether or not the account exists.
@@ -622,6 +689,11 @@ pub async fn reset(
     Path(token): Path<String>,
     Form(f): Form<ResetForm>,
 ) -> Result<Response> {
+    state.throttle.spend(
+        SourceAction::PasswordReset,
+        &meta.source,
+        state.clock.unix_f64(),
+    )?;
     let hash = crate::members::link_token_hash(&token);
     let now = state.clock.unix();
     let mut page = ResetPage {
@@ -649,11 +721,7 @@ pub async fn reset(
         page.error = Some(why.to_string());
         return Ok((StatusCode::BAD_REQUEST, page).into_response());
     }
-    let new_hash = state
-        .passwords
-        .hash(&f.password)
-        .await
-        .map_err(AppError::internal)?;
+    let new_hash = state.passwords.hash(&f.password).await?;
     let audit = meta
         .stamp(NewAudit::new("auth.password_reset", now))
         .actor(Some(&user.id), &user.email)

@@ -12,7 +12,6 @@ use argon2::{
     password_hash::{PasswordHasher, PasswordVerifier, phc::PasswordHash},
 };
 use secrecy::{ExposeSecret, SecretString};
-use tokio::sync::Semaphore;
 
 /// argon2id at OWASP's first row: m = 19 MiB, t = 2, p = 1.
 pub const M_COST_KIB: u32 = 19 * 1024;
@@ -141,10 +140,33 @@ pub struct Verified {
     pub needs_rehash: bool,
 }
 
-/// Hashes and verifies passwords off the async runtime, a bounded number at a time.
+/// Why a password could not be hashed or checked.
+#[derive(Debug, thiserror::Error)]
+pub enum PasswordWorkError {
+    /// Every worker is busy and the queue is full: answer quickly instead of waiting.
+    #[error("password hashing is at capacity")]
+    Busy,
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}
+
+/// How many hashing jobs may wait for a worker. With two workers and ≈ 18 ms a job, a
+/// full queue is ≈ 150 ms of work: a sign-in flood is answered "busy" instead of piling
+/// up without end (SECURITY.md B.11, R5).
+pub const QUEUE: usize = 16;
+/// The nice value of the hashing threads. Linux keeps one per thread: verification and
+/// the rest of the service run at 0 and win the CPU when both want it, so a sign-in
+/// flood slows sign-ins, not key verification.
+const WORKER_NICE: i32 = 10;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Hashes and verifies passwords on a few dedicated low-priority threads fed by a bounded
+/// queue (admission control). Tokio's blocking pool has neither a bound on its queue nor
+/// a per-thread priority, hence these threads.
 #[derive(Clone)]
 pub struct Passwords {
-    permits: Arc<Semaphore>,
+    jobs: std::sync::mpsc::SyncSender<Job>,
     /// A real hash of a random password, verified against when an account does not exist
     /// (or has no password) so that response time does not reveal it.
     dummy_hash: Arc<str>,
@@ -169,21 +191,73 @@ fn hash_now(password: &[u8]) -> anyhow::Result<String> {
         .to_string())
 }
 
+/// Lowers the calling thread's priority (Linux: per thread). Failure only means the
+/// thread competes at the normal priority.
+fn lower_this_thread_priority() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::process::setpriority_process(None, WORKER_NICE) {
+        tracing::debug!(error = %e, "could not lower the password workers' priority");
+    }
+}
+
 impl Passwords {
     pub fn new() -> anyhow::Result<Self> {
-        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(QUEUE);
+        let queue = Arc::new(std::sync::Mutex::new(queue));
+        for i in 0..workers {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("password-{i}"))
+                .spawn(move || {
+                    lower_this_thread_priority();
+                    loop {
+                        // The lock is held only while waiting for the next job. The
+                        // channel closes when the last `Passwords` is dropped.
+                        let job = match queue.lock() {
+                            Ok(q) => q.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                })?;
+        }
         let mut random = [0u8; 32];
         getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("OS random generator: {e}"))?;
         Ok(Self {
-            permits: Arc::new(Semaphore::new(parallel)),
+            jobs,
             dummy_hash: hash_now(&random)?.into(),
         })
     }
 
-    pub async fn hash(&self, password: &SecretString) -> anyhow::Result<String> {
-        let _permit = self.permits.acquire().await?;
+    /// Runs `work` on a hashing thread, or fails at once with [`PasswordWorkError::Busy`]
+    /// when the queue is full.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+    ) -> Result<T, PasswordWorkError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = tx.send(work());
+        });
+        self.jobs.try_send(job).map_err(|e| match e {
+            std::sync::mpsc::TrySendError::Full(_) => PasswordWorkError::Busy,
+            std::sync::mpsc::TrySendError::Disconnected(_) => {
+                PasswordWorkError::Failed(anyhow::anyhow!("password workers stopped"))
+            }
+        })?;
+        Ok(rx
+            .await
+            .map_err(|_| anyhow::anyhow!("password worker dropped the job"))??)
+    }
+
+    pub async fn hash(&self, password: &SecretString) -> Result<String, PasswordWorkError> {
         let pw = password.clone();
-        tokio::task::spawn_blocking(move || hash_now(pw.expose_secret().as_bytes())).await?
+        self.run(move || hash_now(pw.expose_secret().as_bytes()))
+            .await
     }
 
     /// Verifies `password` against `stored` (a PHC string); with `None`, runs the same
@@ -192,12 +266,11 @@ impl Passwords {
         &self,
         password: &SecretString,
         stored: Option<&str>,
-    ) -> anyhow::Result<Verified> {
-        let _permit = self.permits.acquire().await?;
+    ) -> Result<Verified, PasswordWorkError> {
         let pw = password.clone();
         let real = stored.is_some();
         let phc = stored.map_or_else(|| self.dummy_hash.to_string(), str::to_string);
-        tokio::task::spawn_blocking(move || {
+        self.run(move || {
             let parsed =
                 PasswordHash::new(&phc).map_err(|e| anyhow::anyhow!("stored hash: {e}"))?;
             let ok = hasher()
@@ -209,7 +282,7 @@ impl Passwords {
                 needs_rehash,
             })
         })
-        .await?
+        .await
     }
 }
 
@@ -300,6 +373,35 @@ mod tests {
         );
         assert!(COMMON.len() >= 3000);
         assert!(COMMON.contains("password"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_queue_answers_busy_at_once() {
+        let p = Passwords::new().unwrap();
+        let pw = SecretString::from("tangerine quiz 7 sailboat");
+        // Far more jobs than workers + queue, all at once: some are refused with Busy
+        // (quickly), the others complete; none waits without end.
+        let jobs: Vec<_> = (0..64)
+            .map(|_| {
+                let (p, pw) = (p.clone(), pw.clone());
+                tokio::spawn(async move { p.verify(&pw, None).await })
+            })
+            .collect();
+        let (mut busy, mut done) = (0, 0);
+        for j in jobs {
+            match j.await.unwrap() {
+                Err(PasswordWorkError::Busy) => busy += 1,
+                Ok(v) => {
+                    assert!(!v.ok);
+                    done += 1;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(busy > 0, "a full queue refuses");
+        assert!(done >= QUEUE, "queued jobs complete ({done})");
+        // Once the queue drained, work is accepted again.
+        assert!(p.verify(&pw, None).await.is_ok());
     }
 
     #[tokio::test]

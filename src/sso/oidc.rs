@@ -254,6 +254,19 @@ impl Oidc {
             req = req.add_prompt(CoreAuthPrompt::Login);
         }
         let (url, _, _) = req.url();
+        // The browser is sent to this URL from a page of ours: only a web address may be
+        // linked there, never `javascript:`, `data:` or another scheme from the metadata.
+        let scheme_ok = match url.scheme() {
+            "https" => true,
+            "http" => self.allow_private_networks,
+            _ => false,
+        };
+        if !scheme_ok {
+            return Err(SsoFailure::Discovery(format!(
+                "the provider's authorization endpoint must be an https:// address (it uses {}:)",
+                url.scheme()
+            )));
+        }
         Ok((
             url.to_string(),
             Pending {

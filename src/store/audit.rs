@@ -128,10 +128,10 @@ pub struct AuditFilter {
 }
 
 /// The events an organization's audit log shows: its own events, plus account events
-/// (sign-in, sign-out, …) of its current members.
+/// (sign-in, sign-out, …) of its current members from the time each joined.
 const AUDIT_WHERE: &str = "\
     (e.org_id = $1 OR (e.org_id IS NULL AND e.actor_id IN \
-        (SELECT m.user_id FROM memberships m WHERE m.org_id = $1))) \
+        (SELECT m.user_id FROM memberships m WHERE m.org_id = $1 AND m.created_at <= e.occurred_at))) \
     AND ($2 = '' OR e.action = $2) \
     AND ($3 = '' OR e.actor_email = $3) \
     AND ($4 = '' OR e.target_id = $4) \
@@ -192,7 +192,8 @@ impl Store {
             Ok(sqlx::query_scalar(
                 "SELECT DISTINCT e.action FROM audit_events e WHERE e.org_id = $1 \
                  OR (e.org_id IS NULL AND e.actor_id IN \
-                    (SELECT m.user_id FROM memberships m WHERE m.org_id = $1)) \
+                    (SELECT m.user_id FROM memberships m WHERE m.org_id = $1 \
+                     AND m.created_at <= e.occurred_at)) \
                  ORDER BY e.action",
             )
             .bind(org_id)

@@ -34,7 +34,7 @@ pub use orgs::{Membership, Org};
 pub use sso::{SsoConnection, SsoConnectionInput, SsoIdentity, SsoJoin};
 pub use teams::{Invitation, Member, MemberChange, OutboxEmail};
 pub use usage::UsageDelta;
-pub use users::{NewUser, User};
+pub use users::{FailureRules, NewUser, SignInGate, TrustedDevice, User};
 
 /// How long a request waits for a pooled connection before the store reports itself
 /// unavailable (→ 503), instead of hanging.

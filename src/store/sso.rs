@@ -405,7 +405,8 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-            sqlx::query("UPDATE users SET failed_logins = 0, last_login_at = $2 WHERE id = $1")
+            // Not a password success: the password's failure count stays as it is.
+            sqlx::query("UPDATE users SET last_login_at = $2 WHERE id = $1")
                 .bind(&identity.user_id)
                 .bind(now)
                 .execute(&mut *tx)

@@ -465,7 +465,8 @@ impl Store {
                 return Ok(false);
             }
             sqlx::query(
-                "UPDATE users SET password_hash = $2, session_epoch = session_epoch + 1, failed_logins = 0 WHERE id = $1",
+                "UPDATE users SET password_hash = $2, session_epoch = session_epoch + 1, failed_logins = 0, \
+                 locked_until = NULL WHERE id = $1",
             )
             .bind(user_id)
             .bind(password_hash)

@@ -14,6 +14,41 @@ pub struct User {
     pub last_login_at: Option<i64>,
     /// Sessions started under another epoch are no longer valid.
     pub session_epoch: i64,
+    /// Sign-in pauses until then after repeated failures (see `auth::throttle`).
+    pub locked_until: Option<i64>,
+    /// Failed sign-ins not yet written to the audit log.
+    pub failures_unaudited: i64,
+    /// When the last `auth.sign_in_failed` row was written.
+    pub failure_audit_at: Option<i64>,
+}
+
+/// How the store counts failed sign-ins (the policy lives in `auth::throttle`).
+#[derive(Debug, Clone, Copy)]
+pub struct FailureRules {
+    /// The pause after this many consecutive failures, in seconds.
+    pub delay_secs: fn(i64) -> i64,
+    /// Consecutive failures that disable the password until a reset.
+    pub disable_after: i64,
+    /// At most one failure row per account per this many seconds.
+    pub audit_window_secs: i64,
+}
+
+/// A browser that signed in to an account before (device cookie), with its own count.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TrustedDevice {
+    pub failed_logins: i64,
+    pub locked_until: Option<i64>,
+}
+
+/// Whether sign-in may check a password now, and whose failure count a failure goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignInGate {
+    /// Check the password; a failure counts against the account.
+    Account,
+    /// Check the password; a failure counts against this trusted browser only.
+    Device(Vec<u8>),
+    /// Paused or disabled: refuse without checking (the caller still does the same work).
+    Closed,
 }
 
 #[derive(Debug, Clone)]
@@ -118,23 +153,96 @@ impl Store {
         })
     }
 
-    /// Records a successful sign-in: resets the failure counter, optionally stores an
-    /// upgraded password hash, and writes the audit event.
+    /// Whether a password may be checked for `user` now, from a browser holding the device
+    /// token whose hash is `device` (if any). A trusted browser keeps its own count; one
+    /// whose own count disabled it is treated like any other browser.
+    pub async fn sign_in_gate(
+        &self,
+        user: &User,
+        device: Option<&[u8]>,
+        rules: FailureRules,
+        now: i64,
+    ) -> Result<SignInGate> {
+        if let Some(hash) = device {
+            let row = with_pool!(self, |pool| {
+                sqlx::query_as::<_, TrustedDevice>(
+                    "SELECT failed_logins, locked_until FROM trusted_devices \
+                     WHERE token_hash = $1 AND user_id = $2",
+                )
+                .bind(hash)
+                .bind(&user.id)
+                .fetch_optional(pool)
+                .await
+            })?;
+            if let Some(d) = row.filter(|d| d.failed_logins < rules.disable_after) {
+                return Ok(if d.locked_until.is_some_and(|t| t > now) {
+                    SignInGate::Closed
+                } else {
+                    SignInGate::Device(hash.to_vec())
+                });
+            }
+        }
+        let closed =
+            user.failed_logins >= rules.disable_after || user.locked_until.is_some_and(|t| t > now);
+        Ok(if closed {
+            SignInGate::Closed
+        } else {
+            SignInGate::Account
+        })
+    }
+
+    /// Records a successful sign-in: resets the failure count (unless the password was
+    /// disabled: only a reset brings it back), writes any failures not yet audited, trusts
+    /// this browser (`device`: the hash of its device token) for the account from now on,
+    /// optionally stores an upgraded password hash, and writes the audit event.
     pub async fn login_succeeded(
         &self,
         user_id: &str,
+        device: &[u8],
         rehash: Option<&str>,
+        rules: FailureRules,
         audit: &NewAudit,
     ) -> Result<()> {
+        let now = audit.occurred_at;
         with_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
-            sqlx::query(
-                "UPDATE users SET failed_logins = 0, last_login_at = $2, \
-                 password_hash = COALESCE($3, password_hash) WHERE id = $1",
+            // The first write takes the row (and on SQLite the database) for this
+            // transaction and says how many failures are not audited yet.
+            let (pending, email): (i64, String) = sqlx::query_as(
+                "UPDATE users SET last_login_at = $2 WHERE id = $1 \
+                 RETURNING failures_unaudited, email",
             )
             .bind(user_id)
-            .bind(audit.occurred_at)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE users SET failed_logins = CASE WHEN failed_logins >= $3 THEN failed_logins ELSE 0 END, \
+                 locked_until = NULL, failures_unaudited = 0, \
+                 password_hash = COALESCE($2, password_hash) WHERE id = $1",
+            )
+            .bind(user_id)
             .bind(rehash)
+            .bind(rules.disable_after)
+            .execute(&mut *tx)
+            .await?;
+            if pending > 0 {
+                let mut failed = NewAudit::new("auth.sign_in_failed", now)
+                    .actor(Some(user_id), &email)
+                    .target("user", user_id, &email)
+                    .details(serde_json::json!({ "count": pending }));
+                failed.ip = audit.ip.clone();
+                failed.user_agent = audit.user_agent.clone();
+                insert_audit!(&mut *tx, &failed)?;
+            }
+            sqlx::query(
+                "INSERT INTO trusted_devices (token_hash, user_id, created_at, last_used_at) \
+                 VALUES ($1, $2, $3, $3) ON CONFLICT (token_hash, user_id) DO UPDATE \
+                 SET last_used_at = $3, failed_logins = 0, locked_until = NULL",
+            )
+            .bind(device)
+            .bind(user_id)
+            .bind(now)
             .execute(&mut *tx)
             .await?;
             insert_audit!(&mut *tx, audit)?;
@@ -143,15 +251,89 @@ impl Store {
         })
     }
 
-    /// Records a failed sign-in for a known account.
-    pub async fn login_failed(&self, user_id: &str, audit: &NewAudit) -> Result<()> {
+    /// Records a failed sign-in for a known account: counts it against the account, or
+    /// against the trusted browser it came from (`gate`), sets the pause that follows, and
+    /// writes at most one `auth.sign_in_failed` row per account per audit window carrying
+    /// the number of failures since the last one, plus `auth.password_disabled` when the
+    /// account's count reaches the limit. `audit` carries the source and actor fields.
+    pub async fn login_failed(
+        &self,
+        user_id: &str,
+        gate: &SignInGate,
+        rules: FailureRules,
+        audit: &NewAudit,
+    ) -> Result<()> {
+        let now = audit.occurred_at;
         with_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
-            sqlx::query("UPDATE users SET failed_logins = failed_logins + 1 WHERE id = $1")
+            let mut account_failures = None;
+            match gate {
+                SignInGate::Closed => return Ok(()),
+                SignInGate::Device(hash) => {
+                    let n: i64 = sqlx::query_scalar(
+                        "UPDATE trusted_devices SET failed_logins = failed_logins + 1 \
+                         WHERE token_hash = $1 AND user_id = $2 RETURNING failed_logins",
+                    )
+                    .bind(hash)
+                    .bind(user_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    sqlx::query(
+                        "UPDATE trusted_devices SET locked_until = $3 \
+                         WHERE token_hash = $1 AND user_id = $2",
+                    )
+                    .bind(hash)
+                    .bind(user_id)
+                    .bind(now + (rules.delay_secs)(n))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                SignInGate::Account => {
+                    let n: i64 = sqlx::query_scalar(
+                        "UPDATE users SET failed_logins = failed_logins + 1 WHERE id = $1 \
+                         RETURNING failed_logins",
+                    )
+                    .bind(user_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    sqlx::query("UPDATE users SET locked_until = $2 WHERE id = $1")
+                        .bind(user_id)
+                        .bind(now + (rules.delay_secs)(n))
+                        .execute(&mut *tx)
+                        .await?;
+                    account_failures = Some(n);
+                }
+            }
+            let (pending, last_row): (i64, Option<i64>) = sqlx::query_as(
+                "UPDATE users SET failures_unaudited = failures_unaudited + 1 WHERE id = $1 \
+                 RETURNING failures_unaudited, failure_audit_at",
+            )
+            .bind(user_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            let consecutive = account_failures;
+            if last_row.is_none_or(|t| now - t >= rules.audit_window_secs) {
+                let row = audit.clone().details(serde_json::json!({
+                    "count": pending,
+                    "consecutive": consecutive,
+                    "trusted_device": matches!(gate, SignInGate::Device(_)),
+                }));
+                insert_audit!(&mut *tx, &row)?;
+                sqlx::query(
+                    "UPDATE users SET failures_unaudited = 0, failure_audit_at = $2 WHERE id = $1",
+                )
                 .bind(user_id)
+                .bind(now)
                 .execute(&mut *tx)
                 .await?;
-            insert_audit!(&mut *tx, audit)?;
+            }
+            if account_failures == Some(rules.disable_after) {
+                let mut disabled = audit.clone().details(serde_json::json!({
+                    "consecutive": rules.disable_after,
+                }));
+                disabled.action = "auth.password_disabled".into();
+                insert_audit!(&mut *tx, &disabled)?;
+            }
             tx.commit().await?;
             Ok(())
         })

@@ -165,27 +165,13 @@ pub(crate) fn presented_key<'a>(state: &AppState, headers: &'a HeaderMap) -> Opt
     })
 }
 
-/// The end user's IP: from the configured trusted-proxy header, else the peer.
+/// The end user's IP (see [`crate::net::client_ip`]).
 pub(crate) fn client_ip(
     state: &AppState,
     headers: &HeaderMap,
     peer: Option<SocketAddr>,
 ) -> Option<IpAddr> {
-    if let Some(name) = &state.config.client_ip_header {
-        // The rightmost entry is the one the trusted proxy added; anything left of it was
-        // sent by the client. Without a usable value, fall back to the peer.
-        let from_proxy = headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .next_back()
-            .and_then(|v| v.trim().parse::<IpAddr>().ok());
-        if from_proxy.is_some() {
-            return from_proxy;
-        }
-    }
-    peer.map(|p| p.ip())
+    crate::net::client_ip(state.config.client_ip_header.as_ref(), headers, peer)
 }
 
 /// Forward-auth for reverse proxies (any method): 200 with `X-Keyward-*` headers for a good

@@ -19,5 +19,6 @@ mod security;
 mod smtp;
 mod sso;
 mod teams;
+mod throttle;
 mod verify;
 mod webhooks;

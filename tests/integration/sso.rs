@@ -923,17 +923,54 @@ async fn issuer_mismatch_in_metadata(s: Sso) {
 }
 sso_both!(issuer_mismatch_in_metadata);
 
+/// An authorization endpoint with another scheme than http(s) in the metadata is never
+/// linked from the hop page: the sign-in stops before leaving Keyward.
+async fn authorization_endpoint_must_be_a_web_address(s: Sso) {
+    let (mut admin, conn) = admin_with_connection(&s, &[]).await;
+    for endpoint in ["javascript:alert(document.cookie)", "data:text/html,hi"] {
+        let fake = fake_metadata_with(&s.idp.issuer, |doc, own| {
+            doc["issuer"] = Value::from(own);
+            doc["authorization_endpoint"] = Value::from(endpoint);
+        })
+        .await;
+        save_connection(&mut admin, &fake, Some(&conn), &[]).await;
+        let mut b = s.app.browser();
+        b.get("/login").await;
+        let page = b.post("/sso/start", &[("email", "bob@corp.test")]).await;
+        assert!(!page.body.contains(endpoint), "{}", page.body);
+        assert_refused(
+            &s,
+            &mut b,
+            &page,
+            StatusCode::BAD_GATEWAY,
+            "discovery_failed",
+        )
+        .await;
+    }
+}
+sso_both!(authorization_endpoint_must_be_a_web_address);
+
 /// Serves the provider's discovery document with its `issuer` replaced.
 async fn fake_metadata(real_issuer: &str, claimed: &str) -> String {
+    let claimed = claimed.to_string();
+    fake_metadata_with(real_issuer, move |doc, _| {
+        doc["issuer"] = Value::from(claimed)
+    })
+    .await
+}
+
+/// Serves the provider's discovery document changed by `edit` (which is told the fake's
+/// own URL).
+async fn fake_metadata_with(real_issuer: &str, edit: impl FnOnce(&mut Value, &str)) -> String {
     let mut doc: Value = reqwest::get(format!("{real_issuer}/.well-known/openid-configuration"))
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    doc["issuer"] = Value::from(claimed);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
+    edit(&mut doc, &url);
     let app = Router::new().route(
         "/.well-known/openid-configuration",
         get(move || {
