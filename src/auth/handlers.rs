@@ -157,6 +157,8 @@ async fn failed_sign_in(
             .target("user", &u.id, &u.email);
         let store = state.store.clone();
         tokio::spawn(async move {
+            // After the answer has left: its write must not compete with the response.
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             if let Err(e) = store
                 .login_failed(&u.id, &gate, throttle::RULES, &audit)
                 .await

@@ -167,6 +167,9 @@ type Job = Box<dyn FnOnce() + Send>;
 #[derive(Clone)]
 pub struct Passwords {
     jobs: std::sync::mpsc::SyncSender<Job>,
+    /// Password checks run (real or dummy), for tests that every sign-in path does the
+    /// same work.
+    verifications: Arc<std::sync::atomic::AtomicU64>,
     /// A real hash of a random password, verified against when an account does not exist
     /// (or has no password) so that response time does not reveal it.
     dummy_hash: Arc<str>,
@@ -229,6 +232,7 @@ impl Passwords {
         getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("OS random generator: {e}"))?;
         Ok(Self {
             jobs,
+            verifications: Arc::default(),
             dummy_hash: hash_now(&random)?.into(),
         })
     }
@@ -260,6 +264,12 @@ impl Passwords {
             .await
     }
 
+    /// How many password checks have run (real or dummy).
+    pub fn verifications(&self) -> u64 {
+        self.verifications
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Verifies `password` against `stored` (a PHC string); with `None`, runs the same
     /// work against a dummy hash and reports failure.
     pub async fn verify(
@@ -267,6 +277,7 @@ impl Passwords {
         password: &SecretString,
         stored: Option<&str>,
     ) -> Result<Verified, PasswordWorkError> {
+        let counter = self.verifications.clone();
         let pw = password.clone();
         let real = stored.is_some();
         let phc = stored.map_or_else(|| self.dummy_hash.to_string(), str::to_string);
@@ -277,6 +288,7 @@ impl Passwords {
                 .verify_password(pw.expose_secret().as_bytes(), &parsed)
                 .is_ok();
             let needs_rehash = ok && real && weaker_than_current(&parsed);
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             Ok(Verified {
                 ok: ok && real,
                 needs_rehash,
