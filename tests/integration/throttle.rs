@@ -480,7 +480,7 @@ async fn refusals_take_the_same_time(app: TestApp) {
     let mut b = app.browser();
     b.get("/login").await;
     let csrf = b.csrf.clone().unwrap_or_default();
-    let mut timed = |email: String| {
+    let timed = |email: String| {
         let (client, url, csrf) = (b.client.clone(), format!("{}/login", b.base), csrf.clone());
         let passwords = app.state.passwords.clone();
         async move {
