@@ -142,7 +142,7 @@ async fn failed_sign_in(
     meta: &ClientMeta,
     user: Option<crate::store::User>,
     gate: SignInGate,
-    turn: tokio::sync::OwnedMutexGuard<()>,
+    turns: Vec<tokio::sync::OwnedMutexGuard<()>>,
     email: String,
     form: &LoginForm,
     now: i64,
@@ -165,7 +165,7 @@ async fn failed_sign_in(
             {
                 tracing::error!(error = %e, "could not record a failed sign-in");
             }
-            drop(turn);
+            drop(turns);
         });
     }
     // Only the domain: people sometimes type their password into the email field.
@@ -194,11 +194,18 @@ pub async fn login(
     state
         .throttle
         .spend(SourceAction::SignIn, &meta.source, state.clock.unix_f64())?;
-    // One attempt per account at a time on this node, held until its failure is counted.
-    let turn = state.throttle.turn(&email).await?;
     let now = state.clock.unix();
     let secure = state.config.secure_cookies();
     let device = throttle::device_token(&headers, secure);
+    let device_hash = device.as_deref().map(throttle::device_hash);
+    // One attempt per account at a time on this node, held until its failure is counted.
+    // A browser presenting a device token waits in its own lane, so that a flood of
+    // attempts from elsewhere cannot keep the account's owner waiting.
+    let lane = |hash: Option<&[u8]>| match hash {
+        Some(h) => format!("{email}\n{}", hex::encode(h)),
+        None => email.clone(),
+    };
+    let mut turns = vec![state.throttle.turn(&lane(device_hash.as_deref())).await?];
     let user = if valid_email(&email) {
         state
             .store
@@ -208,16 +215,30 @@ pub async fn login(
     } else {
         None
     };
-    let gate = match &user {
+    let mut gate = match &user {
         Some(u) => {
-            let hash = device.as_deref().map(throttle::device_hash);
             state
                 .store
-                .sign_in_gate(u, hash.as_deref(), throttle::RULES, now)
+                .sign_in_gate(u, device_hash.as_deref(), throttle::RULES, now)
                 .await?
         }
         None => SignInGate::Closed,
     };
+    if let (Some(u), Some(_), SignInGate::Account) = (&user, &device_hash, &gate) {
+        // The token is not trusted for this account: this attempt counts against the
+        // account, so it queues with every other such attempt (and reads the count again).
+        turns.push(state.throttle.turn(&lane(None)).await?);
+        let fresh = state.store.user(&u.id).await?;
+        gate = match fresh.as_ref() {
+            Some(f) => {
+                state
+                    .store
+                    .sign_in_gate(f, None, throttle::RULES, now)
+                    .await?
+            }
+            None => SignInGate::Closed,
+        };
+    }
     // Always run argon2 (against a dummy hash when there is no account or sign-in is
     // paused), so that timing is the same whatever the reason.
     let stored = match (&user, &gate) {
@@ -230,7 +251,7 @@ pub async fn login(
         Some(u) if verified.ok => u,
         other => {
             return failed_sign_in(
-                &state, &session, &meta, other, gate, turn, email, &form, now,
+                &state, &session, &meta, other, gate, turns, email, &form, now,
             )
             .await;
         }
@@ -311,7 +332,7 @@ pub async fn login(
             &audit,
         )
         .await?;
-    drop(turn);
+    drop(turns);
     tracing::info!(event = "auth.signed_in", user_id = %user.id, ip = %meta.ip, method = "password", "signed in");
     session::sign_in(&session, &user, None, now).await?;
     let mut res = Redirect::to(&safe_next(form.next.as_deref())).into_response();

@@ -547,3 +547,34 @@ async fn refusals_take_the_same_time(app: TestApp) {
     }
 }
 crate::both!(refusals_take_the_same_time);
+
+/// A device token the account never saw (made up, or another account's) buys nothing:
+/// its failures count against the account like any other browser's.
+async fn a_made_up_device_token_counts_against_the_account(app: TestApp) {
+    account(&app, "fake@example.com").await;
+    for i in 0..3 {
+        let mut b = app.browser();
+        b.get("/login").await;
+        let csrf = b.csrf.clone().unwrap_or_default();
+        let page = b
+            .post_raw(
+                "/login",
+                &[
+                    ("csrf", &csrf),
+                    ("email", "fake@example.com"),
+                    ("password", WRONG),
+                ],
+                &[(
+                    "cookie",
+                    &format!(
+                        "keyward_session={}; keyward_device=madeup{i}",
+                        b.cookie_value(&app.base)
+                    ),
+                )],
+            )
+            .await;
+        assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+    }
+    settled(&app, "fake@example.com", 3).await;
+}
+throttled!(a_made_up_device_token_counts_against_the_account);
