@@ -114,6 +114,7 @@ pub fn router(state: AppState, sessions: SessionBackend) -> Router {
     let dashboard = Router::new()
         .route("/", get(|| async { Redirect::to("/settings/api-keys") }))
         .merge(auth::router())
+        .merge(crate::account::router())
         .merge(orgs::router())
         .merge(keys::router())
         .merge(audit::router())

@@ -253,7 +253,7 @@ pub async fn login(
         .login_succeeded(&user.id, rehash.as_deref(), &audit)
         .await?;
     tracing::info!(event = "auth.signed_in", user_id = %user.id, ip = %meta.ip, method = "password", "signed in");
-    session::sign_in(&session, &user, None, now).await?;
+    session::sign_in(&session, &user, None, &meta, now).await?;
     Ok(Redirect::to(&safe_next(form.next.as_deref())).into_response())
 }
 
@@ -450,7 +450,7 @@ pub async fn signup(
             welcome = format!("Welcome to Keyward! You joined {org} as {}.", inv.role);
         }
     }
-    session::sign_in(&session, &user, Some(&active_org), now).await?;
+    session::sign_in(&session, &user, Some(&active_org), &meta, now).await?;
     session::set_flash(&session, "success", welcome).await?;
     Ok(Redirect::to("/settings/api-keys").into_response())
 }

@@ -113,4 +113,9 @@ impl Mailer {
             tracing::error!(error = %e, "could not record the email in the outbox");
         }
     }
+
+    /// The most recent emails, newest first.
+    pub async fn outbox(&self, limit: i64) -> crate::store::Result<Vec<OutboxEmail>> {
+        self.store.outbox(limit).await
+    }
 }

@@ -471,6 +471,12 @@ impl Store {
             .bind(password_hash)
             .execute(&mut *tx)
             .await?;
+            // Every session of the account ends (the new epoch would refuse them; their rows
+            // go too, so the sessions page and the table hold nothing stale).
+            sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
             // The reset proved the email address. Identities linked through an
             // organization's connection are dropped (their owner links them again): an
             // account someone else created through SSO for this address must not keep a

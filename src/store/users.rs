@@ -156,4 +156,40 @@ impl Store {
             Ok(())
         })
     }
+
+    /// Sets a new password hash, audited. With `keep_session` (the id hash of the session
+    /// that asked), every other session of the user ends: the epoch moves on (refusing
+    /// any record an in-flight request might write back) and their rows are deleted.
+    /// Returns the user's session epoch after the change.
+    pub async fn change_password(
+        &self,
+        user_id: &str,
+        password_hash: &str,
+        keep_session: Option<&[u8]>,
+        audit: &NewAudit,
+    ) -> Result<i64> {
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let epoch: i64 = sqlx::query_scalar(
+                "UPDATE users SET password_hash = $2, \
+                 session_epoch = session_epoch + (CASE WHEN $3 THEN 1 ELSE 0 END) \
+                 WHERE id = $1 RETURNING session_epoch",
+            )
+            .bind(user_id)
+            .bind(password_hash)
+            .bind(keep_session.is_some())
+            .fetch_one(&mut *tx)
+            .await?;
+            if let Some(keep) = keep_session {
+                sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND id_hash <> $2")
+                    .bind(user_id)
+                    .bind(keep)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            insert_audit!(&mut *tx, audit)?;
+            tx.commit().await?;
+            Ok(epoch)
+        })
+    }
 }

@@ -369,16 +369,6 @@ impl TestApp {
                         out.push_str(&format!("{s}.{t}: {r}\n"));
                     }
                 }
-                // bytea columns (the session store's data) as raw bytes, not hex.
-                let blobs: Vec<Vec<u8>> =
-                    sqlx::query_scalar("SELECT data FROM tower_sessions.session")
-                        .fetch_all(&pool)
-                        .await
-                        .unwrap();
-                for b in blobs {
-                    out.push_str(&String::from_utf8_lossy(&b));
-                    out.push('\n');
-                }
             }
         }
         out

@@ -16,6 +16,7 @@ mod nginx;
 mod perf;
 mod schemathesis;
 mod security;
+mod sessions;
 mod smtp;
 mod sso;
 mod teams;
