@@ -66,6 +66,7 @@ impl AppState {
             &config.mail_from,
             store.clone(),
             clock.clone(),
+            &config.key_pepper,
         )?;
         let sso = crate::sso::Sso {
             oidc: crate::sso::Oidc::new(config.allow_private_networks)?,

@@ -16,3 +16,20 @@ CREATE TABLE sessions (
 );
 CREATE INDEX sessions_user ON sessions(user_id);
 CREATE INDEX sessions_expires ON sessions(expires_at);
+
+-- Email ownership. NULL: not verified. Accounts that exist before this migration start
+-- unverified (they keep using their personal organization; see the README).
+ALTER TABLE users ADD COLUMN email_verified_at BIGINT;
+
+-- Email verification links: single use, 24 hours, token stored hashed; a newer one voids
+-- older ones. Bound to the address it was sent to.
+CREATE TABLE email_verifications (
+    token_hash BYTEA PRIMARY KEY,
+    user_id    TEXT NOT NULL REFERENCES users(id),
+    email      TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    used_at    BIGINT
+);
+CREATE INDEX email_verifications_user ON email_verifications(user_id);
+CREATE INDEX outbox_recipient ON outbox(recipient, created_at);

@@ -1,11 +1,14 @@
 //! Settings → Account, the signed-in person's own security: their sessions (list, sign
-//! out one or all others) and their password (change it, optionally signing out the other
-//! sessions). The account overview page itself lives with SSO (`sso::account`), which
-//! lists the linked identities.
+//! out one or all others), their password (change it, optionally signing out the other
+//! sessions) and the ownership of their email address (verification links). The account
+//! overview page itself lives with SSO (`sso::account`), which lists the linked identities.
 
 mod password;
 mod sessions;
 pub mod useragent;
+mod verify_email;
+
+pub use verify_email::{send_verification, unverified_notice};
 
 use axum::{
     Router,
@@ -28,5 +31,11 @@ pub fn router() -> Router<AppState> {
         .route(
             "/settings/account/password",
             get(password::page).post(password::change),
+        )
+        .route("/settings/account/verify-email", post(verify_email::resend))
+        .route("/verify-email", get(verify_email::required_page))
+        .route(
+            "/verify-email/{token}",
+            get(verify_email::link_page).post(verify_email::confirm),
         )
 }

@@ -115,6 +115,7 @@ pub fn action_label(action: &str) -> &str {
         "account.password_changed" => "Password changed",
         "account.session_revoked" => "Session signed out",
         "account.sessions_revoked" => "Other sessions signed out",
+        "account.email_verified" => "Email address confirmed",
         other => other,
     }
 }

@@ -433,6 +433,15 @@ async fn teammate_joins_through_org_connection(s: Sso) {
     bob.post("/logout", &[]).await;
     let again = sso_sign_in(&mut bob, &s.idp, "bob@corp.test", "bob").await;
     assert_eq!(again.status, StatusCode::SEE_OTHER, "{}", again.body);
+    // Created from the provider's verified email: verified.
+    let bob_user = s
+        .app
+        .store
+        .user_by_email("bob@corp.test")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(bob_user.email_verified_at.is_some());
     assert_eq!(
         signed_in_as(&mut bob).await.as_deref(),
         Some("bob@corp.test")
