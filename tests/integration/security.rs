@@ -122,6 +122,8 @@ async fn csrf_on_every_mutating_route(app: TestApp) {
         ("/settings/sso/x/delete".into(), vec![]),
         ("/settings/sso/x/test".into(), vec![]),
         ("/settings/account/sessions/x/revoke".into(), vec![]),
+        ("/settings/account/verify-email".into(), vec![]),
+        ("/verify-email/x".into(), vec![]),
         ("/settings/account/sessions/revoke-others".into(), vec![]),
         (
             "/settings/account/password".into(),

@@ -257,3 +257,34 @@ async fn changing_the_password_can_keep_the_other_sessions(app: TestApp) {
     assert!(signed_in(&mut b).await, "kept when unchecked");
 }
 both!(changing_the_password_can_keep_the_other_sessions);
+
+async fn expired_session_records_are_deleted(app: TestApp) {
+    use tower_sessions::session_store::ExpiredDeletion;
+    let mut a = app.signed_up("old@example.com").await;
+    let mut b = second_browser(&app, "old@example.com").await;
+    // B's record is past its (idle) expiry; the clean-up task removes it.
+    let b_handle = {
+        let on_a = handles(&a.get("/settings/account/sessions").await);
+        on_a[0].clone()
+    };
+    assert!(app.dump_database().await.contains(&b_handle));
+    app.raw_execute(&format!(
+        "UPDATE sessions SET expires_at = 0 WHERE handle = '{b_handle}'"
+    ))
+    .await
+    .unwrap();
+    app.store
+        .session_store()
+        .await
+        .unwrap()
+        .delete_expired()
+        .await
+        .unwrap();
+    assert!(
+        !app.dump_database().await.contains(&b_handle),
+        "the expired row is gone"
+    );
+    assert!(!signed_in(&mut b).await);
+    assert!(signed_in(&mut a).await);
+}
+both!(expired_session_records_are_deleted);
