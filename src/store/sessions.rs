@@ -9,8 +9,9 @@
 //! and user agent, indexed by user, for Settings → Account → Sessions.
 //!
 //! The values a session holds are the ones the dashboard puts into it (see
-//! `auth::session`): the row's user id, times, IP and user agent are read from them
-//! whenever the record is written, so there is one source of truth.
+//! `auth::session`), kept as JSON — the record's values only, never its id. The row's user
+//! id, times, IP and user agent are read from those values whenever the record is written,
+//! so there is one source of truth.
 //!
 //! Expiry: `expires_at` is tower-sessions' own idle expiry of the record, which it computes
 //! from the system clock; records are compared with the same clock here. The sign-in's idle

@@ -237,6 +237,10 @@ async fn requiring_verification_keeps_unverified_accounts_out(backend: Backend) 
         assert_eq!(res.status, StatusCode::SEE_OTHER, "{path}");
         assert_eq!(res.location(), "/verify-email", "{path}");
     }
+    // The management API with this session says so too.
+    let api = b.get("/api/v1/keys").await;
+    assert_eq!(api.status, StatusCode::FORBIDDEN);
+    assert!(api.body.contains("email_unverified"));
     let page = b.get("/verify-email").await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.body.contains("strict@example.com"));
