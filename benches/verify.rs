@@ -30,6 +30,7 @@ async fn setup() -> (Verifier, Store, String, Vec<u8>, std::path::PathBuf) {
         email: "bench@example.com".into(),
         name: String::new(),
         password_hash: None,
+        email_verified_at: None,
     };
     let (user, org) = store
         .create_user(&user, "bench", 0, NewAudit::new("user.signed_up", 0))

@@ -68,6 +68,7 @@ impl AppState {
             &config.mail_from,
             store.clone(),
             clock.clone(),
+            &config.key_pepper,
         )?;
         let sso = crate::sso::Sso {
             oidc: crate::sso::Oidc::new(config.allow_private_networks)?,
@@ -117,6 +118,7 @@ pub fn router(state: AppState, sessions: SessionBackend) -> Router {
     let dashboard = Router::new()
         .route("/", get(|| async { Redirect::to("/settings/api-keys") }))
         .merge(auth::router())
+        .merge(crate::account::router())
         .merge(orgs::router())
         .merge(keys::router())
         .merge(audit::router())

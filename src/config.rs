@@ -128,6 +128,15 @@ pub struct ServeArgs {
     #[arg(long, env = "KEYWARD_SIGNUP", value_enum, default_value = "open")]
     pub signup: SignupMode,
 
+    /// Keep accounts whose email address is not verified out of every dashboard page (they
+    /// see a "verify your email" page). Off: they can use their personal organization.
+    #[arg(
+        long,
+        env = "KEYWARD_REQUIRE_EMAIL_VERIFICATION",
+        default_value_t = false
+    )]
+    pub require_email_verification: bool,
+
     /// TOML file with the scope catalog (`[[scopes]]` and `[[presets]]`); default catalog:
     /// read, write, admin.
     #[arg(long, env = "KEYWARD_SCOPES_FILE")]
@@ -180,6 +189,7 @@ pub struct Config {
     pub api_base_url: String,
     pub key_prefix: String,
     pub signup: SignupMode,
+    pub require_email_verification: bool,
     pub scopes: ScopeCatalog,
     pub session_idle: Duration,
     pub session_absolute: Duration,
@@ -221,6 +231,7 @@ impl Config {
             api_base_url: args.api_base_url.trim_end_matches('/').to_string(),
             key_prefix: args.key_prefix.clone(),
             signup: args.signup,
+            require_email_verification: args.require_email_verification,
             scopes,
             session_idle: Duration::from_secs(args.session_idle_minutes.max(1) * 60),
             session_absolute: Duration::from_secs(args.session_absolute_hours.max(1) * 3600),
@@ -269,6 +280,7 @@ impl Config {
             api_base_url: "https://api.example.com".into(),
             key_prefix: "kw".into(),
             signup: SignupMode::Open,
+            require_email_verification: false,
             scopes: ScopeCatalog::default(),
             session_idle: Duration::from_secs(3600),
             session_absolute: Duration::from_secs(24 * 3600),

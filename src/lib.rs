@@ -4,6 +4,7 @@
 //! that tests — and Rust services sharing the store — can build the app or verify keys
 //! in-process with [`verify::Verifier`].
 
+pub mod account;
 pub mod api;
 pub mod app;
 pub mod audit;

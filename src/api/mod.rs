@@ -263,6 +263,13 @@ impl FromRequestParts<AppState> for Caller {
         let cu = match CurrentUser::from_request_parts(parts, state).await {
             Ok(cu) => cu,
             Err(AuthRejection::SignIn { .. }) => return Err(unauthorized()),
+            Err(AuthRejection::VerifyEmail) => {
+                return Err(ApiError::Status(
+                    StatusCode::FORBIDDEN,
+                    "email_unverified",
+                    "Verify your account's email address first (the dashboard shows how).".into(),
+                ));
+            }
             Err(AuthRejection::Error(e)) => return Err(e.into()),
         };
         if parts.method != Method::GET && parts.method != Method::HEAD {

@@ -125,6 +125,10 @@ pub fn action_label(action: &str) -> &str {
         "invitation.accepted" => "Invitation accepted",
         "auth.password_reset" => "Password reset",
         "auth.password_reset_requested" => "Password reset requested",
+        "account.password_changed" => "Password changed",
+        "account.session_revoked" => "Session signed out",
+        "account.sessions_revoked" => "Other sessions signed out",
+        "account.email_verified" => "Email address confirmed",
         other => other,
     }
 }

@@ -88,6 +88,52 @@ impl CurrentUser {
     pub async fn flash(&self, kind: &str, message: impl Into<String>) -> Result<(), AppError> {
         session::set_flash(&self.session, kind, message).await
     }
+
+    /// Fails with 403 until the account's email address is verified (creating team
+    /// organizations, inviting, linking SSO identities). The way forward is on the account
+    /// page.
+    pub fn require_verified_email(&self) -> Result<(), AppError> {
+        if self.user.email_verified() {
+            return Ok(());
+        }
+        tracing::info!(event = "authz_denied", user_id = %self.user.id, reason = "email_unverified", "email not verified");
+        Err(AppError::forbidden(format!(
+            "Confirm your email address first: open the link we emailed to {}. To get a new link, go to Settings → Account and choose “Resend verification email”.",
+            self.user.email
+        )))
+    }
+}
+
+/// A signed-in user whose email address may still be unverified: the few pages such an
+/// account reaches when `KEYWARD_REQUIRE_EMAIL_VERIFICATION` keeps it out of the rest (the
+/// "verify your email" page and its resend button). Same checks as [`CurrentUser`]
+/// otherwise.
+pub struct SignedInUser(pub CurrentUser);
+
+impl FromRequestParts<AppState> for SignedInUser {
+    type Rejection = AuthRejection;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        signed_in(parts, state).await.map(SignedInUser)
+    }
+}
+
+impl axum::extract::OptionalFromRequestParts<AppState> for SignedInUser {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        match signed_in(parts, state).await {
+            Ok(cu) => Ok(Some(SignedInUser(cu))),
+            Err(AuthRejection::SignIn { .. } | AuthRejection::VerifyEmail) => Ok(None),
+            Err(AuthRejection::Error(e)) => Err(e),
+        }
+    }
 }
 
 /// The path of a same-host `Referer`, if any.
@@ -130,6 +176,8 @@ pub enum AuthRejection {
         next: String,
         reason: Option<&'static str>,
     },
+    /// Signed in, but the operator requires a verified email address first.
+    VerifyEmail,
     Error(AppError),
 }
 
@@ -150,6 +198,7 @@ impl IntoResponse for AuthRejection {
                 }
                 Redirect::to(&url).into_response()
             }
+            AuthRejection::VerifyEmail => Redirect::to("/verify-email").into_response(),
             AuthRejection::Error(e) => e.into_response(),
         }
     }
@@ -165,7 +214,7 @@ impl axum::extract::OptionalFromRequestParts<AppState> for CurrentUser {
     ) -> Result<Option<Self>, Self::Rejection> {
         match <Self as FromRequestParts<AppState>>::from_request_parts(parts, state).await {
             Ok(user) => Ok(Some(user)),
-            Err(AuthRejection::SignIn { .. }) => Ok(None),
+            Err(AuthRejection::SignIn { .. } | AuthRejection::VerifyEmail) => Ok(None),
             Err(AuthRejection::Error(e)) => Err(e),
         }
     }
@@ -178,6 +227,17 @@ impl FromRequestParts<AppState> for CurrentUser {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        let cu = signed_in(parts, state).await?;
+        if state.config.require_email_verification && !cu.user.email_verified() {
+            return Err(AuthRejection::VerifyEmail);
+        }
+        Ok(cu)
+    }
+}
+
+/// The session's user, with the timeouts, epoch and account checks.
+async fn signed_in(parts: &mut Parts, state: &AppState) -> Result<CurrentUser, AuthRejection> {
+    {
         let session = parts
             .extensions
             .get::<Session>()

@@ -109,6 +109,7 @@ pub async fn login_page(
         Some("expired") => Some("Your session has ended. Please sign in again."),
         Some("signed_out") => Some("You have been signed out."),
         Some("reauth") => Some("Confirm it's you: sign in again to link a sign-in method."),
+        Some("verified") => Some("Your email address is confirmed. Sign in to continue."),
         Some("password_reset") => Some(
             "Your password was changed and every session was signed out. Sign in with the new password.",
         ),
@@ -334,7 +335,7 @@ pub async fn login(
         .await?;
     drop(turns);
     tracing::info!(event = "auth.signed_in", user_id = %user.id, ip = %meta.ip, method = "password", "signed in");
-    session::sign_in(&session, &user, None, now).await?;
+    session::sign_in(&session, &user, None, &meta, now).await?;
     let mut res = Redirect::to(&safe_next(form.next.as_deref())).into_response();
     if let Some(cookie) = throttle::device_cookie(&device, secure) {
         res.headers_mut().append(header::SET_COOKIE, cookie);
@@ -493,7 +494,24 @@ pub async fn signup(
         return Ok((StatusCode::BAD_REQUEST, page).into_response());
     }
 
+    // Every path hashes, so that timing tells nothing about the address.
     let hash = state.passwords.hash(&form.password).await?;
+    let Some((inv, org)) = invited else {
+        // Open sign-up answers the same whether or not the address has an account: the
+        // account (or, for a taken address, a notice to its owner) is made in the
+        // background, and nobody is signed in. The owner of the address proves it with the
+        // emailed link, then signs in with the password.
+        let task_state = state.clone();
+        let (task_email, task_name) = (email.clone(), name);
+        tokio::spawn(async move {
+            if let Err(e) = finish_open_signup(&task_state, task_email, task_name, hash, meta).await
+            {
+                tracing::error!(error = %e, "sign-up could not be completed");
+            }
+        });
+        return Ok(CheckInboxPage { email }.into_response());
+    };
+    // An invitation proved the address: the account starts verified and signed in.
     let now = state.clock.unix();
     let local = email.split('@').next().unwrap_or("my");
     let org_name = format!(
@@ -504,6 +522,7 @@ pub async fn signup(
         email: email.clone(),
         name,
         password_hash: Some(hash),
+        email_verified_at: Some(now),
     };
     let audit = meta.stamp(NewAudit::new("user.signed_up", now));
     let (user, personal_org) = match state.store.create_user(&new, &org_name, now, audit).await {
@@ -518,7 +537,7 @@ pub async fn signup(
     tracing::info!(event = "user.signed_up", user_id = %user.id, ip = %meta.ip, "signed up");
     let mut active_org = personal_org;
     let mut welcome = "Welcome to Keyward! Create your first API key below.".to_string();
-    if let Some((inv, org)) = invited {
+    {
         let audit = meta
             .stamp(NewAudit::new("invitation.accepted", now))
             .org(&inv.org_id)
@@ -534,9 +553,66 @@ pub async fn signup(
             welcome = format!("Welcome to Keyward! You joined {org} as {}.", inv.role);
         }
     }
-    session::sign_in(&session, &user, Some(&active_org), now).await?;
+    session::sign_in(&session, &user, Some(&active_org), &meta, now).await?;
     session::set_flash(&session, "success", welcome).await?;
     Ok(Redirect::to("/settings/api-keys").into_response())
+}
+
+/// The one answer to an open sign-up, whatever happens next.
+#[derive(Template, WebTemplate)]
+#[template(path = "auth/check_inbox.html")]
+struct CheckInboxPage {
+    email: String,
+}
+
+const SIGNUP_TAKEN_SUBJECT: &str = "Someone tried to sign up to Keyward with your address";
+
+/// The background half of an open sign-up: a new, unverified account and its verification
+/// link; or, when the address already has an account, a notice to its owner (at most one a
+/// minute, so that nobody can flood an inbox from the sign-up form).
+async fn finish_open_signup(
+    state: &AppState,
+    email: String,
+    name: String,
+    hash: String,
+    meta: ClientMeta,
+) -> Result<()> {
+    let now = state.clock.unix();
+    let local = email.split('@').next().unwrap_or("my");
+    let org_name = format!(
+        "{}'s organization",
+        if name.is_empty() { local } else { &name }
+    );
+    let new = NewUser {
+        email: email.clone(),
+        name,
+        password_hash: Some(hash),
+        email_verified_at: None,
+    };
+    let audit = meta.stamp(NewAudit::new("user.signed_up", now));
+    match state.store.create_user(&new, &org_name, now, audit).await {
+        Ok((user, _)) => {
+            tracing::info!(event = "user.signed_up", user_id = %user.id, ip = %meta.ip, "signed up");
+            crate::account::send_verification(state, &user).await?;
+        }
+        Err(StoreError::Conflict) => {
+            tracing::info!(event = "user.signup_for_existing_email", ip = %meta.ip, "sign-up with an address that has an account");
+            if state
+                .store
+                .recent_email(&email, SIGNUP_TAKEN_SUBJECT, now - 60)
+                .await?
+            {
+                return Ok(());
+            }
+            let base = &state.config.base_url;
+            let body = format!(
+                "Someone tried to create a Keyward account with your address ({email}), which already has an account.\n\nIf it was you: sign in at {base}/login, or, if you forgot your password, choose a new one at {base}/forgot-password.\n\nIf it was not you, you can ignore this email: nothing changed on your account.\n"
+            );
+            state.mailer.send(&email, SIGNUP_TAKEN_SUBJECT, &body).await;
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(())
 }
 
 pub async fn logout(

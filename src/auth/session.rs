@@ -12,6 +12,9 @@ pub const USER_ID: &str = "uid";
 pub const ORG_ID: &str = "org";
 pub const AUTHENTICATED_AT: &str = "auth_at";
 pub const SEEN_AT: &str = "seen_at";
+/// Where the sign-in came from (shown on Settings → Account → Sessions).
+pub const IP: &str = "ip";
+pub const USER_AGENT: &str = "ua";
 /// The user's session epoch at sign-in; a later epoch (password reset) ends the session.
 pub const EPOCH: &str = "epoch";
 const CSRF: &str = "csrf";
@@ -89,11 +92,12 @@ pub async fn consume_form_token(session: &Session, token: &str) -> Result<bool> 
 }
 
 /// Signs the user in on this session: a new session id (against fixation), a new CSRF
-/// token, and the timestamps the timeouts are measured from.
+/// token, the timestamps the timeouts are measured from, and where the sign-in came from.
 pub async fn sign_in(
     session: &Session,
     user: &crate::store::User,
     org_id: Option<&str>,
+    meta: &crate::audit::ClientMeta,
     now: i64,
 ) -> Result<()> {
     session.cycle_id().await?;
@@ -105,6 +109,8 @@ pub async fn sign_in(
     }
     session.insert(AUTHENTICATED_AT, now).await?;
     session.insert(SEEN_AT, now).await?;
+    session.insert(IP, &meta.ip).await?;
+    session.insert(USER_AGENT, &meta.user_agent).await?;
     csrf_token(session).await?;
     Ok(())
 }

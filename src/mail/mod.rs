@@ -4,6 +4,10 @@
 //! it, a single-machine install still works: each email is written to the log and kept,
 //! with its body, in the outbox table (`keyward mail outbox` prints it). Every email is
 //! recorded in the outbox with its delivery status either way.
+//!
+//! Kept bodies hold live one-time links (password resets, invitations, email
+//! verification), so they are sealed at rest with a key derived from the deployment's
+//! pepper ([`crate::secretbox`]): a database dump alone does not hold usable links.
 
 use std::sync::Arc;
 
@@ -11,8 +15,37 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor, messag
 
 use crate::{
     clock::Clock,
+    config::KeyPepper,
+    secretbox::SecretBox,
     store::{OutboxEmail, Store},
 };
+
+/// The box that seals kept email bodies (bound to the recipient).
+pub fn outbox_box(pepper: &KeyPepper) -> SecretBox {
+    SecretBox::new(pepper, "outbox")
+}
+
+/// The most recent emails, newest first, with their bodies opened. A body that does not
+/// open (another deployment's pepper) is shown as such, never as garbage.
+pub async fn open_outbox(
+    store: &Store,
+    seal: &SecretBox,
+    limit: i64,
+) -> crate::store::Result<Vec<OutboxEmail>> {
+    let mut emails = store.outbox(limit).await?;
+    for e in &mut emails {
+        if e.body.starts_with(SEALED) {
+            e.body = match seal.open(&e.body, &e.recipient) {
+                Ok(b) => secrecy::ExposeSecret::expose_secret(&b).to_string(),
+                Err(_) => "(sealed with another pepper: cannot be opened here)".into(),
+            };
+        }
+    }
+    Ok(emails)
+}
+
+/// How a sealed body starts (the secret box's version tag).
+const SEALED: &str = "v1:";
 
 #[derive(Clone)]
 pub struct Mailer {
@@ -20,6 +53,7 @@ pub struct Mailer {
     from: Mailbox,
     store: Store,
     clock: Arc<dyn Clock>,
+    seal: SecretBox,
 }
 
 impl std::fmt::Debug for Mailer {
@@ -38,6 +72,7 @@ impl Mailer {
         from: &str,
         store: Store,
         clock: Arc<dyn Clock>,
+        pepper: &KeyPepper,
     ) -> anyhow::Result<Self> {
         let transport = smtp_url
             .filter(|u| !u.trim().is_empty())
@@ -52,6 +87,7 @@ impl Mailer {
             from,
             store,
             clock,
+            seal: outbox_box(pepper),
         })
     }
 
@@ -83,7 +119,13 @@ impl Mailer {
                     "no SMTP server configured; email kept in the outbox (keyward mail outbox)"
                 );
                 record.status = "logged".into();
-                record.body = body.to_string();
+                record.body = match self.seal.seal(body, to) {
+                    Ok(sealed) => sealed,
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not seal the email body; it is not kept");
+                        String::new()
+                    }
+                };
             }
             Some(transport) => {
                 let result = async {
@@ -112,5 +154,25 @@ impl Mailer {
         if let Err(e) = self.store.record_email(&record).await {
             tracing::error!(error = %e, "could not record the email in the outbox");
         }
+    }
+
+    /// The most recent emails, newest first, bodies opened.
+    pub async fn outbox(&self, limit: i64) -> crate::store::Result<Vec<OutboxEmail>> {
+        open_outbox(&self.store, &self.seal, limit).await
+    }
+
+    /// Seals bodies kept before sealing existed (run at start-up).
+    pub async fn seal_kept_bodies(&self) -> crate::store::Result<u64> {
+        let mut sealed = 0;
+        for e in self.store.unsealed_outbox(SEALED).await? {
+            match self.seal.seal(&e.body, &e.recipient) {
+                Ok(s) => {
+                    self.store.set_outbox_body(e.id, &s).await?;
+                    sealed += 1;
+                }
+                Err(err) => tracing::error!(error = %err, "could not seal a kept email body"),
+            }
+        }
+        Ok(sealed)
     }
 }

@@ -28,6 +28,8 @@ pub struct MemberView {
     pub sign_in: &'static str,
     pub last_sign_in: Option<TimeView>,
     pub is_self: bool,
+    /// Marked "unverified" wherever the address is shown to others.
+    pub email_verified: bool,
     /// The viewer may change this member's role or remove them.
     pub manageable: bool,
 }
@@ -51,6 +53,8 @@ struct MembersPage {
     roles: Vec<&'static str>,
     invite_email: String,
     invite_error: Option<String>,
+    /// The viewer's own address, while it is not verified (no inviting until it is).
+    unverified: Option<String>,
 }
 
 /// Roles an admin or owner may give through the members page (ownership moves by transfer).
@@ -84,6 +88,7 @@ async fn members_page(
                 last_sign_in: TimeView::opt(m.last_login_at, now),
                 is_self,
                 manageable,
+                email_verified: m.email_verified,
                 user_id: m.user_id,
                 email: m.email,
                 name: m.name,
@@ -117,6 +122,7 @@ async fn members_page(
         roles: ASSIGNABLE.to_vec(),
         invite_email,
         invite_error,
+        unverified: crate::account::unverified_notice(cu),
     })
 }
 
@@ -396,6 +402,7 @@ pub async fn invite(
 ) -> Result<Response> {
     cu.require(Action::ManageMembers)?;
     cu.same_org(&f.org)?;
+    cu.require_verified_email()?;
     if cu.org.personal {
         return Err(AppError::bad_request(
             "Your personal organization is just for you. Create a team organization (Organizations → New organization) to invite people.",
@@ -495,6 +502,7 @@ pub async fn resend_invitation(
     Form(f): Form<OrgOnly>,
 ) -> Result<Response> {
     let inv = managed_invitation(&state, &cu, &id, &f.org).await?;
+    cu.require_verified_email()?;
     let now = state.clock.unix();
     let (token, hash) = new_link_token().map_err(AppError::internal)?;
     let expires_at = now + INVITATION_TTL_SECS;

@@ -23,6 +23,8 @@ struct NewOrgPage {
     chrome: Chrome,
     name: String,
     error: Option<String>,
+    /// The address to verify before team organizations can be created.
+    unverified: Option<String>,
 }
 
 pub async fn new_page(cu: CurrentUser) -> Result<Response> {
@@ -30,6 +32,7 @@ pub async fn new_page(cu: CurrentUser) -> Result<Response> {
         chrome: cu.chrome("orgs").await?,
         name: String::new(),
         error: None,
+        unverified: crate::account::unverified_notice(&cu),
     }
     .into_response())
 }
@@ -45,6 +48,7 @@ pub async fn create(
     meta: ClientMeta,
     Form(form): Form<NewOrgForm>,
 ) -> Result<Response> {
+    cu.require_verified_email()?;
     let name = form.name.trim().to_string();
     let len = name.chars().count();
     if len == 0 || len > 100 || name.chars().any(char::is_control) {
@@ -54,6 +58,7 @@ pub async fn create(
                 chrome: cu.chrome("orgs").await?,
                 error: Some("Give the organization a name of 1 to 100 characters.".into()),
                 name,
+                unverified: None,
             },
         )
             .into_response());

@@ -28,6 +28,8 @@ pub struct IdentityRow {
 struct AccountPage {
     chrome: Chrome,
     email: String,
+    /// The address is verified (linking SSO identities needs it).
+    verified: bool,
     name: String,
     has_password: bool,
     identities: Vec<IdentityRow>,
@@ -67,6 +69,7 @@ pub async fn page(State(state): State<AppState>, cu: CurrentUser) -> Result<Resp
     Ok(AccountPage {
         chrome: cu.chrome("account").await?,
         email: cu.user.email.clone(),
+        verified: cu.user.email_verified(),
         name: cu.user.name.clone(),
         has_password: cu.user.password_hash.is_some(),
         identities,

@@ -218,6 +218,20 @@ pub async fn link_after_password(
     conn: SsoConnection,
     next: String,
 ) -> Result<Response> {
+    // Linking an identity needs an address the account has proved.
+    if !user.email_verified() {
+        return crate::auth::login_page_with_error(
+            state,
+            session,
+            &user.email,
+            &next,
+            &format!(
+                "Your organization requires single sign-on ({}), and linking it needs a confirmed email address. Open the link we emailed to {} (or reset your password, which confirms it too), then sign in again.",
+                conn.name, user.email
+            ),
+        )
+        .await;
+    }
     let source = Source::Connection(conn);
     let intent = Intent::LinkAndSignIn {
         user_id: user.id.clone(),
@@ -242,6 +256,7 @@ pub async fn link(
     meta: ClientMeta,
     Form(form): Form<LinkForm>,
 ) -> Result<Response> {
+    cu.require_verified_email()?;
     let source = resolve_source(&state, &form.source)
         .await?
         .filter(|s| match s.connection() {
@@ -716,7 +731,7 @@ async fn finish_sign_in(
     };
     state.store.sso_signed_in(&identity, &audit).await?;
     tracing::info!(event = "auth.signed_in", user_id = %user.id, ip = %meta.ip, method = "sso", issuer = %id.issuer, "signed in");
-    session::sign_in(session, &user, landing_org.as_deref(), now).await?;
+    session::sign_in(session, &user, landing_org.as_deref(), meta, now).await?;
     if how == "created" && conn.is_some() {
         session::set_flash(
             session,

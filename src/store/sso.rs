@@ -434,6 +434,8 @@ impl Store {
             email: email.to_string(),
             name: name.to_string(),
             password_hash: None,
+            // Only a provider's verified email creates an account.
+            email_verified_at: Some(now),
         };
         let user_id = super::new_id();
         let org_id = super::new_id();

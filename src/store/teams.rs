@@ -13,6 +13,7 @@ pub struct Member {
     pub last_login_at: Option<i64>,
     pub has_password: bool,
     pub has_sso: bool,
+    pub email_verified: bool,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -80,7 +81,8 @@ impl Store {
             Ok(sqlx::query_as::<_, Member>(
                 "SELECT u.id AS user_id, u.email, u.name, m.role, m.created_at AS joined_at, \
                  u.last_login_at, (u.password_hash IS NOT NULL) AS has_password, \
-                 EXISTS (SELECT 1 FROM sso_identities i WHERE i.user_id = u.id) AS has_sso \
+                 EXISTS (SELECT 1 FROM sso_identities i WHERE i.user_id = u.id) AS has_sso, \
+                 (u.email_verified_at IS NOT NULL) AS email_verified \
                  FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.org_id = $1 \
                  ORDER BY CASE m.role WHEN 'owner' THEN 0 WHEN 'admin' THEN 1 WHEN 'developer' THEN 2 ELSE 3 END, u.email",
             )
@@ -375,6 +377,16 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
+            // The invitation link was sent to this address: using it proves the address.
+            sqlx::query(
+                "UPDATE users SET email_verified_at = COALESCE(email_verified_at, $3) \
+                 WHERE id = $1 AND email = $2",
+            )
+            .bind(user_id)
+            .bind(&inv.email)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
             insert_audit!(&mut *tx, audit)?;
             tx.commit().await?;
             Ok(true)
@@ -466,12 +478,19 @@ impl Store {
             }
             sqlx::query(
                 "UPDATE users SET password_hash = $2, session_epoch = session_epoch + 1, failed_logins = 0, \
-                 locked_until = NULL WHERE id = $1",
+                 locked_until = NULL, email_verified_at = COALESCE(email_verified_at, $3) WHERE id = $1",
             )
             .bind(user_id)
             .bind(password_hash)
+            .bind(now)
             .execute(&mut *tx)
             .await?;
+            // Every session of the account ends (the new epoch would refuse them; their rows
+            // go too, so the sessions page and the table hold nothing stale).
+            sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
             // The reset proved the email address. Identities linked through an
             // organization's connection are dropped (their owner links them again): an
             // account someone else created through SSO for this address must not keep a
@@ -515,6 +534,29 @@ impl Store {
                     .fetch_all(pool)
                     .await?,
             )
+        })
+    }
+
+    /// Kept bodies not yet sealed (not starting with `sealed_prefix`).
+    pub async fn unsealed_outbox(&self, sealed_prefix: &str) -> Result<Vec<OutboxEmail>> {
+        with_pool!(self, |pool| {
+            Ok(sqlx::query_as::<_, OutboxEmail>(
+                "SELECT * FROM outbox WHERE body <> '' AND substr(body, 1, 3) <> $1",
+            )
+            .bind(sealed_prefix)
+            .fetch_all(pool)
+            .await?)
+        })
+    }
+
+    pub async fn set_outbox_body(&self, id: i64, body: &str) -> Result<()> {
+        with_pool!(self, |pool| {
+            sqlx::query("UPDATE outbox SET body = $2 WHERE id = $1")
+                .bind(id)
+                .bind(body)
+                .execute(pool)
+                .await?;
+            Ok(())
         })
     }
 

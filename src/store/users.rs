@@ -20,6 +20,15 @@ pub struct User {
     pub failures_unaudited: i64,
     /// When the last `auth.sign_in_failed` row was written.
     pub failure_audit_at: Option<i64>,
+    /// When the email address was proved (a verification link, an invitation, a password
+    /// reset, or a provider's `email_verified`); `None`: unverified.
+    pub email_verified_at: Option<i64>,
+}
+
+impl User {
+    pub fn email_verified(&self) -> bool {
+        self.email_verified_at.is_some()
+    }
 }
 
 /// How the store counts failed sign-ins (the policy lives in `auth::throttle`).
@@ -56,6 +65,8 @@ pub struct NewUser {
     pub email: String,
     pub name: String,
     pub password_hash: Option<String>,
+    /// Set when the address is already proved (invitation, provider, operator).
+    pub email_verified_at: Option<i64>,
 }
 
 /// Inserts a user, their personal organization (owner) and the `user.signed_up` audit row
@@ -68,14 +79,15 @@ macro_rules! insert_user {
         let now: i64 = $now;
         async {
             let user = sqlx::query_as::<_, $crate::store::User>(
-                "INSERT INTO users (id, email, name, password_hash, created_at) \
-                 VALUES ($1, $2, $3, $4, $5) RETURNING *",
+                "INSERT INTO users (id, email, name, password_hash, created_at, email_verified_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
             )
             .bind(user_id)
             .bind(&new.email)
             .bind(&new.name)
             .bind(&new.password_hash)
             .bind(now)
+            .bind(new.email_verified_at)
             .fetch_one($exec)
             .await?;
             sqlx::query(
@@ -336,6 +348,166 @@ impl Store {
             }
             tx.commit().await?;
             Ok(())
+        })
+    }
+
+    /// Sets a new password hash, audited. With `keep_session` (the id hash of the session
+    /// that asked), every other session of the user ends: the epoch moves on (refusing
+    /// any record an in-flight request might write back) and their rows are deleted.
+    /// Returns the user's session epoch after the change.
+    pub async fn change_password(
+        &self,
+        user_id: &str,
+        password_hash: &str,
+        keep_session: Option<&[u8]>,
+        audit: &NewAudit,
+    ) -> Result<i64> {
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let epoch: i64 = sqlx::query_scalar(
+                "UPDATE users SET password_hash = $2, \
+                 session_epoch = session_epoch + (CASE WHEN $3 THEN 1 ELSE 0 END) \
+                 WHERE id = $1 RETURNING session_epoch",
+            )
+            .bind(user_id)
+            .bind(password_hash)
+            .bind(keep_session.is_some())
+            .fetch_one(&mut *tx)
+            .await?;
+            if let Some(keep) = keep_session {
+                sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND id_hash <> $2")
+                    .bind(user_id)
+                    .bind(keep)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            insert_audit!(&mut *tx, audit)?;
+            tx.commit().await?;
+            Ok(epoch)
+        })
+    }
+
+    // ------------------------------------------------------------ email verification
+
+    /// Stores a new verification token for the user's current address; older unused
+    /// tokens stop working.
+    pub async fn create_email_verification(
+        &self,
+        user: &User,
+        token_hash: &[u8],
+        now: i64,
+        expires_at: i64,
+    ) -> Result<()> {
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "UPDATE email_verifications SET used_at = $2 WHERE user_id = $1 AND used_at IS NULL",
+            )
+            .bind(&user.id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO email_verifications (token_hash, user_id, email, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(token_hash)
+            .bind(&user.id)
+            .bind(&user.email)
+            .bind(now)
+            .bind(expires_at)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    /// Whether a verification link was sent to the user since `since`.
+    pub async fn recent_email_verification(&self, user_id: &str, since: i64) -> Result<bool> {
+        with_pool!(self, |pool| {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM email_verifications WHERE user_id = $1 AND created_at > $2",
+            )
+            .bind(user_id)
+            .bind(since)
+            .fetch_one(pool)
+            .await?;
+            Ok(n > 0)
+        })
+    }
+
+    /// The address a usable (unused, unexpired) verification token was sent to.
+    pub async fn email_verification(&self, token_hash: &[u8], now: i64) -> Result<Option<String>> {
+        with_pool!(self, |pool| {
+            Ok(sqlx::query_scalar(
+                "SELECT v.email FROM email_verifications v JOIN users u ON u.id = v.user_id \
+                 WHERE v.token_hash = $1 AND v.used_at IS NULL AND v.expires_at > $2 AND u.email = v.email",
+            )
+            .bind(token_hash)
+            .bind(now)
+            .fetch_optional(pool)
+            .await?)
+        })
+    }
+
+    /// Uses a verification token: marks the address verified, audited, in one transaction.
+    /// Returns the user, or `None` when the token is not usable (unknown, used, expired,
+    /// superseded, or for an address the account no longer has).
+    pub async fn verify_email(
+        &self,
+        token_hash: &[u8],
+        now: i64,
+        audit: NewAudit,
+    ) -> Result<Option<User>> {
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let found: Option<(String, String)> = sqlx::query_as(
+                "UPDATE email_verifications SET used_at = $2 WHERE token_hash = $1 \
+                 AND used_at IS NULL AND expires_at > $2 RETURNING user_id, email",
+            )
+            .bind(token_hash)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some((user_id, email)) = found else {
+                return Ok(None);
+            };
+            let user = sqlx::query_as::<_, User>(
+                "UPDATE users SET email_verified_at = COALESCE(email_verified_at, $3) \
+                 WHERE id = $1 AND email = $2 RETURNING *",
+            )
+            .bind(&user_id)
+            .bind(&email)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(user) = user else {
+                return Ok(None);
+            };
+            let audit =
+                audit
+                    .actor(Some(&user.id), &user.email)
+                    .target("user", &user.id, &user.email);
+            insert_audit!(&mut *tx, &audit)?;
+            tx.commit().await?;
+            Ok(Some(user))
+        })
+    }
+
+    /// Whether an email with this subject went to `recipient` since `since` (throttles
+    /// notices that anyone can trigger).
+    pub async fn recent_email(&self, recipient: &str, subject: &str, since: i64) -> Result<bool> {
+        with_pool!(self, |pool| {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM outbox WHERE recipient = $1 AND subject = $2 AND created_at > $3",
+            )
+            .bind(recipient)
+            .bind(subject)
+            .bind(since)
+            .fetch_one(pool)
+            .await?;
+            Ok(n > 0)
         })
     }
 }

@@ -106,7 +106,7 @@ export async function startIdp(redirectUri, accounts) {
 
 /**
  * A fresh Keyward on `backend` ('sqlite' or 'postgres') plus the identity provider.
- * Returns { base, idp, verify(key, scopes), stop() }.
+ * Returns { base, idp, verify(key, scopes), verificationLink(email), stop() }.
  */
 export async function startKeyward(backend, { idpAccounts = {} } = {}) {
   const port = await freePort();
@@ -139,6 +139,27 @@ export async function startKeyward(backend, { idpAccounts = {} } = {}) {
     base,
     idp,
     backend,
+    /**
+     * The path of the newest email-verification link sent to `email`, read from the
+     * outbox as an operator does (`keyward mail outbox`, same database and secrets file;
+     * the bodies are sealed at rest). Sign-up sends it in the background: waits up to 10 s.
+     */
+    async verificationLink(email) {
+      for (let i = 0; i < 100; i++) {
+        const out = execFileSync(keywardBinary(), ['mail', 'outbox', '--limit', '100'], {
+          env: { ...process.env, DATABASE_URL: databaseUrl, KEYWARD_SECRETS_FILE: join(dir, 'keyward.secrets'), RUST_LOG: 'warn' },
+          encoding: 'utf8',
+        });
+        // Newest first: "#id time to <recipient> [status] subject", then "  | body" lines.
+        for (const block of out.split(/^(?=#\d+ )/m)) {
+          if (!block.includes(` to ${email} [`) || !block.includes('Confirm your email address')) continue;
+          const m = block.match(/\/verify-email\/[A-Za-z0-9_-]+/);
+          if (m) return m[0];
+        }
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      throw new Error(`no verification email to ${email}`);
+    },
     async verify(key, scopes = []) {
       const res = await fetch(`${base}/v1/keys/verify`, {
         method: 'POST',

@@ -32,13 +32,19 @@ const IDP_ACCOUNTS = {
   teammate: { email: 'teammate@acme.test', email_verified: true, name: 'Tea Mate' },
 };
 
-async function signUp(page, email, name = '') {
+/** Signs up, confirms the address with the emailed link, then signs in (the link never
+ * signs in by itself). */
+async function signUp(app, page, email, name = '') {
   await page.goto('/signup');
   await page.getByLabel('Email').fill(email);
   if (name) await page.getByLabel('Name').fill(name);
   await page.getByLabel('Password', { exact: true }).fill(PASSWORD);
   await page.getByRole('button', { name: 'Create account' }).click();
-  await page.waitForURL('**/settings/api-keys');
+  await page.getByRole('heading', { name: 'Check your inbox' }).waitFor();
+  await page.goto(await app.verificationLink(email));
+  await page.getByRole('button', { name: `Confirm ${email}` }).click();
+  await page.getByRole('heading', { name: 'Email address confirmed' }).waitFor();
+  await signIn(page, email);
 }
 
 async function signIn(page, email) {
@@ -78,7 +84,7 @@ for (const backend of backends) {
       const context = await newContext(app.base);
       try {
         const page = await context.newPage();
-        await signUp(page, 'ada@example.com', 'Ada');
+        await signUp(app, page, 'ada@example.com', 'Ada');
         // Landed in the personal organization, on an empty API keys page.
         await assert.doesNotReject(page.getByRole('heading', { name: 'No API keys yet' }).waitFor());
         assert.match(await page.locator('.sidenav-title').first().textContent(), /Ada/);
@@ -127,7 +133,7 @@ for (const backend of backends) {
       try {
         const page = await context.newPage();
         const dialogs = acceptDialogs(page);
-        await signUp(page, 'roller@example.com');
+        await signUp(app, page, 'roller@example.com');
         const { id: oldId, key: oldKey } = await createKey(page, { name: 'Deploy bot' });
 
         await page.goto(`/settings/api-keys/${oldId}`);
@@ -172,7 +178,7 @@ for (const backend of backends) {
       const viewerCtx = await newContext(app.base);
       try {
         const admin = await adminCtx.newPage();
-        await signUp(admin, 'boss@example.com');
+        await signUp(app, admin, 'boss@example.com');
         await newTeamOrg(admin, 'Acme');
         await createKey(admin, { name: 'Team key' });
         await admin.goto('/settings/members');
@@ -214,7 +220,7 @@ for (const backend of backends) {
       const mateCtx = await newContext(app.base);
       try {
         const admin = await adminCtx.newPage();
-        await signUp(admin, 'owner@acme.test');
+        await signUp(app, admin, 'owner@acme.test');
         await newTeamOrg(admin, 'Acme');
         await admin.goto('/settings/sso/new');
         await admin.getByLabel('Name').fill('Acme IdP');
@@ -254,7 +260,7 @@ for (const backend of backends) {
       const setup = await newContext(app.base);
       const context = await newContext(app.base);
       try {
-        await signUp(await setup.newPage(), 'keys@example.com');
+        await signUp(app, await setup.newPage(), 'keys@example.com');
         const page = await context.newPage();
         await page.goto('/login');
         // Tab order from the top: skip link, brand?, email.
@@ -346,7 +352,7 @@ for (const backend of backends) {
           contexts.push(context);
           const page = await context.newPage();
           if (!id) {
-            await signUp(page, 'phone@example.com');
+            await signUp(app, page, 'phone@example.com');
             ({ id } = await createKey(page, { name: 'Phone key' }));
           } else {
             await signIn(page, 'phone@example.com');

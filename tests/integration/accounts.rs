@@ -19,15 +19,35 @@ async fn signup_signin_signout(app: TestApp) {
             &[("email", " Alice@Example.com "), ("password", PASSWORD)],
         )
         .await;
+    // Nobody is signed in by sign-up: the address is proved first, then the password.
+    assert_eq!(res.status, StatusCode::OK);
+    assert!(res.body.contains("Check your inbox"));
+    assert!(res.headers.get("set-cookie").is_none(), "no session");
+    assert_eq!(
+        b.get("/settings/api-keys").await.status,
+        StatusCode::SEE_OTHER
+    );
+    let link = app.verification_link("alice@example.com").await;
+    b.get(&link).await;
+    let done = b.post(&link, &[]).await;
+    assert!(
+        done.body.contains("Email address confirmed"),
+        "{}",
+        done.body
+    );
+    assert_eq!(
+        b.get("/settings/api-keys").await.status,
+        StatusCode::SEE_OTHER,
+        "the link does not sign in"
+    );
+    let res = b.sign_in("alice@example.com", PASSWORD).await;
     assert_eq!(res.status, StatusCode::SEE_OTHER);
-    assert_eq!(res.location(), "/settings/api-keys");
 
     // Lands in the personal organization, with the empty state.
     let home = b.get("/settings/api-keys").await;
     assert_eq!(home.status, StatusCode::OK);
     assert!(home.shows("alice's organization"), "{}", home.body);
     assert!(home.body.contains("No API keys yet"));
-    assert!(home.body.contains("Welcome to Keyward"));
     assert_eq!(home.header("cache-control"), "no-store");
 
     // The stored hash is argon2id at the required cost.
@@ -161,20 +181,12 @@ async fn password_rules_are_explained(app: TestApp) {
             ],
         )
         .await;
-    assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.body);
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+    assert!(ok.body.contains("Check your inbox"));
 
-    // The same email again is refused with a clear message.
+    // A bad email is explained.
     let mut other = app.browser();
     other.get("/signup").await;
-    let dup = other
-        .post(
-            "/signup",
-            &[("email", "CAROL@example.com"), ("password", PASSWORD)],
-        )
-        .await;
-    assert_eq!(dup.status, StatusCode::CONFLICT);
-    assert!(dup.body.contains("already exists"));
-    // A bad email is explained.
     let bad = other
         .post(
             "/signup",
@@ -345,3 +357,41 @@ async fn closed_signup_sqlite() {
 async fn closed_signup_postgres() {
     closed_signup(Backend::Postgres).await;
 }
+
+async fn signing_up_with_a_taken_address_looks_like_a_new_sign_up(app: TestApp) {
+    app.signed_up("taken@example.com").await;
+    let sign_up = |email: &'static str| {
+        let mut b = app.browser();
+        async move {
+            b.get("/signup").await;
+            b.post("/signup", &[("email", email), ("password", PASSWORD)])
+                .await
+        }
+    };
+    let taken = sign_up("taken@example.com").await;
+    let fresh = sign_up("fresh@example.com").await;
+    assert_eq!(taken.status, fresh.status);
+    assert_eq!(taken.status, StatusCode::OK);
+    assert!(taken.headers.get("set-cookie").is_none());
+    assert!(fresh.headers.get("set-cookie").is_none());
+    // Byte for byte the same apart from the echoed address.
+    assert_eq!(
+        taken.body.replace("taken@example.com", "EMAIL"),
+        fresh.body.replace("fresh@example.com", "EMAIL")
+    );
+    // The owner of the taken address hears about it (no new link, no second account);
+    // the new address gets a verification link.
+    let notice = app
+        .wait_for_mail("taken@example.com", "Someone tried to sign up")
+        .await;
+    assert!(notice.body.contains("/login") && notice.body.contains("/forgot-password"));
+    assert!(!notice.body.contains("/verify-email/"));
+    app.verification_link("fresh@example.com").await;
+    // The existing account's password did not change.
+    let mut b = app.browser();
+    assert_eq!(
+        b.sign_in("taken@example.com", PASSWORD).await.status,
+        StatusCode::SEE_OTHER
+    );
+}
+both!(signing_up_with_a_taken_address_looks_like_a_new_sign_up);

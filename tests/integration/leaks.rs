@@ -119,7 +119,7 @@ async fn leaked_keys_are_revoked(backend: Backend) {
     assert_ne!(v.code, VerifyCode::Valid, "revoked");
     let page = admin.get(&format!("/settings/api-keys/{key_id}")).await;
     assert!(page.shows("Key reported as leaked"), "{}", page.body);
-    let mail = app.store.outbox(10).await.unwrap();
+    let mail = app.state.mailer.outbox(10).await.unwrap();
     assert!(
         mail.iter().any(
             |m| m.recipient == "leaks@example.com" && m.subject.contains("was found in public")

@@ -121,6 +121,18 @@ async fn csrf_on_every_mutating_route(app: TestApp) {
         ("/settings/sso/x".into(), vec![("name", "Evil")]),
         ("/settings/sso/x/delete".into(), vec![]),
         ("/settings/sso/x/test".into(), vec![]),
+        ("/settings/account/sessions/x/revoke".into(), vec![]),
+        ("/settings/account/verify-email".into(), vec![]),
+        ("/verify-email/x".into(), vec![]),
+        ("/settings/account/sessions/revoke-others".into(), vec![]),
+        (
+            "/settings/account/password".into(),
+            vec![
+                ("current_password", PASSWORD),
+                ("new_password", "an attacker's chosen password"),
+                ("sign_out_others", "on"),
+            ],
+        ),
     ];
     for (path, fields) in &routes {
         let with = |t: &str| {

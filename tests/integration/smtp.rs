@@ -87,16 +87,17 @@ impl SmtpSink {
         (sink, url)
     }
 
-    /// Waits (up to 5 s) for a message to `to` and returns it.
-    pub async fn wait_for(&self, to: &str) -> Received {
+    /// Waits (up to 5 s) until `n` messages went to `to` and returns the newest.
+    pub async fn wait_for(&self, to: &str, n: usize) -> Received {
         for _ in 0..100 {
-            if let Some(m) = self
-                .messages
-                .lock()
-                .unwrap()
-                .iter()
-                .rev()
-                .find(|m| m.to.iter().any(|t| t == to))
+            if self.count_to(to) >= n
+                && let Some(m) = self
+                    .messages
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .rev()
+                    .find(|m| m.to.iter().any(|t| t == to))
             {
                 return m.clone();
             }

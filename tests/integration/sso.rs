@@ -433,6 +433,15 @@ async fn teammate_joins_through_org_connection(s: Sso) {
     bob.post("/logout", &[]).await;
     let again = sso_sign_in(&mut bob, &s.idp, "bob@corp.test", "bob").await;
     assert_eq!(again.status, StatusCode::SEE_OTHER, "{}", again.body);
+    // Created from the provider's verified email: verified.
+    let bob_user = s
+        .app
+        .store
+        .user_by_email("bob@corp.test")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(bob_user.email_verified_at.is_some());
     assert_eq!(
         signed_in_as(&mut bob).await.as_deref(),
         Some("bob@corp.test")
@@ -739,6 +748,32 @@ async fn link_require_sso_and_unlink(s: Sso) {
     // A wrong password still gets the generic answer (nothing revealed).
     let res = b.sign_in("bob@corp.test", "wrong password entirely").await;
     assert_eq!(res.status, StatusCode::UNAUTHORIZED);
+
+    // A member whose address is not confirmed is not sent on to link an identity.
+    let mut hal = s.app.browser();
+    s.app.sign_up(&mut hal, "hal@corp.test").await;
+    let hal_id = s
+        .app
+        .store
+        .user_by_email("hal@corp.test")
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    s.app
+        .store
+        .add_member(
+            &org,
+            &hal_id,
+            "viewer",
+            keyward::store::NewAudit::new("member.added", s.app.clock.unix()),
+        )
+        .await
+        .unwrap();
+    let res = hal.sign_in("hal@corp.test", PASSWORD).await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST, "{}", res.body);
+    assert!(res.shows("linking it needs a confirmed email address"));
+    assert_eq!(signed_in_as(&mut hal).await, None);
 
     // Bob (a member with a password, not linked) cannot be signed in by email alone...
     let mut b = s.app.browser();

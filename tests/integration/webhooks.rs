@@ -358,10 +358,10 @@ async fn expiry_notices(app: TestApp) {
     assert_eq!(run(app.state.clone()).await, 0);
 
     // Emails to the creator (kept in the outbox without SMTP).
-    let mail = app.store.outbox(20).await.unwrap();
+    let mail = app.state.mailer.outbox(20).await.unwrap();
     let subjects: Vec<&str> = mail
         .iter()
-        .filter(|m| m.recipient == "expiry@example.com")
+        .filter(|m| m.recipient == "expiry@example.com" && m.subject.starts_with("API key"))
         .map(|m| m.subject.as_str())
         .collect();
     assert!(
@@ -423,7 +423,7 @@ async fn urgent_key_gets_one_notice(app: TestApp) {
     app.clock
         .advance(time::Duration::days(29) + time::Duration::hours(12));
     assert_eq!(keyward::keys::notices::run(&app.state).await.unwrap(), 1);
-    let mail = app.store.outbox(10).await.unwrap();
+    let mail = app.state.mailer.outbox(10).await.unwrap();
     let subjects: Vec<&str> = mail
         .iter()
         .map(|m| m.subject.as_str())
