@@ -39,6 +39,8 @@ pub struct Inner {
     pub sso: crate::sso::Sso,
     /// Seals webhook signing secrets.
     pub webhook_secrets: crate::secretbox::SecretBox,
+    /// Seals authenticator-app (TOTP) secrets.
+    pub totp_secrets: crate::secretbox::SecretBox,
     /// Outbound HTTP for webhook deliveries (no redirects, short timeouts).
     pub http: reqwest::Client,
 }
@@ -74,6 +76,7 @@ impl AppState {
         Ok(Self(Arc::new(Inner {
             sso,
             webhook_secrets: crate::secretbox::SecretBox::new(&config.key_pepper, "webhook-secret"),
+            totp_secrets: crate::secretbox::SecretBox::new(&config.key_pepper, "totp-secret"),
             http: crate::webhooks::http_client(config.allow_private_networks)?,
             mailer,
             passwords: Passwords::new()?,
@@ -120,6 +123,7 @@ pub fn router(state: AppState, sessions: SessionBackend) -> Router {
         .merge(crate::members::router())
         .merge(crate::sso::router())
         .merge(crate::webhooks::router())
+        .merge(crate::two_step::router())
         .fallback(|| async { AppError::NotFound })
         .layer(middleware::from_fn_with_state(
             state.clone(),

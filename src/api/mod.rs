@@ -263,6 +263,17 @@ impl FromRequestParts<AppState> for Caller {
         let cu = match CurrentUser::from_request_parts(parts, state).await {
             Ok(cu) => cu,
             Err(AuthRejection::SignIn { .. }) => return Err(unauthorized()),
+            Err(AuthRejection::TwoStepRequired { org_name }) => {
+                return Err(ApiError::Status(
+                    StatusCode::FORBIDDEN,
+                    "two_step_required",
+                    format!(
+                        "{org_name} requires two-step verification for password sign-ins. Set up an authenticator app or a passkey in Settings → Account → Security ({}{}), then try again.",
+                        state.config.base_url,
+                        crate::two_step::SECURITY_PATH
+                    ),
+                ));
+            }
             Err(AuthRejection::Error(e)) => return Err(e.into()),
         };
         if parts.method != Method::GET && parts.method != Method::HEAD {

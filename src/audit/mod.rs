@@ -112,6 +112,13 @@ pub fn action_label(action: &str) -> &str {
         "invitation.accepted" => "Invitation accepted",
         "auth.password_reset" => "Password reset",
         "auth.password_reset_requested" => "Password reset requested",
+        "account.totp_enabled" => "Authenticator app set up",
+        "account.totp_removed" => "Authenticator app removed",
+        "account.passkey_added" => "Passkey added",
+        "account.passkey_removed" => "Passkey removed",
+        "account.recovery_codes_regenerated" => "Recovery codes regenerated",
+        "account.recovery_code_used" => "Recovery code used",
+        "org.two_step_policy_changed" => "Two-step verification policy changed",
         other => other,
     }
 }

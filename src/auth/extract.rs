@@ -91,7 +91,7 @@ impl CurrentUser {
 }
 
 /// The path of a same-host `Referer`, if any.
-fn referring_page(headers: &axum::http::HeaderMap) -> Option<String> {
+pub(crate) fn referring_page(headers: &axum::http::HeaderMap) -> Option<String> {
     let referer = headers.get(axum::http::header::REFERER)?.to_str().ok()?;
     let host = headers.get(axum::http::header::HOST)?.to_str().ok()?;
     let rest = referer.split_once("://")?.1;
@@ -130,6 +130,11 @@ pub enum AuthRejection {
         next: String,
         reason: Option<&'static str>,
     },
+    /// The active organization requires two-step verification and this password
+    /// sign-in has no second factor: enrol first.
+    TwoStepRequired {
+        org_name: String,
+    },
     Error(AppError),
 }
 
@@ -150,6 +155,9 @@ impl IntoResponse for AuthRejection {
                 }
                 Redirect::to(&url).into_response()
             }
+            AuthRejection::TwoStepRequired { .. } => {
+                Redirect::to(crate::two_step::SECURITY_PATH).into_response()
+            }
             AuthRejection::Error(e) => e.into_response(),
         }
     }
@@ -163,9 +171,11 @@ impl axum::extract::OptionalFromRequestParts<AppState> for CurrentUser {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Option<Self>, Self::Rejection> {
-        match <Self as FromRequestParts<AppState>>::from_request_parts(parts, state).await {
+        // Pages that take an optional user (an invitation, an SSO link) belong to no
+        // organization: the organization's two-step policy does not apply to them.
+        match CurrentUser::from_session(parts, state).await {
             Ok(user) => Ok(Some(user)),
-            Err(AuthRejection::SignIn { .. }) => Ok(None),
+            Err(AuthRejection::SignIn { .. } | AuthRejection::TwoStepRequired { .. }) => Ok(None),
             Err(AuthRejection::Error(e)) => Err(e),
         }
     }
@@ -178,6 +188,30 @@ impl FromRequestParts<AppState> for CurrentUser {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        let cu = Self::from_session(parts, state).await?;
+        if !crate::two_step::policy_exempt(parts.uri.path())
+            && let Some(org_name) = crate::two_step::policy_blocks(state, &cu).await?
+        {
+            if !parts.uri.path().starts_with("/api/") {
+                session::set_flash(
+                    &cu.session,
+                    "info",
+                    format!(
+                        "{org_name} requires two-step verification. Set up an authenticator app or a passkey to continue to its pages."
+                    ),
+                )
+                .await?;
+            }
+            return Err(AuthRejection::TwoStepRequired { org_name });
+        }
+        Ok(cu)
+    }
+}
+
+impl CurrentUser {
+    /// The signed-in user of this session (timeouts and epoch checked), before any
+    /// organization policy.
+    async fn from_session(parts: &mut Parts, state: &AppState) -> Result<Self, AuthRejection> {
         let session = parts
             .extensions
             .get::<Session>()

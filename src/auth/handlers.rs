@@ -107,6 +107,9 @@ pub async fn login_page(
         Some("expired") => Some("Your session has ended. Please sign in again."),
         Some("signed_out") => Some("You have been signed out."),
         Some("reauth") => Some("Confirm it's you: sign in again to link a sign-in method."),
+        Some("two_step_expired") => Some(
+            "Your sign-in was not finished in time or had too many wrong codes. Sign in again.",
+        ),
         Some("password_reset") => Some(
             "Your password was changed and every session was signed out. Sign in with the new password.",
         ),
@@ -230,6 +233,19 @@ pub async fn login(
         )
         .await?;
         return Ok((StatusCode::FORBIDDEN, page).into_response());
+    }
+
+    // With a second factor, the password was only the first step.
+    if let Some(second_step) = crate::two_step::challenge(
+        &state,
+        &session,
+        &user,
+        &safe_next(form.next.as_deref()),
+        now,
+    )
+    .await?
+    {
+        return Ok(second_step);
     }
 
     let rehash = if verified.needs_rehash {

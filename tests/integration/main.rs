@@ -19,5 +19,6 @@ mod security;
 mod smtp;
 mod sso;
 mod teams;
+mod two_step;
 mod verify;
 mod webhooks;

@@ -121,6 +121,17 @@ async fn csrf_on_every_mutating_route(app: TestApp) {
         ("/settings/sso/x".into(), vec![("name", "Evil")]),
         ("/settings/sso/x/delete".into(), vec![]),
         ("/settings/sso/x/test".into(), vec![]),
+        (
+            "/settings/account/security/totp".into(),
+            vec![("code", "123456")],
+        ),
+        ("/settings/account/security/totp/remove".into(), vec![]),
+        ("/settings/account/security/recovery-codes".into(), vec![]),
+        (
+            "/settings/account/confirm".into(),
+            vec![("password", PASSWORD)],
+        ),
+        ("/login/two-step".into(), vec![("code", "123456")]),
     ];
     for (path, fields) in &routes {
         let with = |t: &str| {
