@@ -7,6 +7,7 @@
 //! recovery code ([`complete`]), or drops it after [`MAX_ATTEMPTS`] wrong ones.
 
 mod handlers;
+mod policy;
 pub mod recovery;
 pub mod totp;
 
@@ -56,6 +57,7 @@ pub fn router() -> Router<AppState> {
             crate::auth::stepup::CONFIRM_PATH,
             get(handlers::confirm_page).post(handlers::confirm),
         )
+        .route("/settings/members/two-step", post(policy::set_policy))
         .route(
             TWO_STEP_PATH,
             get(handlers::two_step_page).post(handlers::two_step_submit),

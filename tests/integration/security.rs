@@ -132,6 +132,10 @@ async fn csrf_on_every_mutating_route(app: TestApp) {
             vec![("password", PASSWORD)],
         ),
         ("/login/two-step".into(), vec![("code", "123456")]),
+        (
+            "/settings/members/two-step".into(),
+            vec![("required", "true")],
+        ),
     ];
     for (path, fields) in &routes {
         let with = |t: &str| {

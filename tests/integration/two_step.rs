@@ -426,3 +426,182 @@ async fn reset_keeps_the_second_factor_sqlite() {
 async fn reset_keeps_the_second_factor_postgres() {
     reset_keeps_the_second_factor(Backend::Postgres).await;
 }
+
+// ------------------------------------------------------------------ organization policy
+
+/// An owner with an authenticator app, in a new team organization (active); returns the
+/// owner's browser and the organization id.
+async fn team_with_owner(app: &TestApp, email: &str) -> (Browser, String) {
+    let mut owner = app.signed_up(email).await;
+    enrol_totp(app, &mut owner).await;
+    owner.get("/orgs/new").await;
+    let res = owner.post("/orgs", &[("name", "Team")]).await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+    let id = user_id(app, email).await;
+    let org = app
+        .store
+        .memberships(&id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|m| !m.personal)
+        .unwrap()
+        .org_id;
+    (owner, org)
+}
+
+async fn require_policy(owner: &mut Browser, required: &str) -> crate::helpers::Page {
+    owner.get("/settings/members").await;
+    owner
+        .post("/settings/members/two-step", &[("required", required)])
+        .await
+}
+
+async fn org_policy_sends_members_without_a_second_factor_to_enrol(app: TestApp) {
+    let (mut owner, org) = team_with_owner(&app, "policy-owner@example.com").await;
+    let res = require_policy(&mut owner, "true").await;
+    assert_eq!(res.location(), "/settings/members");
+    assert!(owner.get("/settings/members").await.shows("Required."));
+    let (_, details) = app
+        .audit_events()
+        .await
+        .into_iter()
+        .find(|(a, _)| a == "org.two_step_policy_changed")
+        .unwrap();
+    assert_eq!(details["required"], true);
+
+    let mut member = app.signed_up("policy-member@example.com").await;
+    let member_id = user_id(&app, "policy-member@example.com").await;
+    app.store
+        .add_member(
+            &org,
+            &member_id,
+            "developer",
+            keyward::store::NewAudit::new("member.added", now(&app)),
+        )
+        .await
+        .unwrap();
+    // Their personal organization does not require it.
+    assert_eq!(
+        member.get("/settings/api-keys").await.status,
+        StatusCode::OK
+    );
+    let switched = member.post("/orgs/switch", &[("org_id", &org)]).await;
+    assert_eq!(switched.status, StatusCode::SEE_OTHER);
+    for page in [
+        "/settings/api-keys",
+        "/settings/members",
+        "/settings/audit-log",
+    ] {
+        let res = member.get(page).await;
+        assert_eq!(res.location(), SECURITY, "{page}");
+    }
+    let security = member.get(SECURITY).await;
+    assert!(
+        security.shows("Team requires two-step verification"),
+        "{}",
+        security.body
+    );
+    // The management API with the session: a clear JSON refusal.
+    let api = member
+        .client
+        .get(format!("{}/api/v1/keys", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), StatusCode::FORBIDDEN);
+    let body: serde_json::Value = api.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "two_step_required");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Settings → Account → Security")
+    );
+
+    // After enrolling, everything opens.
+    enrol_totp(&app, &mut member).await;
+    assert_eq!(
+        member.get("/settings/api-keys").await.status,
+        StatusCode::OK
+    );
+    let api = member
+        .client
+        .get(format!("{}/api/v1/keys", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), StatusCode::OK);
+
+    // Members page: each member's two-step status.
+    let members = owner.get("/settings/members").await;
+    assert!(members.shows("Two-step"));
+    assert_eq!(members.body.matches("badge badge-active\">On<").count(), 2);
+    let _ = require_policy(&mut owner, "false").await;
+    assert!(owner.get("/settings/members").await.shows("Not required."));
+}
+both!(org_policy_sends_members_without_a_second_factor_to_enrol);
+
+async fn members_page_shows_who_has_two_step(app: TestApp) {
+    let (mut owner, org) = team_with_owner(&app, "status-owner@example.com").await;
+    app.signed_up("status-member@example.com").await;
+    let member_id = user_id(&app, "status-member@example.com").await;
+    app.store
+        .add_member(
+            &org,
+            &member_id,
+            "viewer",
+            keyward::store::NewAudit::new("member.added", now(&app)),
+        )
+        .await
+        .unwrap();
+    let page = owner.get("/settings/members").await;
+    let row = |email: &str| {
+        let table = page.body.find("<tbody>").unwrap();
+        let start = table + page.body[table..].find(email).unwrap();
+        let end = start + page.body[start..].find("</tr>").unwrap();
+        page.body[start..end].to_string()
+    };
+    assert!(row("status-owner@example.com").contains(">On<"));
+    assert!(row("status-member@example.com").contains(">Off<"));
+}
+both!(members_page_shows_who_has_two_step);
+
+async fn an_owner_without_two_step_cannot_require_it(app: TestApp) {
+    let mut owner = app.signed_up("bare-owner@example.com").await;
+    owner.get("/orgs/new").await;
+    owner.post("/orgs", &[("name", "Team")]).await;
+    let res = require_policy(&mut owner, "true").await;
+    assert_eq!(res.location(), "/settings/members");
+    let page = owner.get("/settings/members").await;
+    assert!(page.shows("Set up two-step verification for your own account first"));
+    assert!(page.shows("Not required."));
+    // Admins cannot set it at all.
+    let (mut admin_owner, org) = team_with_owner(&app, "other-owner@example.com").await;
+    let mut admin = app.signed_up("admin@example.com").await;
+    let admin_id = user_id(&app, "admin@example.com").await;
+    app.store
+        .add_member(
+            &org,
+            &admin_id,
+            "admin",
+            keyward::store::NewAudit::new("member.added", now(&app)),
+        )
+        .await
+        .unwrap();
+    admin.get("/settings/api-keys").await;
+    admin.post("/orgs/switch", &[("org_id", &org)]).await;
+    let page = admin.get("/settings/members").await;
+    assert!(!page.shows("Require two-step verification"));
+    let refused = admin
+        .post("/settings/members/two-step", &[("required", "true")])
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(
+        admin_owner
+            .get("/settings/members")
+            .await
+            .shows("Not required.")
+    );
+}
+both!(an_owner_without_two_step_cannot_require_it);
