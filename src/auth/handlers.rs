@@ -39,6 +39,8 @@ struct LoginPage {
     error: Option<String>,
     notice: Option<&'static str>,
     signup_open: bool,
+    /// "Sign in with a passkey" is offered.
+    passkeys: bool,
     /// Operator-wide SSO providers: (id, name).
     providers: Vec<(String, String)>,
 }
@@ -59,6 +61,7 @@ impl LoginPage {
             error,
             notice,
             signup_open: state.config.signup == SignupMode::Open,
+            passkeys: state.passkeys_available(),
             providers: state
                 .config
                 .sso_providers

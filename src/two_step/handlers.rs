@@ -34,12 +34,21 @@ const CONFIRM_FAILURES: &str = "confirm_failures";
 
 // ------------------------------------------------------------------ security page
 
+pub struct PasskeyView {
+    pub id: String,
+    pub name: String,
+    pub added: TimeView,
+    pub last_used: Option<TimeView>,
+}
+
 #[derive(Template, WebTemplate)]
 #[template(path = "settings/security.html")]
 struct SecurityPage {
     chrome: Chrome,
     totp_since: Option<TimeView>,
     totp_last_used: Option<TimeView>,
+    passkeys: Vec<PasskeyView>,
+    passkeys_available: bool,
     has_factor: bool,
     codes_left: i64,
     /// Organizations of the user that require two-step verification.
@@ -49,12 +58,26 @@ struct SecurityPage {
 pub async fn security_page(State(state): State<AppState>, cu: CurrentUser) -> Result<Response> {
     let now = state.clock.unix();
     let factor = state.store.totp_factor(&cu.user.id).await?;
-    let has_factor = state.store.has_second_factor(&cu.user.id).await?;
+    let passkeys: Vec<PasskeyView> = state
+        .store
+        .passkeys(&cu.user.id)
+        .await?
+        .into_iter()
+        .map(|p| PasskeyView {
+            added: TimeView::new(p.created_at, now),
+            last_used: TimeView::opt(p.last_used_at, now),
+            id: p.id,
+            name: p.name,
+        })
+        .collect();
+    let has_factor = factor.is_some() || !passkeys.is_empty();
     let codes_left = state.store.recovery_codes_left(&cu.user.id).await?;
     Ok(SecurityPage {
         chrome: cu.chrome("account").await?,
         totp_since: factor.as_ref().map(|f| TimeView::new(f.created_at, now)),
         totp_last_used: factor.and_then(|f| TimeView::opt(f.last_used_at, now)),
+        passkeys,
+        passkeys_available: state.passkeys_available(),
         has_factor,
         codes_left,
         required_by: cu
@@ -177,7 +200,7 @@ pub async fn totp_enable(
     cu.session.remove::<String>(ENROLLING).await?;
     tracing::info!(event = "account.totp_enabled", user_id = %cu.user.id, "authenticator app enrolled");
     if let Some((plain, _)) = codes {
-        cu.session.insert(FRESH_CODES, plain).await?;
+        show_codes_once(&cu.session, plain).await?;
         return Ok(Redirect::to("/settings/account/security/recovery-codes").into_response());
     }
     cu.flash(
@@ -253,8 +276,15 @@ pub async fn recovery_codes_regenerate(
         .regenerate_recovery_codes(&cu.user.id, &hashes, &audit)
         .await?;
     tracing::info!(event = "account.recovery_codes_regenerated", user_id = %cu.user.id, "new recovery codes");
-    cu.session.insert(FRESH_CODES, plain).await?;
+    show_codes_once(&cu.session, plain).await?;
     Ok(Redirect::to("/settings/account/security/recovery-codes").into_response())
+}
+
+/// Hands freshly issued recovery codes to the page that shows them once (the passkey
+/// enrolment uses it too).
+pub(crate) async fn show_codes_once(session: &Session, codes: Vec<String>) -> Result<()> {
+    session.insert(FRESH_CODES, codes).await?;
+    Ok(())
 }
 
 // ------------------------------------------------------------------ step-up confirm page
@@ -266,6 +296,7 @@ struct ConfirmPage {
     next: String,
     has_password: bool,
     has_totp: bool,
+    has_passkeys: bool,
     error: Option<String>,
 }
 
@@ -290,6 +321,8 @@ async fn render_confirm(
         next: session::safe_next(Some(next)),
         has_password: cu.user.password_hash.is_some(),
         has_totp: state.store.totp_factor(&cu.user.id).await?.is_some(),
+        has_passkeys: state.passkeys_available()
+            && !state.store.passkeys(&cu.user.id).await?.is_empty(),
         error,
     };
     Ok((status, page).into_response())
@@ -383,6 +416,7 @@ pub(crate) async fn confirm_failed(
 struct TwoStepPage {
     csrf: String,
     has_totp: bool,
+    has_passkeys: bool,
     error: Option<String>,
 }
 
@@ -400,6 +434,8 @@ async fn render_two_step(
     let page = TwoStepPage {
         csrf: session::csrf_token(session).await?,
         has_totp: state.store.totp_factor(user_id).await?.is_some(),
+        has_passkeys: state.passkeys_available()
+            && !state.store.passkeys(user_id).await?.is_empty(),
         error,
     };
     Ok((status, page).into_response())
@@ -449,7 +485,7 @@ pub async fn two_step_submit(
             .await?
         {
             tracing::info!(event = "account.recovery_code_used", user_id = %user.id, remaining = left, "recovery code used");
-            let res = super::complete(
+            let to = super::complete(
                 &state,
                 &session,
                 &meta,
@@ -464,7 +500,7 @@ pub async fn two_step_submit(
                 n => format!("Recovery code accepted. You have {n} recovery codes left."),
             };
             session::set_flash(&session, if left <= 2 { "error" } else { "info" }, message).await?;
-            return Ok(res);
+            return Ok(Redirect::to(&to).into_response());
         }
         if super::failed_attempt(&state, &session, &meta, pending, &user).await? {
             return Ok(start_again());
@@ -479,7 +515,7 @@ pub async fn two_step_submit(
     }
     let check = super::check_totp(&state, &user.id, &f.code).await?;
     if check == CodeCheck::Accepted {
-        return super::complete(
+        let to = super::complete(
             &state,
             &session,
             &meta,
@@ -487,7 +523,8 @@ pub async fn two_step_submit(
             &pending.next,
             "password+totp",
         )
-        .await;
+        .await?;
+        return Ok(Redirect::to(&to).into_response());
     }
     if super::failed_attempt(&state, &session, &meta, pending, &user).await? {
         return Ok(start_again());

@@ -7,7 +7,9 @@
 //! recovery code ([`complete`]), or drops it after [`MAX_ATTEMPTS`] wrong ones.
 
 mod handlers;
+mod passkeys;
 mod policy;
+pub use passkeys::relying_party;
 pub mod recovery;
 pub mod totp;
 
@@ -57,6 +59,30 @@ pub fn router() -> Router<AppState> {
             crate::auth::stepup::CONFIRM_PATH,
             get(handlers::confirm_page).post(handlers::confirm),
         )
+        .route(
+            "/settings/account/security/passkeys/options",
+            post(passkeys::register_options),
+        )
+        .route(
+            "/settings/account/security/passkeys",
+            post(passkeys::register),
+        )
+        .route(
+            "/settings/account/security/passkeys/{id}/remove",
+            post(passkeys::remove),
+        )
+        .route(
+            "/settings/account/confirm/passkey/options",
+            post(passkeys::confirm_options),
+        )
+        .route("/settings/account/confirm/passkey", post(passkeys::confirm))
+        .route(
+            "/login/two-step/passkey/options",
+            post(passkeys::second_step_options),
+        )
+        .route("/login/two-step/passkey", post(passkeys::second_step))
+        .route("/login/passkey/options", post(passkeys::sign_in_options))
+        .route("/login/passkey", post(passkeys::sign_in))
         .route("/settings/members/two-step", post(policy::set_policy))
         .route(
             TWO_STEP_PATH,
@@ -133,7 +159,8 @@ pub(crate) async fn pending(
 }
 
 /// Finishes a sign-in whose second step succeeded: the failure counter is reset, the
-/// sign-in audited with its method, and the session signed in under a new id.
+/// sign-in audited with its method, and the session signed in under a new id. Returns
+/// where to go next.
 pub(crate) async fn complete(
     state: &AppState,
     session: &Session,
@@ -141,7 +168,7 @@ pub(crate) async fn complete(
     user: &User,
     next: &str,
     method: &str,
-) -> Result<Response> {
+) -> Result<String> {
     let now = state.clock.unix();
     let audit = meta
         .stamp(NewAudit::new("auth.signed_in", now))
@@ -152,7 +179,7 @@ pub(crate) async fn complete(
     tracing::info!(event = "auth.signed_in", user_id = %user.id, ip = %meta.ip, method, "signed in");
     session::sign_in(session, user, None, now).await?;
     session::set_sign_in_method(session, method).await?;
-    Ok(Redirect::to(&session::safe_next(Some(next))).into_response())
+    Ok(session::safe_next(Some(next)))
 }
 
 /// Counts a wrong second step. After [`MAX_ATTEMPTS`] the pending sign-in is dropped and

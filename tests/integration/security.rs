@@ -136,6 +136,18 @@ async fn csrf_on_every_mutating_route(app: TestApp) {
             "/settings/members/two-step".into(),
             vec![("required", "true")],
         ),
+        ("/settings/account/security/passkeys/options".into(), vec![]),
+        ("/settings/account/security/passkeys".into(), vec![]),
+        (
+            "/settings/account/security/passkeys/x/remove".into(),
+            vec![],
+        ),
+        ("/settings/account/confirm/passkey/options".into(), vec![]),
+        ("/settings/account/confirm/passkey".into(), vec![]),
+        ("/login/two-step/passkey/options".into(), vec![]),
+        ("/login/two-step/passkey".into(), vec![]),
+        ("/login/passkey/options".into(), vec![]),
+        ("/login/passkey".into(), vec![]),
     ];
     for (path, fields) in &routes {
         let with = |t: &str| {

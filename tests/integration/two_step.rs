@@ -605,3 +605,168 @@ async fn an_owner_without_two_step_cannot_require_it(app: TestApp) {
     );
 }
 both!(an_owner_without_two_step_cannot_require_it);
+
+// ------------------------------------------------------------------ passkeys
+// The ceremonies themselves run in the browser journeys (Chromium's virtual
+// authenticator); here: the options the server asks for, and refusals.
+
+/// An app whose base URL names `localhost` (browsers offer passkeys only to domain names).
+async fn passkey_app(backend: Backend) -> Option<TestApp> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    TestApp::spawn_on(backend, listener, |c| {
+        c.base_url = format!("http://localhost:{port}");
+    })
+    .await
+}
+
+async fn json_post(
+    b: &Browser,
+    path: &str,
+    body: serde_json::Value,
+) -> (StatusCode, serde_json::Value) {
+    let res = b
+        .client
+        .post(format!("{}{path}", b.base))
+        .header("x-csrf-token", b.csrf.clone().unwrap_or_default())
+        .header("accept", "application/json")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status();
+    (status, res.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+async fn passkey_options_ask_for_a_discoverable_verified_credential(backend: Backend) {
+    let Some(app) = passkey_app(backend).await else {
+        return;
+    };
+    let login = app.browser().get("/login").await;
+    assert!(login.shows("Sign in with a passkey"));
+    let mut b = app.signed_up("pk@example.com").await;
+    let page = b.get(SECURITY).await;
+    assert!(page.shows("Add a passkey"));
+    let (status, options) = json_post(
+        &b,
+        "/settings/account/security/passkeys/options",
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{options}");
+    let pk = &options["publicKey"];
+    assert_eq!(pk["rp"]["id"], "localhost");
+    assert_eq!(pk["authenticatorSelection"]["residentKey"], "required");
+    assert_eq!(pk["authenticatorSelection"]["userVerification"], "required");
+    // A forged answer is refused and nothing is registered.
+    let forged = serde_json::json!({
+        "name": "Forged",
+        "credential": {
+            "id": "AAAA", "rawId": "AAAA", "type": "public-key",
+            "response": { "attestationObject": "AAAA", "clientDataJSON": "AAAA" },
+            "extensions": {}
+        }
+    });
+    let (status, err) = json_post(&b, "/settings/account/security/passkeys", forged.clone()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    assert_eq!(err["error"]["code"], "passkey_refused");
+    // The ceremony was used up.
+    let (status, err) = json_post(&b, "/settings/account/security/passkeys", forged).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{err}");
+    let id = user_id(&app, "pk@example.com").await;
+    assert!(app.store.passkeys(&id).await.unwrap().is_empty());
+
+    // Adding a passkey needs a recent sign-in too: the script is sent to confirm.
+    app.clock.advance(Duration::minutes(16));
+    b.get(SECURITY).await;
+    let (status, err) = json_post(
+        &b,
+        "/settings/account/security/passkeys/options",
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(err["error"]["code"], "reauthentication_required");
+    assert!(
+        err["error"]["confirm"]
+            .as_str()
+            .unwrap()
+            .starts_with("/settings/account/confirm")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passkey_options_ask_for_a_discoverable_verified_credential_sqlite() {
+    passkey_options_ask_for_a_discoverable_verified_credential(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passkey_options_ask_for_a_discoverable_verified_credential_postgres() {
+    passkey_options_ask_for_a_discoverable_verified_credential(Backend::Postgres).await;
+}
+
+async fn passkey_sign_in_refuses_unknown_credentials(backend: Backend) {
+    let Some(app) = passkey_app(backend).await else {
+        return;
+    };
+    let mut b = app.browser();
+    b.get("/login").await;
+    let (status, options) = json_post(&b, "/login/passkey/options", serde_json::json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(options["publicKey"]["userVerification"], "required");
+    assert!(options.get("mediation").is_none(), "a button, not autofill");
+    let unknown = serde_json::json!({ "credential": {
+        "id": "AAAA", "rawId": "AAAA", "type": "public-key",
+        "response": {
+            "authenticatorData": "AAAA", "clientDataJSON": "AAAA", "signature": "AAAA",
+            "userHandle": "AAAAAAAAAAAAAAAAAAAAAA"
+        },
+        "extensions": {}
+    }});
+    let (status, err) = json_post(&b, "/login/passkey", unknown.clone()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{err}");
+    assert_eq!(err["error"]["code"], "passkey_refused");
+    assert!(
+        b.get("/settings/api-keys")
+            .await
+            .location()
+            .starts_with("/login")
+    );
+    // Without a ceremony started first.
+    let (status, _) = json_post(&b, "/login/passkey", unknown).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passkey_sign_in_refuses_unknown_credentials_sqlite() {
+    passkey_sign_in_refuses_unknown_credentials(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passkey_sign_in_refuses_unknown_credentials_postgres() {
+    passkey_sign_in_refuses_unknown_credentials(Backend::Postgres).await;
+}
+
+async fn passkeys_are_not_offered_at_an_ip_address(app: TestApp) {
+    assert!(
+        !app.browser()
+            .get("/login")
+            .await
+            .shows("Sign in with a passkey")
+    );
+    let mut b = app.signed_up("nopk@example.com").await;
+    assert!(
+        b.get(SECURITY)
+            .await
+            .shows("Passkeys are not available on this Keyward")
+    );
+    let (status, err) = json_post(
+        &b,
+        "/settings/account/security/passkeys/options",
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(err["error"]["code"], "passkeys_unavailable");
+}
+both!(passkeys_are_not_offered_at_an_ip_address);
