@@ -770,3 +770,32 @@ async fn passkeys_are_not_offered_at_an_ip_address(app: TestApp) {
     assert_eq!(err["error"]["code"], "passkeys_unavailable");
 }
 both!(passkeys_are_not_offered_at_an_ip_address);
+
+async fn sso_sign_ins_are_left_to_the_provider(backend: Backend) {
+    let Some(s) = crate::sso::setup(backend, |_, _| {}).await else {
+        return;
+    };
+    let (mut admin, _) = crate::sso::admin_with_connection(&s, &[]).await;
+    enrol_totp(&s.app, &mut admin).await;
+    let res = require_policy(&mut admin, "true").await;
+    assert_eq!(res.location(), "/settings/members");
+    assert!(admin.get("/settings/members").await.shows("Required."));
+    // Bob joins and signs in through the organization's SSO: no second step asked, and
+    // the organization's pages open without one.
+    let mut bob = s.app.browser();
+    let landed = crate::sso::sso_sign_in(&mut bob, &s.idp, "bob@corp.test", "bob").await;
+    assert_eq!(landed.location(), "/settings/api-keys");
+    let keys = bob.get("/settings/api-keys").await;
+    assert_eq!(keys.status, StatusCode::OK, "{}", keys.location());
+    assert!(keys.shows("Corp"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sso_sign_ins_are_left_to_the_provider_sqlite() {
+    sso_sign_ins_are_left_to_the_provider(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sso_sign_ins_are_left_to_the_provider_postgres() {
+    sso_sign_ins_are_left_to_the_provider(Backend::Postgres).await;
+}
