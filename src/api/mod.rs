@@ -47,7 +47,7 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable, machine-readable: `unauthorized`, `invalid_api_key`,
-    /// `insufficient_permissions`, `not_found`, `conflict`, `validation_failed`,
+    /// `insufficient_permissions`, `two_step_required`, `not_found`, `conflict`, `validation_failed`,
     /// `rate_limit_exceeded`, `bad_request`, …
     pub code: String,
     pub message: String,

@@ -200,7 +200,7 @@ pub async fn totp_enable(
     cu.session.remove::<String>(ENROLLING).await?;
     tracing::info!(event = "account.totp_enabled", user_id = %cu.user.id, "authenticator app enrolled");
     if let Some((plain, _)) = codes {
-        show_codes_once(&cu.session, plain).await?;
+        show_codes_once(&state, &cu, plain).await?;
         return Ok(Redirect::to("/settings/account/security/recovery-codes").into_response());
     }
     cu.flash(
@@ -238,8 +238,25 @@ struct RecoveryCodesPage {
 
 /// Shows the codes issued just before, once (the page is `no-store`, like every
 /// dashboard page).
-pub async fn recovery_codes_page(cu: CurrentUser) -> Result<Response> {
-    let Some(codes) = cu.session.remove::<Vec<String>>(FRESH_CODES).await? else {
+pub async fn recovery_codes_page(
+    State(state): State<AppState>,
+    cu: CurrentUser,
+) -> Result<Response> {
+    let codes = match cu.session.remove::<String>(FRESH_CODES).await? {
+        Some(sealed) => {
+            use secrecy::ExposeSecret;
+            let json = state
+                .totp_secrets
+                .open(&sealed, &format!("recovery:{}", cu.user.id))
+                .map_err(AppError::internal)?;
+            Some(
+                serde_json::from_str::<Vec<String>>(json.expose_secret())
+                    .map_err(AppError::internal)?,
+            )
+        }
+        None => None,
+    };
+    let Some(codes) = codes else {
         cu.flash(
             "info",
             "Recovery codes are shown only once, when they are made. Make new ones if you have lost them.",
@@ -276,14 +293,24 @@ pub async fn recovery_codes_regenerate(
         .regenerate_recovery_codes(&cu.user.id, &hashes, &audit)
         .await?;
     tracing::info!(event = "account.recovery_codes_regenerated", user_id = %cu.user.id, "new recovery codes");
-    show_codes_once(&cu.session, plain).await?;
+    show_codes_once(&state, &cu, plain).await?;
     Ok(Redirect::to("/settings/account/security/recovery-codes").into_response())
 }
 
 /// Hands freshly issued recovery codes to the page that shows them once (the passkey
-/// enrolment uses it too).
-pub(crate) async fn show_codes_once(session: &Session, codes: Vec<String>) -> Result<()> {
-    session.insert(FRESH_CODES, codes).await?;
+/// enrolment uses it too). Sealed in the session meanwhile, so that the session table
+/// never holds them readable.
+pub(crate) async fn show_codes_once(
+    state: &AppState,
+    cu: &CurrentUser,
+    codes: Vec<String>,
+) -> Result<()> {
+    let json = serde_json::to_string(&codes).map_err(AppError::internal)?;
+    let sealed = state
+        .totp_secrets
+        .seal(&json, &format!("recovery:{}", cu.user.id))
+        .map_err(AppError::internal)?;
+    cu.session.insert(FRESH_CODES, sealed).await?;
     Ok(())
 }
 

@@ -226,7 +226,7 @@ pub async fn register(
     }
     tracing::info!(event = "account.passkey_added", user_id = %cu.user.id, "passkey added");
     if let Some((plain, _)) = codes {
-        super::handlers::show_codes_once(&cu.session, plain).await?;
+        super::handlers::show_codes_once(&state, &cu, plain).await?;
         return Ok(go("/settings/account/security/recovery-codes"));
     }
     cu.flash("success", format!("Passkey “{name}” added."))

@@ -120,8 +120,14 @@ async fn totp_enrolment_needs_the_right_first_code(app: TestApp) {
         .post(TOTP, &[("code", &code_at(&secret, now(&app)))])
         .await;
     assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+    // Until shown, the codes wait in the session, sealed.
+    let dump = app.dump_database().await;
     let codes = b.get(res.location()).await;
     assert!(codes.shows("shown only this once"));
+    let first = codes
+        .capture(r"<li>([a-z2-9]{5}-[a-z2-9]{5})</li>")
+        .unwrap();
+    assert!(!dump.contains(&first) && !dump.contains(&first.replace('-', "")));
     // Shown once.
     let again = b.get("/settings/account/security/recovery-codes").await;
     assert_eq!(again.location(), SECURITY);
