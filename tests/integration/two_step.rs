@@ -805,3 +805,166 @@ async fn sso_sign_ins_are_left_to_the_provider_sqlite() {
 async fn sso_sign_ins_are_left_to_the_provider_postgres() {
     sso_sign_ins_are_left_to_the_provider(Backend::Postgres).await;
 }
+
+/// A software authenticator (webauthn-authenticator-rs) standing in for the browser. It
+/// keeps no discoverable credentials, so the options' resident-key request is dropped
+/// for it (the browser journey covers the passkey-only sign-in).
+struct SoftAuthenticator {
+    inner: webauthn_authenticator_rs::softpasskey::SoftPasskey,
+    origin: webauthn_rs::prelude::Url,
+}
+
+impl SoftAuthenticator {
+    fn new(app: &TestApp) -> Self {
+        Self {
+            // `true`: it asserts user verification (a PIN or fingerprint check).
+            inner: webauthn_authenticator_rs::softpasskey::SoftPasskey::new(true),
+            origin: app.state.config.base_url.parse().unwrap(),
+        }
+    }
+
+    fn register(&mut self, mut options: serde_json::Value) -> serde_json::Value {
+        use webauthn_authenticator_rs::WebauthnAuthenticator;
+        let sel = options["publicKey"]["authenticatorSelection"]
+            .as_object_mut()
+            .unwrap();
+        sel.insert("residentKey".into(), "discouraged".into());
+        sel.insert("requireResidentKey".into(), false.into());
+        let options = serde_json::from_value(options).unwrap();
+        let cred = self
+            .inner
+            .do_registration(self.origin.clone(), options)
+            .unwrap();
+        serde_json::to_value(cred).unwrap()
+    }
+
+    fn assert(&mut self, options: serde_json::Value) -> serde_json::Value {
+        use webauthn_authenticator_rs::WebauthnAuthenticator;
+        let options = serde_json::from_value(options).unwrap();
+        let cred = self
+            .inner
+            .do_authentication(self.origin.clone(), options)
+            .unwrap();
+        serde_json::to_value(cred).unwrap()
+    }
+}
+
+async fn a_passkey_is_a_second_step(backend: Backend) {
+    let Some(app) = passkey_app(backend).await else {
+        return;
+    };
+    let mut device = SoftAuthenticator::new(&app);
+    let mut b = app.signed_up("soft@example.com").await;
+    b.get(SECURITY).await;
+    let (_, options) = json_post(
+        &b,
+        "/settings/account/security/passkeys/options",
+        serde_json::json!({}),
+    )
+    .await;
+    let credential = device.register(options);
+    let (status, done) = json_post(
+        &b,
+        "/settings/account/security/passkeys",
+        serde_json::json!({ "name": "Soft key", "credential": credential }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    assert_eq!(
+        done["redirect"], "/settings/account/security/recovery-codes",
+        "the first factor comes with recovery codes"
+    );
+    let page = b.get(SECURITY).await;
+    assert!(page.shows("Soft key"));
+    let id = user_id(&app, "soft@example.com").await;
+    assert!(app.store.has_second_factor(&id).await.unwrap());
+
+    // Password, then the passkey.
+    let (mut c, _, location) = password_step(&app, "soft@example.com").await;
+    assert_eq!(location, "/login/two-step");
+    let (status, options) =
+        json_post(&c, "/login/two-step/passkey/options", serde_json::json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{options}");
+    let assertion = device.assert(options);
+    let (status, done) = json_post(
+        &c,
+        "/login/two-step/passkey",
+        serde_json::json!({ "credential": assertion.clone() }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    assert_eq!(done["redirect"], "/settings/api-keys");
+    assert_eq!(c.get("/settings/api-keys").await.status, StatusCode::OK);
+    let events = app.audit_events().await;
+    let (_, signed_in) = events
+        .iter()
+        .rev()
+        .find(|(a, _)| a == "auth.signed_in")
+        .unwrap();
+    assert_eq!(signed_in["method"], "password+passkey");
+    assert!(
+        app.store.passkeys(&id).await.unwrap()[0]
+            .last_used_at
+            .is_some()
+    );
+
+    // A captured answer does not work again (each ceremony has its own challenge).
+    let (mut d, _, _) = password_step(&app, "soft@example.com").await;
+    json_post(&d, "/login/two-step/passkey/options", serde_json::json!({})).await;
+    let (status, err) = json_post(
+        &d,
+        "/login/two-step/passkey",
+        serde_json::json!({ "credential": assertion }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{err}");
+    assert!(
+        d.get("/settings/api-keys")
+            .await
+            .location()
+            .starts_with("/login")
+    );
+
+    // Step-up with the passkey, then remove it.
+    app.clock.advance(Duration::minutes(16));
+    c.get(SECURITY).await;
+    let row = app.store.passkeys(&id).await.unwrap().remove(0);
+    let remove = format!("/settings/account/security/passkeys/{}/remove", row.id);
+    let res = c.post(&remove, &[]).await;
+    assert!(res.location().starts_with("/settings/account/confirm"));
+    let confirm = c.get(res.location()).await;
+    assert!(confirm.shows("Confirm with a passkey"));
+    let (_, options) = json_post(
+        &c,
+        "/settings/account/confirm/passkey/options",
+        serde_json::json!({}),
+    )
+    .await;
+    let (status, done) = json_post(
+        &c,
+        "/settings/account/confirm/passkey",
+        serde_json::json!({ "credential": device.assert(options), "next": SECURITY }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    assert_eq!(done["redirect"], SECURITY);
+    c.get(SECURITY).await;
+    assert_eq!(c.post(&remove, &[]).await.location(), SECURITY);
+    assert!(!app.store.has_second_factor(&id).await.unwrap());
+    assert!(
+        app.audit_events()
+            .await
+            .iter()
+            .any(|(a, d)| a == "account.passkey_removed" && d["passkey"] == "Soft key")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passkey_is_a_second_step_sqlite() {
+    a_passkey_is_a_second_step(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passkey_is_a_second_step_postgres() {
+    a_passkey_is_a_second_step(Backend::Postgres).await;
+}
