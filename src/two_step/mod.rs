@@ -268,13 +268,15 @@ pub(crate) fn code_error(check: CodeCheck) -> &'static str {
 
 // ------------------------------------------------------------------ organization policy
 
-/// Paths a member held back by the two-step policy may still reach: their account's
-/// security settings (to enrol), sign-out and the organization switcher.
+/// Paths a member held back by the two-step policy may still reach: their own account's
+/// pages (to enrol), sign-out, switching to or creating another organization, and
+/// invitations to other organizations. Everything else is the organization's.
 pub fn policy_exempt(path: &str) -> bool {
-    path == "/settings/account"
-        || path.starts_with("/settings/account/")
-        || path == "/logout"
-        || path == "/orgs/switch"
+    matches!(
+        path,
+        "/settings/account" | "/logout" | "/orgs" | "/orgs/new" | "/orgs/switch"
+    ) || path.starts_with("/settings/account/")
+        || path.starts_with("/invitations/")
 }
 
 /// Whether the active organization's policy holds this user back: it requires two-step
@@ -301,4 +303,32 @@ pub(crate) fn account_audit(
     meta.stamp(NewAudit::new(action, now))
         .actor(Some(&cu.user.id), &cu.user.email)
         .target("user", &cu.user.id, &cu.user.email)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_policy_holds_back_organization_pages_only() {
+        for open in [
+            "/settings/account",
+            "/settings/account/security",
+            "/settings/account/security/totp",
+            "/settings/account/confirm",
+            "/logout",
+            "/orgs/switch",
+            "/invitations/abc/accept",
+        ] {
+            assert!(super::policy_exempt(open), "{open}");
+        }
+        for held in [
+            "/settings/api-keys",
+            "/settings/members",
+            "/settings/members/two-step",
+            "/settings/audit-log",
+            "/settings/accounting",
+            "/api/v1/keys",
+        ] {
+            assert!(!super::policy_exempt(held), "{held}");
+        }
+    }
 }
