@@ -41,6 +41,11 @@ pub struct Inner {
     pub sso: crate::sso::Sso,
     /// Seals webhook signing secrets.
     pub webhook_secrets: crate::secretbox::SecretBox,
+    /// Seals authenticator-app (TOTP) secrets.
+    pub totp_secrets: crate::secretbox::SecretBox,
+    /// The WebAuthn relying party (passkeys); `None` when the base URL's host is an IP
+    /// address, where browsers do not offer passkeys.
+    pub webauthn: Option<webauthn_rs::Webauthn>,
     /// Outbound HTTP for webhook deliveries (no redirects, short timeouts).
     pub http: reqwest::Client,
 }
@@ -77,6 +82,8 @@ impl AppState {
         Ok(Self(Arc::new(Inner {
             sso,
             webhook_secrets: crate::secretbox::SecretBox::new(&config.key_pepper, "webhook-secret"),
+            totp_secrets: crate::secretbox::SecretBox::new(&config.key_pepper, "totp-secret"),
+            webauthn: crate::two_step::relying_party(&config.base_url),
             http: crate::webhooks::http_client(config.allow_private_networks)?,
             mailer,
             passwords: Passwords::new()?,
@@ -86,6 +93,13 @@ impl AppState {
             clock,
             verifier,
         })))
+    }
+}
+
+impl Inner {
+    /// Whether passkeys can be used on this deployment.
+    pub fn passkeys_available(&self) -> bool {
+        self.webauthn.is_some()
     }
 }
 
@@ -125,6 +139,7 @@ pub fn router(state: AppState, sessions: SessionBackend) -> Router {
         .merge(crate::members::router())
         .merge(crate::sso::router())
         .merge(crate::webhooks::router())
+        .merge(crate::two_step::router())
         .fallback(|| async { AppError::NotFound })
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -154,6 +169,7 @@ pub fn router(state: AppState, sessions: SessionBackend) -> Router {
         .route("/readyz", get(readyz))
         .route("/static/app.css", get(static_css))
         .route("/static/app.js", get(static_js))
+        .route("/static/passkeys.js", get(static_passkeys_js))
         .merge(dashboard)
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -191,6 +207,16 @@ async fn static_js() -> impl IntoResponse {
             (header::CACHE_CONTROL, "public, max-age=86400"),
         ],
         include_str!("../static/app.js"),
+    )
+}
+
+async fn static_passkeys_js() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        include_str!("../static/passkeys.js"),
     )
 }
 

@@ -22,6 +22,7 @@ pub mod secretbox;
 pub mod sso;
 pub mod store;
 pub mod templates;
+pub mod two_step;
 pub mod verify;
 pub mod webhooks;
 

@@ -47,7 +47,7 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable, machine-readable: `unauthorized`, `invalid_api_key`,
-    /// `insufficient_permissions`, `not_found`, `conflict`, `validation_failed`,
+    /// `insufficient_permissions`, `two_step_required`, `not_found`, `conflict`, `validation_failed`,
     /// `rate_limit_exceeded`, `bad_request`, …
     pub code: String,
     pub message: String,
@@ -268,6 +268,17 @@ impl FromRequestParts<AppState> for Caller {
                     StatusCode::FORBIDDEN,
                     "email_unverified",
                     "Verify your account's email address first (the dashboard shows how).".into(),
+                ));
+            }
+            Err(AuthRejection::TwoStepRequired { org_name }) => {
+                return Err(ApiError::Status(
+                    StatusCode::FORBIDDEN,
+                    "two_step_required",
+                    format!(
+                        "{org_name} requires two-step verification for password sign-ins. Set up an authenticator app or a passkey in Settings → Account → Security ({}{}), then try again.",
+                        state.config.base_url,
+                        crate::two_step::SECURITY_PATH
+                    ),
                 ));
             }
             Err(AuthRejection::Error(e)) => return Err(e.into()),

@@ -129,6 +129,13 @@ pub fn action_label(action: &str) -> &str {
         "account.session_revoked" => "Session signed out",
         "account.sessions_revoked" => "Other sessions signed out",
         "account.email_verified" => "Email address confirmed",
+        "account.totp_enabled" => "Authenticator app set up",
+        "account.totp_removed" => "Authenticator app removed",
+        "account.passkey_added" => "Passkey added",
+        "account.passkey_removed" => "Passkey removed",
+        "account.recovery_codes_regenerated" => "Recovery codes regenerated",
+        "account.recovery_code_used" => "Recovery code used",
+        "org.two_step_policy_changed" => "Two-step verification policy changed",
         other => other,
     }
 }

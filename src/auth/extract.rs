@@ -130,14 +130,18 @@ impl axum::extract::OptionalFromRequestParts<AppState> for SignedInUser {
     ) -> Result<Option<Self>, Self::Rejection> {
         match signed_in(parts, state).await {
             Ok(cu) => Ok(Some(SignedInUser(cu))),
-            Err(AuthRejection::SignIn { .. } | AuthRejection::VerifyEmail) => Ok(None),
+            Err(
+                AuthRejection::SignIn { .. }
+                | AuthRejection::VerifyEmail
+                | AuthRejection::TwoStepRequired { .. },
+            ) => Ok(None),
             Err(AuthRejection::Error(e)) => Err(e),
         }
     }
 }
 
 /// The path of a same-host `Referer`, if any.
-fn referring_page(headers: &axum::http::HeaderMap) -> Option<String> {
+pub(crate) fn referring_page(headers: &axum::http::HeaderMap) -> Option<String> {
     let referer = headers.get(axum::http::header::REFERER)?.to_str().ok()?;
     let host = headers.get(axum::http::header::HOST)?.to_str().ok()?;
     let rest = referer.split_once("://")?.1;
@@ -178,6 +182,11 @@ pub enum AuthRejection {
     },
     /// Signed in, but the operator requires a verified email address first.
     VerifyEmail,
+    /// The active organization requires two-step verification and this password
+    /// sign-in has no second factor: enrol first.
+    TwoStepRequired {
+        org_name: String,
+    },
     Error(AppError),
 }
 
@@ -199,6 +208,9 @@ impl IntoResponse for AuthRejection {
                 Redirect::to(&url).into_response()
             }
             AuthRejection::VerifyEmail => Redirect::to("/verify-email").into_response(),
+            AuthRejection::TwoStepRequired { .. } => {
+                Redirect::to(crate::two_step::SECURITY_PATH).into_response()
+            }
             AuthRejection::Error(e) => e.into_response(),
         }
     }
@@ -212,9 +224,18 @@ impl axum::extract::OptionalFromRequestParts<AppState> for CurrentUser {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Option<Self>, Self::Rejection> {
-        match <Self as FromRequestParts<AppState>>::from_request_parts(parts, state).await {
+        // Pages that take an optional user (an invitation, an SSO link) belong to no
+        // organization: the organization's two-step policy does not apply to them.
+        match signed_in(parts, state).await {
+            Ok(user) if state.config.require_email_verification && !user.user.email_verified() => {
+                Ok(None)
+            }
             Ok(user) => Ok(Some(user)),
-            Err(AuthRejection::SignIn { .. } | AuthRejection::VerifyEmail) => Ok(None),
+            Err(
+                AuthRejection::SignIn { .. }
+                | AuthRejection::VerifyEmail
+                | AuthRejection::TwoStepRequired { .. },
+            ) => Ok(None),
             Err(AuthRejection::Error(e)) => Err(e),
         }
     }
@@ -231,11 +252,27 @@ impl FromRequestParts<AppState> for CurrentUser {
         if state.config.require_email_verification && !cu.user.email_verified() {
             return Err(AuthRejection::VerifyEmail);
         }
+        if !crate::two_step::policy_exempt(parts.uri.path())
+            && let Some(org_name) = crate::two_step::policy_blocks(state, &cu).await?
+        {
+            if !parts.uri.path().starts_with("/api/") {
+                session::set_flash(
+                    &cu.session,
+                    "info",
+                    format!(
+                        "{org_name} requires two-step verification. Set up an authenticator app or a passkey to continue to its pages."
+                    ),
+                )
+                .await?;
+            }
+            return Err(AuthRejection::TwoStepRequired { org_name });
+        }
         Ok(cu)
     }
 }
 
-/// The session's user, with the timeouts, epoch and account checks.
+/// The session's user, with the timeouts, epoch and account checks, before any
+/// organization policy or email-verification requirement.
 async fn signed_in(parts: &mut Parts, state: &AppState) -> Result<CurrentUser, AuthRejection> {
     {
         let session = parts

@@ -41,6 +41,8 @@ struct LoginPage {
     error: Option<String>,
     notice: Option<&'static str>,
     signup_open: bool,
+    /// "Sign in with a passkey" is offered.
+    passkeys: bool,
     /// Operator-wide SSO providers: (id, name).
     providers: Vec<(String, String)>,
 }
@@ -61,6 +63,7 @@ impl LoginPage {
             error,
             notice,
             signup_open: state.config.signup == SignupMode::Open,
+            passkeys: state.passkeys_available(),
             providers: state
                 .config
                 .sso_providers
@@ -110,6 +113,9 @@ pub async fn login_page(
         Some("signed_out") => Some("You have been signed out."),
         Some("reauth") => Some("Confirm it's you: sign in again to link a sign-in method."),
         Some("verified") => Some("Your email address is confirmed. Sign in to continue."),
+        Some("two_step_expired") => Some(
+            "Your sign-in was not finished in time or had too many wrong codes. Sign in again.",
+        ),
         Some("password_reset") => Some(
             "Your password was changed and every session was signed out. Sign in with the new password.",
         ),
@@ -308,15 +314,39 @@ pub async fn login(
         return Ok((StatusCode::FORBIDDEN, page).into_response());
     }
 
+    // This browser's device token (kept, or a new one): trusted for the account once the
+    // sign-in completes, here or after the second step.
+    let device = match device {
+        Some(d) => d,
+        None => session::random_token()?,
+    };
+    let device_cookie = throttle::device_cookie(&device, secure);
+    let with_device_cookie = |mut res: Response| {
+        if let Some(cookie) = device_cookie.clone() {
+            res.headers_mut().append(header::SET_COOKIE, cookie);
+        }
+        res
+    };
+
+    // With a second factor, the password was only the first step.
+    if let Some(second_step) = crate::two_step::challenge(
+        &state,
+        &session,
+        &user,
+        &safe_next(form.next.as_deref()),
+        now,
+        &throttle::device_hash(&device),
+        &gate,
+    )
+    .await?
+    {
+        return Ok(with_device_cookie(second_step));
+    }
+
     let rehash = if verified.needs_rehash {
         Some(state.passwords.hash(&form.password).await?)
     } else {
         None
-    };
-    // This browser is trusted for the account from now on (its device cookie).
-    let device = match device {
-        Some(d) => d,
-        None => session::random_token()?,
     };
     let audit = meta
         .stamp(NewAudit::new("auth.signed_in", now))
@@ -336,11 +366,9 @@ pub async fn login(
     drop(turns);
     tracing::info!(event = "auth.signed_in", user_id = %user.id, ip = %meta.ip, method = "password", "signed in");
     session::sign_in(&session, &user, None, &meta, now).await?;
-    let mut res = Redirect::to(&safe_next(form.next.as_deref())).into_response();
-    if let Some(cookie) = throttle::device_cookie(&device, secure) {
-        res.headers_mut().append(header::SET_COOKIE, cookie);
-    }
-    Ok(res)
+    Ok(with_device_cookie(
+        Redirect::to(&safe_next(form.next.as_deref())).into_response(),
+    ))
 }
 
 #[derive(Template, WebTemplate)]

@@ -5,6 +5,7 @@ pub mod extract;
 mod handlers;
 pub mod password;
 pub mod session;
+pub mod stepup;
 pub mod throttle;
 
 use axum::{

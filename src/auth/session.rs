@@ -15,6 +15,11 @@ pub const SEEN_AT: &str = "seen_at";
 /// Where the sign-in came from (shown on Settings → Account → Sessions).
 pub const IP: &str = "ip";
 pub const USER_AGENT: &str = "ua";
+/// When the owner last confirmed it's them (password or second factor) for a step-up.
+pub const REAUTHENTICATED_AT: &str = "reauth_at";
+/// How this session signed in (`password`, `password+totp`, `passkey`, `sso`, …); absent
+/// means a password alone.
+pub const SIGN_IN_METHOD: &str = "method";
 /// The user's session epoch at sign-in; a later epoch (password reset) ends the session.
 pub const EPOCH: &str = "epoch";
 const CSRF: &str = "csrf";
@@ -113,6 +118,20 @@ pub async fn sign_in(
     session.insert(USER_AGENT, &meta.user_agent).await?;
     csrf_token(session).await?;
     Ok(())
+}
+
+/// Records how this session signed in (call right after [`sign_in`]).
+pub async fn set_sign_in_method(session: &Session, method: &str) -> Result<()> {
+    session.insert(SIGN_IN_METHOD, method).await?;
+    Ok(())
+}
+
+/// How this session signed in; `password` when not recorded.
+pub async fn sign_in_method(session: &Session) -> Result<String> {
+    Ok(session
+        .get::<String>(SIGN_IN_METHOD)
+        .await?
+        .unwrap_or_else(|| "password".into()))
 }
 
 /// Validates a post-login redirect target: only local absolute paths, so `next` can never

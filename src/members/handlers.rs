@@ -27,6 +27,8 @@ pub struct MemberView {
     pub role: String,
     pub sign_in: &'static str,
     pub last_sign_in: Option<TimeView>,
+    /// Has a second factor (authenticator app or passkey).
+    pub two_step: bool,
     pub is_self: bool,
     /// Marked "unverified" wherever the address is shown to others.
     pub email_verified: bool,
@@ -50,6 +52,9 @@ struct MembersPage {
     invitations: Vec<InvitationView>,
     can_manage: bool,
     is_owner: bool,
+    /// The organization requires two-step verification of password sign-ins.
+    require_two_step: bool,
+    can_set_two_step: bool,
     roles: Vec<&'static str>,
     invite_email: String,
     invite_error: Option<String>,
@@ -86,6 +91,7 @@ async fn members_page(
                     (false, false) => "Not set up",
                 },
                 last_sign_in: TimeView::opt(m.last_login_at, now),
+                two_step: m.two_step,
                 is_self,
                 manageable,
                 email_verified: m.email_verified,
@@ -119,6 +125,8 @@ async fn members_page(
         invitations,
         can_manage,
         is_owner: cu.role == Role::Owner,
+        require_two_step: cu.org.require_two_step,
+        can_set_two_step: cu.role.can(Action::SetTwoStepPolicy) && !cu.org.personal,
         roles: ASSIGNABLE.to_vec(),
         invite_email,
         invite_error,

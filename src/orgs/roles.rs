@@ -26,6 +26,8 @@ pub enum Action {
     ManageMembers,
     ManageSso,
     ManageWebhooks,
+    /// Require two-step verification of members who sign in with a password.
+    SetTwoStepPolicy,
 }
 
 impl Role {
@@ -58,6 +60,7 @@ impl Role {
             ManageAnyKey | ExportAudit | ManageMembers | ManageSso | ManageWebhooks => {
                 self >= Admin
             }
+            SetTwoStepPolicy => self >= Owner,
         }
     }
 
@@ -90,6 +93,8 @@ mod tests {
             (ExportAudit, [true, true, false, false]),
             (ManageMembers, [true, true, false, false]),
             (ManageSso, [true, true, false, false]),
+            (ManageWebhooks, [true, true, false, false]),
+            (SetTwoStepPolicy, [true, false, false, false]),
         ];
         for (action, expected) in table {
             for (role, want) in Role::ALL.into_iter().zip(expected) {

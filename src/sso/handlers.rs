@@ -732,6 +732,8 @@ async fn finish_sign_in(
     state.store.sso_signed_in(&identity, &audit).await?;
     tracing::info!(event = "auth.signed_in", user_id = %user.id, ip = %meta.ip, method = "sso", issuer = %id.issuer, "signed in");
     session::sign_in(session, &user, landing_org.as_deref(), meta, now).await?;
+    // Organizations' two-step policy leaves SSO sign-ins to the provider.
+    session::set_sign_in_method(session, "sso").await?;
     if how == "created" && conn.is_some() {
         session::set_flash(
             session,

@@ -16,6 +16,7 @@ mod orgs;
 pub mod sessions;
 mod sso;
 mod teams;
+mod two_step;
 mod usage;
 mod users;
 pub mod webhooks;
@@ -33,6 +34,7 @@ pub use keys::{ApiKey, KeyChanges, KeyFilter, KeyLimits, KeyStatus, NewKey};
 pub use orgs::{Membership, Org};
 pub use sso::{SsoConnection, SsoConnectionInput, SsoIdentity, SsoJoin};
 pub use teams::{Invitation, Member, MemberChange, OutboxEmail};
+pub use two_step::{PasskeyRow, TotpFactor};
 pub use usage::UsageDelta;
 pub use users::{FailureRules, NewUser, SignInGate, TrustedDevice, User};
 

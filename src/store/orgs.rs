@@ -15,6 +15,8 @@ pub struct Org {
     pub default_daily_quota: Option<i64>,
     /// Whether API keys with `keys:write` may create and roll keys (off by default).
     pub api_keys_can_create_keys: bool,
+    /// Members who sign in with a password must have a second factor.
+    pub require_two_step: bool,
 }
 
 /// A user's membership, with the organization's name.
@@ -24,9 +26,12 @@ pub struct Membership {
     pub org_name: String,
     pub personal: bool,
     pub role: String,
+    /// The organization requires two-step verification of password sign-ins.
+    pub require_two_step: bool,
 }
 
-const MEMBERSHIP_SELECT: &str = "SELECT m.org_id, o.name AS org_name, o.personal, m.role \
+const MEMBERSHIP_SELECT: &str = "SELECT m.org_id, o.name AS org_name, o.personal, m.role, \
+     o.require_two_step \
      FROM memberships m JOIN organizations o ON o.id = m.org_id";
 
 impl Store {

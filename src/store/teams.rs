@@ -14,6 +14,8 @@ pub struct Member {
     pub has_password: bool,
     pub has_sso: bool,
     pub email_verified: bool,
+    /// Has a second factor (authenticator app or passkey).
+    pub two_step: bool,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -77,18 +79,21 @@ const REVOKE_INVITER: &str = "UPDATE invitations SET revoked_at = $3 WHERE org_i
 
 impl Store {
     pub async fn members(&self, org_id: &str) -> Result<Vec<Member>> {
+        let sql = format!(
+            "SELECT u.id AS user_id, u.email, u.name, m.role, m.created_at AS joined_at, \
+             u.last_login_at, (u.password_hash IS NOT NULL) AS has_password, \
+             EXISTS (SELECT 1 FROM sso_identities i WHERE i.user_id = u.id) AS has_sso, \
+             (u.email_verified_at IS NOT NULL) AS email_verified, \
+             {} AS two_step \
+             FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.org_id = $1 \
+             ORDER BY CASE m.role WHEN 'owner' THEN 0 WHEN 'admin' THEN 1 WHEN 'developer' THEN 2 ELSE 3 END, u.email",
+            super::two_step::has_factor_sql("u.id")
+        );
         with_pool!(self, |pool| {
-            Ok(sqlx::query_as::<_, Member>(
-                "SELECT u.id AS user_id, u.email, u.name, m.role, m.created_at AS joined_at, \
-                 u.last_login_at, (u.password_hash IS NOT NULL) AS has_password, \
-                 EXISTS (SELECT 1 FROM sso_identities i WHERE i.user_id = u.id) AS has_sso, \
-                 (u.email_verified_at IS NOT NULL) AS email_verified \
-                 FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.org_id = $1 \
-                 ORDER BY CASE m.role WHEN 'owner' THEN 0 WHEN 'admin' THEN 1 WHEN 'developer' THEN 2 ELSE 3 END, u.email",
-            )
-            .bind(org_id)
-            .fetch_all(pool)
-            .await?)
+            Ok(sqlx::query_as::<_, Member>(&sql)
+                .bind(org_id)
+                .fetch_all(pool)
+                .await?)
         })
     }
 

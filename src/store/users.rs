@@ -50,7 +50,7 @@ pub struct TrustedDevice {
 }
 
 /// Whether sign-in may check a password now, and whose failure count a failure goes to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SignInGate {
     /// Check the password; a failure counts against the account.
     Account,

@@ -105,12 +105,14 @@ export async function startIdp(redirectUri, accounts) {
 }
 
 /**
- * A fresh Keyward on `backend` ('sqlite' or 'postgres') plus the identity provider.
+ * A fresh Keyward on `backend` ('sqlite' or 'postgres') plus the identity provider, at
+ * `http://<host>:<port>`.
  * Returns { base, idp, verify(key, scopes), verificationLink(email), stop() }.
  */
-export async function startKeyward(backend, { idpAccounts = {} } = {}) {
+export async function startKeyward(backend, { idpAccounts = {}, host = '127.0.0.1' } = {}) {
   const port = await freePort();
-  const base = `http://127.0.0.1:${port}`;
+  // `host: 'localhost'` for passkeys: browsers offer them only to domain names.
+  const base = `http://${host}:${port}`;
   const idp = await startIdp(`${base}/sso/callback`, idpAccounts);
   const dir = mkdtempSync(join(tmpdir(), 'keyward-e2e-'));
   let databaseUrl = `sqlite://${dir}/keyward.db`;
@@ -125,6 +127,7 @@ export async function startKeyward(backend, { idpAccounts = {} } = {}) {
     env: {
       ...process.env,
       KEYWARD_BIND: `127.0.0.1:${port}`,
+      KEYWARD_BASE_URL: base,
       DATABASE_URL: databaseUrl,
       KEYWARD_SECRETS_FILE: join(dir, 'keyward.secrets'),
       KEYWARD_VERIFIER_TOKENS: VERIFIER_TOKEN,

@@ -4,6 +4,7 @@
 // KEYWARD_SCREENSHOTS_DIR=docs/screenshots, the README's).
 
 import assert from 'node:assert/strict';
+import { createHmac } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { after, describe, test } from 'node:test';
 
@@ -56,6 +57,43 @@ async function signIn(page, email) {
 }
 
 /** Creates a key through the form; returns { id, key } from the "created" page. */
+/**
+ * A new account that ends signed in, whether sign-up signs in (today) or sends the person
+ * to sign in afterwards.
+ */
+async function newAccount(page, email) {
+  await page.goto('/signup');
+  await page.getByLabel('Email').fill(email);
+  await page.getByLabel('Password', { exact: true }).fill(PASSWORD);
+  await page.getByRole('button', { name: 'Create account' }).click();
+  await page.waitForLoadState('load');
+  if (!new URL(page.url()).pathname.startsWith('/settings/api-keys')) await signIn(page, email);
+}
+
+/** RFC 6238 (SHA-1, 6 digits, 30 s) from the base32 secret the enrolment page shows. */
+function totp(secret, at = Date.now()) {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+  let bits = '';
+  for (const c of secret.replace(/=+$/, '')) bits += alphabet.indexOf(c).toString(2).padStart(5, '0');
+  const key = Buffer.from(bits.match(/.{8}/g).map((b) => parseInt(b, 2)));
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(Math.floor(at / 1000 / 30)));
+  const mac = createHmac('sha1', key).update(counter).digest();
+  const offset = mac[mac.length - 1] & 0xf;
+  const n = (mac.readUInt32BE(offset) & 0x7fffffff) % 1_000_000;
+  return String(n).padStart(6, '0');
+}
+
+/** Waits into a later 30-second step, so that a new code is not refused as already used. */
+async function nextStep(page) {
+  await page.waitForTimeout(30_000 - (Date.now() % 30_000) + 200);
+}
+
+async function signOut(page) {
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.waitForURL('**/login?reason=signed_out');
+}
+
 async function createKey(page, { name, scopes = ['read', 'write'], expiry = '30d' }) {
   await page.goto('/settings/api-keys/new');
   await page.getByLabel('Name').fill(name);
@@ -367,6 +405,108 @@ for (const backend of backends) {
         }
       } finally {
         for (const c of contexts) await c.close();
+        await app.stop();
+      }
+    });
+    test('7. passkeys: enrol with the virtual authenticator, sign out, sign in with the passkey alone', async () => {
+      const app = await startKeyward(backend, { host: 'localhost' });
+      const context = await newContext(app.base);
+      try {
+        const page = await context.newPage();
+        // Chromium's virtual authenticator: a platform passkey with user verification.
+        const cdp = await context.newCDPSession(page);
+        await cdp.send('WebAuthn.enable');
+        const { authenticatorId } = await cdp.send('WebAuthn.addVirtualAuthenticator', {
+          options: { protocol: 'ctap2', transport: 'internal', hasResidentKey: true, hasUserVerification: true, isUserVerified: true },
+        });
+        acceptDialogs(page);
+        await newAccount(page, 'passkey@example.com');
+        await page.goto('/settings/account');
+        await page.getByRole('link', { name: 'Security settings' }).click();
+        await page.getByLabel('Name for a new passkey').fill('Virtual laptop');
+        await page.getByRole('button', { name: 'Add a passkey' }).click();
+        // The first factor comes with recovery codes, shown once.
+        await page.waitForURL('**/settings/account/security/recovery-codes');
+        assert.equal(await page.locator('#recovery-codes li').count(), 10);
+        await shot(page, `recovery-codes-${backend}`);
+        await page.getByRole('link', { name: 'I have saved them' }).click();
+        await page.getByRole('cell', { name: 'Virtual laptop' }).waitFor();
+        await shot(page, `security-${backend}`);
+        const { credentials } = await cdp.send('WebAuthn.getCredentials', { authenticatorId });
+        assert.equal(credentials.length, 1);
+        assert.equal(credentials[0].isResidentCredential, true, 'a discoverable credential');
+
+        await signOut(page);
+        await page.getByRole('button', { name: 'Sign in with a passkey' }).click();
+        await page.waitForURL('**/settings/api-keys');
+        await page.goto('/settings/audit-log');
+        await page.getByText('"method":"passkey"').first().waitFor();
+
+        // As the second step after the password, too.
+        await signOut(page);
+        await page.getByLabel('Email', { exact: true }).fill('passkey@example.com');
+        await page.getByLabel('Password', { exact: true }).fill(PASSWORD);
+        await page.getByRole('button', { name: 'Sign in', exact: true }).click();
+        await page.waitForURL('**/login/two-step');
+        await page.getByRole('button', { name: 'Use a passkey' }).click();
+        await page.waitForURL('**/settings/api-keys');
+        await page.goto('/settings/account/security');
+        assert.doesNotMatch(await page.locator('tr', { hasText: 'Virtual laptop' }).innerText(), /Never/);
+      } finally {
+        await context.close();
+        await app.stop();
+      }
+    });
+
+    test('8. authenticator app: enrol from the shown secret, sign in with password + code; a recovery code works once', async () => {
+      const app = await startKeyward(backend);
+      const context = await newContext(app.base);
+      try {
+        const page = await context.newPage();
+        await newAccount(page, 'totp@example.com');
+        await page.goto('/settings/account/security');
+        await page.getByRole('link', { name: 'Set up an authenticator app' }).click();
+        assert.equal(await page.locator('.qr svg').count(), 1, 'a QR code drawn by the server');
+        const secret = (await page.locator('#totp-secret').textContent()).trim();
+        await page.getByLabel('Code from the app').fill(totp(secret));
+        await page.getByRole('button', { name: 'Turn on' }).click();
+        await page.waitForURL('**/settings/account/security/recovery-codes');
+        const codes = await page.locator('#recovery-codes li').allTextContents();
+        assert.equal(codes.length, 10);
+        await page.getByRole('link', { name: 'I have saved them' }).click();
+        await page.getByText('You have 10 unused recovery codes').waitFor();
+
+        await signOut(page);
+        await nextStep(page);
+        await page.getByLabel('Email', { exact: true }).fill('totp@example.com');
+        await page.getByLabel('Password', { exact: true }).fill(PASSWORD);
+        await page.getByRole('button', { name: 'Sign in', exact: true }).click();
+        await page.waitForURL('**/login/two-step');
+        await shot(page, `two-step-${backend}`);
+        await page.getByLabel('Code from your authenticator app').fill(totp(secret));
+        await page.getByRole('button', { name: 'Verify' }).click();
+        await page.waitForURL('**/settings/api-keys');
+
+        // A recovery code: once.
+        for (const attempt of ['first', 'second']) {
+          await signOut(page);
+          await page.getByLabel('Email', { exact: true }).fill('totp@example.com');
+          await page.getByLabel('Password', { exact: true }).fill(PASSWORD);
+          await page.getByRole('button', { name: 'Sign in', exact: true }).click();
+          await page.waitForURL('**/login/two-step');
+          await page.getByText('Use a recovery code').click();
+          await page.getByLabel('Recovery code').fill(codes[0]);
+          await page.getByRole('button', { name: 'Use recovery code' }).click();
+          if (attempt === 'first') {
+            await page.waitForURL('**/settings/api-keys');
+            await page.getByText('You have 9 recovery codes left.').waitFor();
+          } else {
+            await page.getByText('That recovery code is not right, or it was already used.').waitFor();
+            assert.match(page.url(), /\/login\/two-step$/);
+          }
+        }
+      } finally {
+        await context.close();
         await app.stop();
       }
     });

@@ -22,5 +22,6 @@ mod smtp;
 mod sso;
 mod teams;
 mod throttle;
+mod two_step;
 mod verify;
 mod webhooks;

@@ -133,6 +133,33 @@ async fn csrf_on_every_mutating_route(app: TestApp) {
                 ("sign_out_others", "on"),
             ],
         ),
+        (
+            "/settings/account/security/totp".into(),
+            vec![("code", "123456")],
+        ),
+        ("/settings/account/security/totp/remove".into(), vec![]),
+        ("/settings/account/security/recovery-codes".into(), vec![]),
+        (
+            "/settings/account/confirm".into(),
+            vec![("password", PASSWORD)],
+        ),
+        ("/login/two-step".into(), vec![("code", "123456")]),
+        (
+            "/settings/members/two-step".into(),
+            vec![("required", "true")],
+        ),
+        ("/settings/account/security/passkeys/options".into(), vec![]),
+        ("/settings/account/security/passkeys".into(), vec![]),
+        (
+            "/settings/account/security/passkeys/x/remove".into(),
+            vec![],
+        ),
+        ("/settings/account/confirm/passkey/options".into(), vec![]),
+        ("/settings/account/confirm/passkey".into(), vec![]),
+        ("/login/two-step/passkey/options".into(), vec![]),
+        ("/login/two-step/passkey".into(), vec![]),
+        ("/login/passkey/options".into(), vec![]),
+        ("/login/passkey".into(), vec![]),
     ];
     for (path, fields) in &routes {
         let with = |t: &str| {

@@ -213,7 +213,7 @@ async fn start_sso(b: &mut Browser, idp: &Idp, email: &str) -> String {
 }
 
 /// The whole journey: start, provider pages, callback. Returns the callback's response.
-async fn sso_sign_in(b: &mut Browser, idp: &Idp, email: &str, login: &str) -> Page {
+pub(crate) async fn sso_sign_in(b: &mut Browser, idp: &Idp, email: &str, login: &str) -> Page {
     let auth = start_sso(b, idp, email).await;
     let cb = through_idp(b, idp, &auth, login).await;
     b.get_abs(&cb).await
@@ -256,7 +256,7 @@ async fn signed_in_as(b: &mut Browser) -> Option<String> {
 }
 
 /// The admin (password account) adds an org connection for corp.test; returns its id.
-async fn admin_with_connection(s: &Sso, extra: &[(&str, &str)]) -> (Browser, String) {
+pub(crate) async fn admin_with_connection(s: &Sso, extra: &[(&str, &str)]) -> (Browser, String) {
     let mut admin = s.app.signed_up("admin@corp.test").await;
     // A personal organization has no SSO; a team organization does.
     let personal = admin.get("/settings/sso").await;

@@ -271,12 +271,12 @@ async fn endpoint_refusals(_app: TestApp) {
         (
             "http://127.0.0.1:9/hook",
             vec!["key.created"],
-            "a private or local address",
+            "is not a public address",
         ),
         (
             "http://10.0.0.1/hook",
             vec!["key.created"],
-            "a private or local address",
+            "is not a public address",
         ),
         (
             "https://user:pw@example.com/",
