@@ -145,6 +145,12 @@ pub fn router(state: AppState, sessions: SessionBackend) -> Router {
             state.clone(),
             auth::csrf::guard,
         ))
+        // Before the CSRF check reads the session: budget and capacity refusals cost no
+        // database access.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::throttle::guard,
+        ))
         .layer(session_layer.clone())
         .layer(middleware::from_fn(no_store))
         .layer(middleware::from_fn(error::html_errors));

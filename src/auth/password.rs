@@ -154,19 +154,22 @@ pub enum PasswordWorkError {
 /// full queue is ≈ 150 ms of work: a sign-in flood is answered "busy" instead of piling
 /// up without end (SECURITY.md B.11, R5).
 pub const QUEUE: usize = 16;
-/// The nice value of the hashing threads. Linux keeps one per thread: verification and
-/// the rest of the service run at 0 and win the CPU when both want it, so a sign-in
-/// flood slows sign-ins, not key verification.
-const WORKER_NICE: i32 = 10;
+/// How long a request waits for its hashing job before it is answered "busy" (the job is
+/// then skipped if it has not started).
+const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 type Job = Box<dyn FnOnce() + Send>;
 
 /// Hashes and verifies passwords on a few dedicated low-priority threads fed by a bounded
-/// queue (admission control). Tokio's blocking pool has neither a bound on its queue nor
-/// a per-thread priority, hence these threads.
+/// queue (admission control): a full queue, or a job not done within a few seconds, is
+/// answered "busy" at once. Tokio's blocking pool has neither a bound on its queue nor a
+/// per-thread scheduling policy, hence these threads.
 #[derive(Clone)]
 pub struct Passwords {
     jobs: std::sync::mpsc::SyncSender<Job>,
+    /// Jobs queued or running; at `capacity` new work is refused before it is queued.
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    capacity: usize,
     /// Password checks run (real or dummy), for tests that every sign-in path does the
     /// same work.
     verifications: Arc<std::sync::atomic::AtomicU64>,
@@ -194,12 +197,25 @@ fn hash_now(password: &[u8]) -> anyhow::Result<String> {
         .to_string())
 }
 
-/// Lowers the calling thread's priority (Linux: per thread). Failure only means the
-/// thread competes at the normal priority.
+/// Puts the calling thread under Linux's `SCHED_IDLE` policy: it runs only on CPU time
+/// that normal threads leave over, and a waking normal thread (a key verification)
+/// preempts it at once. A sign-in flood then slows sign-ins — whose jobs wait and are
+/// answered "busy" — and not key verification. Failure only means the thread competes
+/// at the normal priority.
 fn lower_this_thread_priority() {
     #[cfg(target_os = "linux")]
-    if let Err(e) = rustix::process::setpriority_process(None, WORKER_NICE) {
-        tracing::debug!(error = %e, "could not lower the password workers' priority");
+    {
+        use thread_priority::{
+            NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
+            set_thread_priority_and_policy, thread_native_id,
+        };
+        if let Err(e) = set_thread_priority_and_policy(
+            thread_native_id(),
+            ThreadPriority::Min,
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+        ) {
+            tracing::debug!(error = ?e, "could not lower the password workers' priority");
+        }
     }
 }
 
@@ -232,6 +248,8 @@ impl Passwords {
         getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("OS random generator: {e}"))?;
         Ok(Self {
             jobs,
+            in_flight: Arc::default(),
+            capacity: workers + QUEUE,
             verifications: Arc::default(),
             dummy_hash: hash_now(&random)?.into(),
         })
@@ -243,25 +261,50 @@ impl Passwords {
         &self,
         work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
     ) -> Result<T, PasswordWorkError> {
+        use std::sync::atomic::Ordering;
+        if self.in_flight.fetch_add(1, Ordering::AcqRel) >= self.capacity {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return Err(PasswordWorkError::Busy);
+        }
+        let in_flight = self.in_flight.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move || {
-            let _ = tx.send(work());
-        });
-        self.jobs.try_send(job).map_err(|e| match e {
-            std::sync::mpsc::TrySendError::Full(_) => PasswordWorkError::Busy,
-            std::sync::mpsc::TrySendError::Disconnected(_) => {
-                PasswordWorkError::Failed(anyhow::anyhow!("password workers stopped"))
+            // Nobody waits for it any more (answered "busy"): skip the work.
+            if !tx.is_closed() {
+                let _ = tx.send(work());
             }
-        })?;
-        Ok(rx
-            .await
-            .map_err(|_| anyhow::anyhow!("password worker dropped the job"))??)
+            in_flight.fetch_sub(1, Ordering::AcqRel);
+        });
+        self.jobs
+            .try_send(job)
+            .inspect_err(|_| {
+                // The job was not queued: its slot is free again.
+                self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            })
+            .map_err(|e| match e {
+                std::sync::mpsc::TrySendError::Full(_) => PasswordWorkError::Busy,
+                std::sync::mpsc::TrySendError::Disconnected(_) => {
+                    PasswordWorkError::Failed(anyhow::anyhow!("password workers stopped"))
+                }
+            })?;
+        match tokio::time::timeout(MAX_WAIT, rx).await {
+            Err(_) => Err(PasswordWorkError::Busy),
+            Ok(answer) => {
+                Ok(answer.map_err(|_| anyhow::anyhow!("password worker dropped the job"))??)
+            }
+        }
     }
 
     pub async fn hash(&self, password: &SecretString) -> Result<String, PasswordWorkError> {
         let pw = password.clone();
         self.run(move || hash_now(pw.expose_secret().as_bytes()))
             .await
+    }
+
+    /// Whether new work would be refused right now (every worker busy, the queue full):
+    /// sign-in answers "busy" before doing anything else.
+    pub fn saturated(&self) -> bool {
+        self.in_flight.load(std::sync::atomic::Ordering::Acquire) >= self.capacity
     }
 
     /// How many password checks have run (real or dummy).

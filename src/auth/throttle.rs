@@ -25,11 +25,16 @@ use std::{
     time::Duration,
 };
 
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::{
+    extract::{FromRequestParts, Request, State},
+    http::{HeaderMap, HeaderValue, Method, header},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
 use sha2::{Digest, Sha256};
 use tower_sessions::cookie::{Cookie, SameSite};
 
-use crate::store::FailureRules;
+use crate::{app::AppState, audit::ClientMeta, error::AppError, store::FailureRules};
 
 /// Failures in a row that cost nothing.
 pub const FREE_FAILURES: i64 = 5;
@@ -211,6 +216,51 @@ impl Throttle {
     }
 }
 
+/// Which budget a request spends, and whether it needs the password hasher: the one list
+/// of the routes behind the front door.
+fn front_door(method: &Method, path: &str) -> Option<(SourceAction, bool)> {
+    let post = *method == Method::POST;
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    match (post, segments.as_slice()) {
+        (true, ["login"]) => Some((SourceAction::SignIn, true)),
+        (true, ["login", "passkey"]) => Some((SourceAction::SignIn, false)),
+        (true, ["settings", "account", "password"]) => Some((SourceAction::SignIn, true)),
+        (true, ["signup"]) => Some((SourceAction::SignUp, true)),
+        (true, ["forgot-password"]) => Some((SourceAction::PasswordReset, false)),
+        (true, ["reset-password", _]) => Some((SourceAction::PasswordReset, true)),
+        (false, ["invitations", _]) | (true, ["invitations", _, "accept"]) => {
+            Some((SourceAction::Invitation, false))
+        }
+        _ => None,
+    }
+}
+
+/// Middleware in front of the sign-in, sign-up, reset and invitation routes, before the
+/// session is read or a form parsed: spends the source's budget (`429` when spent) and,
+/// for routes that hash a password, answers a quick `503` when the hasher has no room.
+/// Refusals here cost no database access, so a flood of them stays cheap.
+pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some((action, hashes)) = front_door(req.method(), req.uri().path()) else {
+        return next.run(req).await;
+    };
+    let (mut parts, body) = req.into_parts();
+    let meta = match ClientMeta::from_request_parts(&mut parts, &state).await {
+        Ok(m) => m,
+        Err(never) => match never {},
+    };
+    if let Err(e) = state
+        .throttle
+        .spend(action, &meta.source, state.clock.unix_f64())
+    {
+        return e.into_response();
+    }
+    if hashes && state.passwords.saturated() {
+        tracing::debug!(event = "auth.busy", source = %meta.source, "password hashing at capacity");
+        return AppError::Busy.into_response();
+    }
+    next.run(Request::from_parts(parts, body)).await
+}
+
 // ------------------------------------------------------------------ device cookies
 
 /// The device cookie's name (`__Host-` with https, like the session cookie).
@@ -318,6 +368,34 @@ mod tests {
         assert!(t.spend(SourceAction::SignIn, "a", now + 29.0).is_err());
         t.spend(SourceAction::SignIn, "a", now + 30.0).unwrap();
         assert!(t.spend(SourceAction::SignIn, "a", now + 30.0).is_err());
+    }
+
+    #[test]
+    fn the_front_door_routes_are_the_budgeted_ones() {
+        let post = Method::POST;
+        assert_eq!(
+            front_door(&post, "/login"),
+            Some((SourceAction::SignIn, true))
+        );
+        assert_eq!(front_door(&Method::GET, "/login"), None);
+        assert_eq!(
+            front_door(&post, "/signup"),
+            Some((SourceAction::SignUp, true))
+        );
+        assert_eq!(
+            front_door(&post, "/reset-password/abc"),
+            Some((SourceAction::PasswordReset, true))
+        );
+        assert_eq!(
+            front_door(&Method::GET, "/invitations/abc"),
+            Some((SourceAction::Invitation, false))
+        );
+        assert_eq!(
+            front_door(&post, "/invitations/abc/accept"),
+            Some((SourceAction::Invitation, false))
+        );
+        assert_eq!(front_door(&post, "/settings/api-keys"), None);
+        assert_eq!(front_door(&post, "/login/two-step"), None);
     }
 
     #[test]

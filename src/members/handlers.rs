@@ -586,14 +586,8 @@ pub async fn invitation_page(
     State(state): State<AppState>,
     Path(token): Path<String>,
     session: tower_sessions::Session,
-    meta: ClientMeta,
     cu: Option<CurrentUser>,
 ) -> Result<Response> {
-    state.throttle.spend(
-        crate::auth::throttle::SourceAction::Invitation,
-        &meta.source,
-        state.clock.unix_f64(),
-    )?;
     let (inv, status, org_name) = lookup_invitation(&state, &token).await?;
     let sso = match &inv {
         Some(i) if status == "open" => state
@@ -631,11 +625,6 @@ pub async fn accept(
     meta: ClientMeta,
     Path(token): Path<String>,
 ) -> Result<Response> {
-    state.throttle.spend(
-        crate::auth::throttle::SourceAction::Invitation,
-        &meta.source,
-        state.clock.unix_f64(),
-    )?;
     let (inv, status, org_name) = lookup_invitation(&state, &token).await?;
     let Some(inv) = inv.filter(|_| status == "open") else {
         tracing::warn!(event = "invitation.refused", user_id = %cu.user.id, state = status, "unusable invitation");

@@ -412,12 +412,6 @@ pub async fn sign_in(
     headers: axum::http::HeaderMap,
     Json(body): Json<SignInBody>,
 ) -> Result<Response> {
-    // A sign-in like any other: the source's budget applies.
-    state.throttle.spend(
-        crate::auth::throttle::SourceAction::SignIn,
-        &meta.source,
-        state.clock.unix_f64(),
-    )?;
     let Some(rp) = state.webauthn.as_ref() else {
         return Ok(unavailable());
     };
