@@ -23,12 +23,26 @@ pub fn client_ip(
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .next_back()
-            .and_then(|v| v.trim().parse::<IpAddr>().ok());
+            .and_then(|v| parse_forwarded_ip(v.trim()));
         if from_proxy.is_some() {
             return from_proxy;
         }
     }
     peer.map(|p| p.ip())
+}
+
+/// An address as proxies write it: `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1`,
+/// `[2001:db8::1]` or `[2001:db8::1]:5678`.
+fn parse_forwarded_ip(v: &str) -> Option<IpAddr> {
+    if let Ok(ip) = v.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Ok(sock) = v.parse::<SocketAddr>() {
+        return Some(sock.ip());
+    }
+    v.strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .and_then(|r| r.parse::<IpAddr>().ok())
 }
 
 /// Whether an address is public (globally routable as far as we can tell).
@@ -151,6 +165,20 @@ pub fn user_url_client(allow_private: bool, user_agent: &str) -> anyhow::Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forwarded_addresses_with_ports_are_understood() {
+        for (v, ip) in [
+            ("203.0.113.7", "203.0.113.7"),
+            ("203.0.113.7:5678", "203.0.113.7"),
+            ("2001:db8::1", "2001:db8::1"),
+            ("[2001:db8::1]", "2001:db8::1"),
+            ("[2001:db8::1]:443", "2001:db8::1"),
+        ] {
+            assert_eq!(parse_forwarded_ip(v), ip.parse().ok(), "{v}");
+        }
+        assert_eq!(parse_forwarded_ip("unknown"), None);
+    }
 
     #[test]
     fn ranges() {

@@ -66,6 +66,7 @@ pub async fn change(
     State(state): State<AppState>,
     cu: CurrentUser,
     meta: ClientMeta,
+    headers: axum::http::HeaderMap,
     Form(form): Form<ChangeForm>,
 ) -> Result<Response> {
     let Some(stored) = cu.user.password_hash.as_deref() else {
@@ -79,11 +80,18 @@ pub async fn change(
     // The same argon2 check as sign-in, under the same throttle: someone holding a stolen
     // session cannot guess the password here faster than at the sign-in form.
     use crate::auth::throttle;
-    let _turn = state.throttle.turn(&cu.user.email).await?;
+    // This browser's device token, if trusted, keeps its own count: an attack on the
+    // account from elsewhere does not stop its owner from changing the password here.
+    let device = throttle::device_token(&headers, state.config.secure_cookies())
+        .map(|t| throttle::device_hash(&t));
+    let _turn = state
+        .throttle
+        .turn(&throttle::lane(&cu.user.email, device.as_deref()))
+        .await?;
     let now = state.clock.unix();
     let gate = state
         .store
-        .sign_in_gate(&cu.user, None, throttle::RULES, now)
+        .sign_in_gate(&cu.user, device.as_deref(), throttle::RULES, now)
         .await?;
     if gate == crate::store::SignInGate::Closed {
         page.current_error = Some(

@@ -73,7 +73,7 @@ fn form_field(body: &[u8], name: &str) -> Option<String> {
 /// Browsers say where a request comes from: `Sec-Fetch-Site` (modern browsers) and
 /// `Origin` (on POSTs). Either one naming another site fails the check; their absence
 /// (non-browser clients) leaves the token as the defence.
-fn same_origin(headers: &HeaderMap, base_url: &str) -> bool {
+pub(crate) fn same_origin(headers: &HeaderMap, base_url: &str) -> bool {
     if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
         && !matches!(site, "same-origin" | "none")
     {

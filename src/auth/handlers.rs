@@ -154,26 +154,35 @@ async fn failed_sign_in(
     now: i64,
 ) -> Result<Response> {
     let known = user.is_some();
-    if let Some(u) = user.filter(|_| gate != SignInGate::Closed) {
-        // Counted in the background: the answer must not wait for a write that only
-        // known accounts cause (timing would tell). The turn is held until it is done.
+    // Counted in the background: the answer must not wait for a write that only known
+    // accounts cause (timing would tell). The turn is held until it is done — on every
+    // path alike, so that the next attempt on the same email waits as long whether or not
+    // the account exists.
+    let failure = user.filter(|_| gate != SignInGate::Closed).map(|u| {
         let audit = meta
             .stamp(NewAudit::new("auth.sign_in_failed", now))
             .actor(Some(&u.id), &u.email)
             .target("user", &u.id, &u.email);
-        let store = state.store.clone();
-        tokio::spawn(async move {
-            // After the answer has left: its write must not compete with the response.
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            if let Err(e) = store
-                .login_failed(&u.id, &gate, throttle::RULES, &audit)
-                .await
-            {
-                tracing::error!(error = %e, "could not record a failed sign-in");
+        (u, audit)
+    });
+    let store = state.store.clone();
+    tokio::spawn(async move {
+        // After the answer has left: the write must not compete with the response.
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        let done = match failure {
+            Some((u, audit)) => {
+                store
+                    .login_failed(&u.id, &gate, throttle::RULES, &audit)
+                    .await
             }
-            drop(turns);
-        });
-    }
+            // A database round trip like the write's.
+            None => store.user("").await.map(|_| ()),
+        };
+        if let Err(e) = done {
+            tracing::error!(error = %e, "could not record a failed sign-in");
+        }
+        drop(turns);
+    });
     // Only the domain: people sometimes type their password into the email field.
     tracing::info!(event = "auth.sign_in_failed", email_domain = %email.rsplit('@').next().unwrap_or(""), ip = %meta.ip, known, "sign-in failed");
     let page = LoginPage::new(
@@ -205,10 +214,7 @@ pub async fn login(
     // One attempt per account at a time on this node, held until its failure is counted.
     // A browser presenting a device token waits in its own lane, so that a flood of
     // attempts from elsewhere cannot keep the account's owner waiting.
-    let lane = |hash: Option<&[u8]>| match hash {
-        Some(h) => format!("{email}\n{}", hex::encode(h)),
-        None => email.clone(),
-    };
+    let lane = |hash: Option<&[u8]>| throttle::lane(&email, hash);
     let mut turns = vec![state.throttle.turn(&lane(device_hash.as_deref())).await?];
     let user = if valid_email(&email) {
         state
@@ -311,12 +317,10 @@ pub async fn login(
         return Ok((StatusCode::FORBIDDEN, page).into_response());
     }
 
-    // This browser's device token (kept, or a new one): trusted for the account once the
-    // sign-in completes, here or after the second step.
-    let device = match device {
-        Some(d) => d,
-        None => session::random_token()?,
-    };
+    // A new device token for this browser, trusted for the account once the sign-in
+    // completes (here or after the second step). Always new: a token planted in the
+    // browser by someone else never becomes trusted.
+    let device = session::random_token()?;
     let device_cookie = throttle::device_cookie(&device, secure);
     let with_device_cookie = |mut res: Response| {
         if let Some(cookie) = device_cookie.clone() {

@@ -126,6 +126,12 @@ pub async fn set_sign_in_method(session: &Session, method: &str) -> Result<()> {
     Ok(())
 }
 
+/// The sign-in method of a session that signed in through `org_id`'s own SSO connection
+/// (an operator-wide provider is `sso-provider`: no organization vouches for it).
+pub fn org_sso_method(org_id: &str) -> String {
+    format!("sso:{org_id}")
+}
+
 /// How this session signed in; `password` when not recorded.
 pub async fn sign_in_method(session: &Session) -> Result<String> {
     Ok(session

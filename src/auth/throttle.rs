@@ -224,6 +224,9 @@ fn front_door(method: &Method, path: &str) -> Option<(SourceAction, bool)> {
     match (post, segments.as_slice()) {
         (true, ["login"]) => Some((SourceAction::SignIn, true)),
         (true, ["login", "passkey"]) => Some((SourceAction::SignIn, false)),
+        // Second-step codes and step-up confirmations are guesses like passwords.
+        (true, ["login", "two-step"]) => Some((SourceAction::SignIn, false)),
+        (true, ["settings", "account", "confirm"]) => Some((SourceAction::SignIn, true)),
         (true, ["settings", "account", "password"]) => Some((SourceAction::SignIn, true)),
         (true, ["signup"]) => Some((SourceAction::SignUp, true)),
         (true, ["forgot-password"]) => Some((SourceAction::PasswordReset, false)),
@@ -243,6 +246,14 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
     let Some((action, hashes)) = front_door(req.method(), req.uri().path()) else {
         return next.run(req).await;
     };
+    // A form posted from another site is refused by the CSRF check behind this guard; it
+    // must not spend the budget of the visitor's address on the way (a page could
+    // otherwise lock a whole office out of signing in).
+    if req.method() == Method::POST
+        && !crate::auth::csrf::same_origin(req.headers(), &state.config.base_url)
+    {
+        return next.run(req).await;
+    }
     let (mut parts, body) = req.into_parts();
     let meta = match ClientMeta::from_request_parts(&mut parts, &state).await {
         Ok(m) => m,
@@ -259,6 +270,23 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
         return AppError::Busy.into_response();
     }
     next.run(Request::from_parts(parts, body)).await
+}
+
+/// The per-node queue an attempt on `email` waits in: its own for a browser with a device
+/// token (trusted or not, the caller decides), the account's otherwise.
+pub fn lane(email: &str, device: Option<&[u8]>) -> String {
+    match device {
+        Some(h) => format!("{email}\n{}", hex::encode(h)),
+        None => email.to_string(),
+    }
+}
+
+/// The device hash a gate counts against, if any.
+pub fn gate_device(gate: &crate::store::SignInGate) -> Option<&[u8]> {
+    match gate {
+        crate::store::SignInGate::Device(h) => Some(h),
+        _ => None,
+    }
 }
 
 // ------------------------------------------------------------------ device cookies

@@ -732,8 +732,14 @@ async fn finish_sign_in(
     state.store.sso_signed_in(&identity, &audit).await?;
     tracing::info!(event = "auth.signed_in", user_id = %user.id, ip = %meta.ip, method = "sso", issuer = %id.issuer, "signed in");
     session::sign_in(session, &user, landing_org.as_deref(), meta, now).await?;
-    // Organizations' two-step policy leaves SSO sign-ins to the provider.
-    session::set_sign_in_method(session, "sso").await?;
+    // An organization's two-step policy leaves sign-ins through its own connection to its
+    // provider; any other SSO sign-in (an operator-wide provider, another organization's
+    // connection) counts like a password there.
+    let method = match conn {
+        Some(c) => session::org_sso_method(&c.org_id),
+        None => "sso-provider".to_string(),
+    };
+    session::set_sign_in_method(session, &method).await?;
     if how == "created" && conn.is_some() {
         session::set_flash(
             session,

@@ -257,6 +257,12 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
+            // Device tokens are new at every sign-in: forget those unused for a year.
+            sqlx::query("DELETE FROM trusted_devices WHERE user_id = $1 AND last_used_at < $2")
+                .bind(user_id)
+                .bind(now - 366 * 86_400)
+                .execute(&mut *tx)
+                .await?;
             insert_audit!(&mut *tx, audit)?;
             tx.commit().await?;
             Ok(())

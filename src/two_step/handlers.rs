@@ -50,6 +50,8 @@ struct SecurityPage {
     passkeys: Vec<PasskeyView>,
     passkeys_available: bool,
     has_factor: bool,
+    /// Factors are set up only once the email address is confirmed.
+    email_verified: bool,
     codes_left: i64,
     /// Organizations of the user that require two-step verification.
     required_by: Vec<String>,
@@ -79,6 +81,7 @@ pub async fn security_page(State(state): State<AppState>, cu: CurrentUser) -> Re
         passkeys,
         passkeys_available: state.passkeys_available(),
         has_factor,
+        email_verified: cu.user.email_verified(),
         codes_left,
         required_by: cu
             .orgs
@@ -141,6 +144,9 @@ pub async fn totp_page(
     State(state): State<AppState>,
     SteppedUp(cu): SteppedUp,
 ) -> Result<Response> {
+    // A factor belongs to whoever proved the address: an account someone else opened for
+    // it cannot arm itself before its owner turns up (account pre-hijacking).
+    cu.require_verified_email()?;
     if state.store.totp_factor(&cu.user.id).await?.is_some() {
         cu.flash(
             "info",
@@ -164,6 +170,7 @@ pub async fn totp_enable(
     meta: ClientMeta,
     Form(f): Form<CodeForm>,
 ) -> Result<Response> {
+    cu.require_verified_email()?;
     let now = state.clock.unix();
     let secret = enrolling_secret(&state, &cu).await?;
     let Some(step) = totp::matching_step(&secret, &f.code, now) else {
@@ -176,7 +183,10 @@ pub async fn totp_enable(
     };
     let first = !state.store.has_second_factor(&cu.user.id).await?;
     let codes = if first {
-        Some(recovery::generate().map_err(AppError::internal)?)
+        Some(
+            recovery::generate(&recovery::key(&state.config.key_pepper))
+                .map_err(AppError::internal)?,
+        )
     } else {
         None
     };
@@ -281,7 +291,8 @@ pub async fn recovery_codes_regenerate(
             "Recovery codes come with a second factor: set up an authenticator app or a passkey first.".into(),
         ));
     }
-    let (plain, hashes) = recovery::generate().map_err(AppError::internal)?;
+    let (plain, hashes) =
+        recovery::generate(&recovery::key(&state.config.key_pepper)).map_err(AppError::internal)?;
     let audit = account_audit(
         &cu,
         &meta,
@@ -381,16 +392,39 @@ pub async fn confirm(
     State(state): State<AppState>,
     cu: CurrentUser,
     meta: ClientMeta,
+    headers: axum::http::HeaderMap,
     Form(f): Form<ConfirmForm>,
 ) -> Result<Response> {
     let next = session::safe_next(f.next.as_deref());
     let now = state.clock.unix();
+    // Under the same count as sign-in: a stolen session cannot guess the password or a code
+    // here faster than at the sign-in form (this browser's device token, if trusted, keeps
+    // its own count, so an attack elsewhere does not lock its owner out).
+    use crate::auth::throttle;
+    let device = throttle::device_token(&headers, state.config.secure_cookies())
+        .map(|t| throttle::device_hash(&t));
+    let _turn = state
+        .throttle
+        .turn(&throttle::lane(&cu.user.email, device.as_deref()))
+        .await?;
+    let gate = state
+        .store
+        .sign_in_gate(&cu.user, device.as_deref(), throttle::RULES, now)
+        .await?;
+    if gate == crate::store::SignInGate::Closed {
+        return render_confirm(
+            &state,
+            &cu,
+            &next,
+            Some("Too many wrong answers for this account: try again later.".into()),
+        )
+        .await;
+    }
     let (ok, error) = if let Some(pw) = f.password.as_ref() {
         let verified = state
             .passwords
             .verify(pw, cu.user.password_hash.as_deref())
-            .await
-            .map_err(AppError::internal)?;
+            .await?;
         (
             verified.ok && cu.user.password_hash.is_some(),
             "That password is not right.",
@@ -404,42 +438,23 @@ pub async fn confirm(
         stepup::confirmed(&cu.session, now).await?;
         return Ok(Redirect::to(&next).into_response());
     }
-    if let Some(signed_out) = confirm_failed(&state, &cu, &meta).await? {
+    super::count_wrong_answer(&state, &meta, &cu.user, &gate, "step_up").await?;
+    if let Some(signed_out) = confirm_failed(&cu).await? {
         return Ok(signed_out);
     }
     render_confirm(&state, &cu, &next, Some(error.into())).await
 }
 
-/// Counts a wrong confirmation; after [`MAX_ATTEMPTS`] the session is signed out and a
-/// failed sign-in recorded for the account.
-pub(crate) async fn confirm_failed(
-    state: &AppState,
-    cu: &CurrentUser,
-    meta: &ClientMeta,
-) -> Result<Option<Response>> {
+/// Counts a wrong confirmation in the session; after [`MAX_ATTEMPTS`] the session is
+/// signed out.
+pub(crate) async fn confirm_failed(cu: &CurrentUser) -> Result<Option<Response>> {
     let failures = cu.session.get::<u32>(CONFIRM_FAILURES).await?.unwrap_or(0) + 1;
     if failures < MAX_ATTEMPTS {
         cu.session.insert(CONFIRM_FAILURES, failures).await?;
         return Ok(None);
     }
+    // (Wrong passwords and codes were counted as failed sign-ins as they came.)
     cu.session.flush().await?;
-    let audit = meta
-        .stamp(crate::store::NewAudit::new(
-            "auth.sign_in_failed",
-            state.clock.unix(),
-        ))
-        .actor(Some(&cu.user.id), &cu.user.email)
-        .target("user", &cu.user.id, &cu.user.email)
-        .details(serde_json::json!({ "reason": "step_up", "attempts": failures }));
-    state
-        .store
-        .login_failed(
-            &cu.user.id,
-            &crate::store::SignInGate::Account,
-            crate::auth::throttle::RULES,
-            &audit,
-        )
-        .await?;
     tracing::warn!(event = "auth.sign_in_failed", user_id = %cu.user.id, reason = "step_up", "too many wrong confirmations; signed out");
     Ok(Some(Redirect::to("/login?reason=expired").into_response()))
 }
@@ -505,6 +520,19 @@ pub async fn two_step_submit(
     let Some((pending, user)) = super::pending(&state, &session).await? else {
         return Ok(start_again());
     };
+    // One answer at a time per account (or trusted browser) on this node, each counted
+    // before the next is looked at: parallel guesses gain nothing.
+    let _turn = state
+        .throttle
+        .turn(&crate::auth::throttle::lane(
+            &user.email,
+            crate::auth::throttle::gate_device(&pending.gate),
+        ))
+        .await?;
+    if !super::may_answer(&state, &user, &pending.gate).await? {
+        session.remove::<super::Pending>(super::PENDING).await?;
+        return Ok(start_again());
+    }
     let now = state.clock.unix();
     if !f.recovery_code.trim().is_empty() {
         let audit = meta
@@ -516,7 +544,11 @@ pub async fn two_step_submit(
             .target("user", &user.id, &user.email);
         if let Some(left) = state
             .store
-            .use_recovery_code(&user.id, &recovery::hash(&f.recovery_code), audit)
+            .use_recovery_code(
+                &user.id,
+                &recovery::hash(&recovery::key(&state.config.key_pepper), &f.recovery_code),
+                audit,
+            )
             .await?
         {
             tracing::info!(event = "account.recovery_code_used", user_id = %user.id, remaining = left, "recovery code used");

@@ -196,9 +196,51 @@ pub(crate) async fn complete(
     Ok(session::safe_next(Some(next)))
 }
 
-/// Counts a wrong second step. After [`MAX_ATTEMPTS`] the pending sign-in is dropped and
-/// a failed sign-in recorded for the account (its failure counter sees it); returns
-/// whether that happened.
+/// Whether the account (or the trusted browser the sign-in came from) may answer a
+/// challenge now: a pause or a disabled password after repeated failures closes the
+/// second step and step-up confirmations too, so they are no faster way to guess.
+pub(crate) async fn may_answer(state: &AppState, user: &User, gate: &SignInGate) -> Result<bool> {
+    let now = state.clock.unix();
+    let fresh = state.store.user(&user.id).await?;
+    let Some(fresh) = fresh else {
+        return Ok(false);
+    };
+    Ok(state
+        .store
+        .sign_in_gate(&fresh, throttle::gate_device(gate), throttle::RULES, now)
+        .await?
+        != SignInGate::Closed)
+}
+
+/// Counts a wrong answer to a challenge at once, in the database, like a wrong password
+/// (against the account, or the trusted browser): the pause that follows applies to
+/// passwords and codes alike, across sessions and nodes.
+pub(crate) async fn count_wrong_answer(
+    state: &AppState,
+    meta: &ClientMeta,
+    user: &User,
+    gate: &SignInGate,
+    reason: &str,
+) -> Result<()> {
+    let audit = meta
+        .stamp(NewAudit::new("auth.sign_in_failed", state.clock.unix()))
+        .actor(Some(&user.id), &user.email)
+        .target("user", &user.id, &user.email)
+        .details(serde_json::json!({ "reason": reason }));
+    let gate = match gate {
+        // A closed gate was refused before; count against the account to be safe.
+        SignInGate::Closed => &SignInGate::Account,
+        other => other,
+    };
+    state
+        .store
+        .login_failed(&user.id, gate, throttle::RULES, &audit)
+        .await?;
+    Ok(())
+}
+
+/// Counts a wrong second step (in the database, see [`count_wrong_answer`]). After
+/// [`MAX_ATTEMPTS`] the pending sign-in is dropped; returns whether that happened.
 pub(crate) async fn failed_attempt(
     state: &AppState,
     session: &Session,
@@ -206,21 +248,13 @@ pub(crate) async fn failed_attempt(
     mut pending: Pending,
     user: &User,
 ) -> Result<bool> {
+    count_wrong_answer(state, meta, user, &pending.gate, "two_step").await?;
     pending.failures += 1;
     if pending.failures < MAX_ATTEMPTS {
         session.insert(PENDING, &pending).await?;
         return Ok(false);
     }
     session.remove::<Pending>(PENDING).await?;
-    let audit = meta
-        .stamp(NewAudit::new("auth.sign_in_failed", state.clock.unix()))
-        .actor(Some(&user.id), &user.email)
-        .target("user", &user.id, &user.email)
-        .details(serde_json::json!({ "reason": "two_step", "attempts": pending.failures }));
-    state
-        .store
-        .login_failed(&user.id, &pending.gate, throttle::RULES, &audit)
-        .await?;
     tracing::warn!(event = "auth.sign_in_failed", user_id = %user.id, ip = %meta.ip, reason = "two_step", "too many wrong second-step codes");
     Ok(true)
 }
@@ -297,10 +331,13 @@ pub fn policy_exempt(path: &str) -> bool {
 }
 
 /// Whether the active organization's policy holds this user back: it requires two-step
-/// verification, the session signed in with a password (SSO sign-ins are the provider's
-/// business), and the account has no second factor. Returns the organization's name.
+/// verification, the session did not sign in through the organization's own SSO
+/// connection (that is its provider's business; an operator-wide provider is not), and
+/// the account has no second factor. Returns the organization's name.
 pub async fn policy_blocks(state: &AppState, cu: &CurrentUser) -> Result<Option<String>> {
-    if !cu.org.require_two_step || session::sign_in_method(&cu.session).await? == "sso" {
+    if !cu.org.require_two_step
+        || session::sign_in_method(&cu.session).await? == session::org_sso_method(cu.org_id())
+    {
         return Ok(None);
     }
     if state.store.has_second_factor(&cu.user.id).await? {

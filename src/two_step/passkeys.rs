@@ -116,6 +116,8 @@ pub async fn register_options(
     State(state): State<AppState>,
     SteppedUp(cu): SteppedUp,
 ) -> Result<Response> {
+    // See `totp_page`: only a proved address arms an account.
+    cu.require_verified_email()?;
     let Some(rp) = state.webauthn.as_ref() else {
         return Ok(unavailable());
     };
@@ -160,6 +162,7 @@ pub async fn register(
     meta: ClientMeta,
     Json(body): Json<RegisterBody>,
 ) -> Result<Response> {
+    cu.require_verified_email()?;
     let Some(rp) = state.webauthn.as_ref() else {
         return Ok(unavailable());
     };
@@ -194,7 +197,10 @@ pub async fn register(
     let now = state.clock.unix();
     let first = !state.store.has_second_factor(&cu.user.id).await?;
     let codes = if first {
-        Some(recovery::generate().map_err(AppError::internal)?)
+        Some(
+            recovery::generate(&recovery::key(&state.config.key_pepper))
+                .map_err(AppError::internal)?,
+        )
     } else {
         None
     };
@@ -409,7 +415,6 @@ pub async fn sign_in(
     State(state): State<AppState>,
     session: Session,
     meta: ClientMeta,
-    headers: axum::http::HeaderMap,
     Json(body): Json<SignInBody>,
 ) -> Result<Response> {
     let Some(rp) = state.webauthn.as_ref() else {
@@ -473,10 +478,8 @@ pub async fn sign_in(
     }
     let next = session::safe_next(body.next.as_deref());
     let secure = state.config.secure_cookies();
-    let device = match crate::auth::throttle::device_token(&headers, secure) {
-        Some(d) => d,
-        None => session::random_token()?,
-    };
+    // Always a new device token (see `auth::handlers::login`).
+    let device = session::random_token()?;
     passwordless_signed_in(&state, &session, &meta, &user, &device).await?;
     let mut res = go(&next);
     if let Some(cookie) = crate::auth::throttle::device_cookie(&device, secure) {
@@ -540,7 +543,6 @@ pub struct ConfirmBody {
 pub async fn confirm(
     State(state): State<AppState>,
     cu: CurrentUser,
-    meta: ClientMeta,
     Json(body): Json<ConfirmBody>,
 ) -> Result<Response> {
     let Some(rp) = state.webauthn.as_ref() else {
@@ -559,10 +561,7 @@ pub async fn confirm(
         stepup::confirmed(&cu.session, state.clock.unix()).await?;
         return Ok(go(&session::safe_next(body.next.as_deref())));
     }
-    if super::handlers::confirm_failed(&state, &cu, &meta)
-        .await?
-        .is_some()
-    {
+    if super::handlers::confirm_failed(&cu).await?.is_some() {
         return Ok(go("/login?reason=expired"));
     }
     Ok(json_error(

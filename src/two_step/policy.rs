@@ -41,7 +41,7 @@ pub async fn set_policy(
     }
     // The owner would be shut out of the organization's pages at once.
     if f.required
-        && session::sign_in_method(&cu.session).await? != "sso"
+        && session::sign_in_method(&cu.session).await? != session::org_sso_method(cu.org_id())
         && !state.store.has_second_factor(&cu.user.id).await?
     {
         cu.flash(

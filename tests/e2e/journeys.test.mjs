@@ -57,19 +57,6 @@ async function signIn(page, email) {
 }
 
 /** Creates a key through the form; returns { id, key } from the "created" page. */
-/**
- * A new account that ends signed in, whether sign-up signs in (today) or sends the person
- * to sign in afterwards.
- */
-async function newAccount(page, email) {
-  await page.goto('/signup');
-  await page.getByLabel('Email').fill(email);
-  await page.getByLabel('Password', { exact: true }).fill(PASSWORD);
-  await page.getByRole('button', { name: 'Create account' }).click();
-  await page.waitForLoadState('load');
-  if (!new URL(page.url()).pathname.startsWith('/settings/api-keys')) await signIn(page, email);
-}
-
 /** RFC 6238 (SHA-1, 6 digits, 30 s) from the base32 secret the enrolment page shows. */
 function totp(secret, at = Date.now()) {
   const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
@@ -420,7 +407,7 @@ for (const backend of backends) {
           options: { protocol: 'ctap2', transport: 'internal', hasResidentKey: true, hasUserVerification: true, isUserVerified: true },
         });
         acceptDialogs(page);
-        await newAccount(page, 'passkey@example.com');
+        await signUp(app, page, 'passkey@example.com');
         await page.goto('/settings/account');
         await page.getByRole('link', { name: 'Security settings' }).click();
         await page.getByLabel('Name for a new passkey').fill('Virtual laptop');
@@ -463,7 +450,7 @@ for (const backend of backends) {
       const context = await newContext(app.base);
       try {
         const page = await context.newPage();
-        await newAccount(page, 'totp@example.com');
+        await signUp(app, page, 'totp@example.com');
         await page.goto('/settings/account/security');
         await page.getByRole('link', { name: 'Set up an authenticator app' }).click();
         assert.equal(await page.locator('.qr svg').count(), 1, 'a QR code drawn by the server');

@@ -145,7 +145,7 @@ macro_rules! sso_both {
 
 /// Follows the provider's pages as a person would: signs in as `login`, consents, and
 /// returns the URL the provider sends the browser back to Keyward with (not followed).
-async fn through_idp(b: &mut Browser, idp: &Idp, auth_url: &str, login: &str) -> String {
+pub(crate) async fn through_idp(b: &mut Browser, idp: &Idp, auth_url: &str, login: &str) -> String {
     let mut page = b.get_abs(auth_url).await;
     for _ in 0..12 {
         if page.status.is_redirection() {
@@ -183,7 +183,7 @@ async fn through_idp(b: &mut Browser, idp: &Idp, auth_url: &str, login: &str) ->
 
 /// The provider URL of the "Continuing to your identity provider" page (a page, not a
 /// redirect: the sign-in form's CSP `form-action 'self'` would stop a redirect).
-fn to_provider(page: &Page) -> String {
+pub(crate) fn to_provider(page: &Page) -> String {
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     assert!(
         page.body
@@ -1017,7 +1017,7 @@ async fn fake_metadata_with(real_issuer: &str, edit: impl FnOnce(&mut Value, &st
     url
 }
 
-fn operator_provider(issuer: &str) -> OperatorProvider {
+pub(crate) fn operator_provider(issuer: &str) -> OperatorProvider {
     OperatorProvider {
         id: "test-idp".into(),
         name: "Test IdP".into(),

@@ -585,3 +585,87 @@ async fn a_made_up_device_token_counts_against_the_account(app: TestApp) {
     settled(&app, "fake@example.com", 3).await;
 }
 throttled!(a_made_up_device_token_counts_against_the_account);
+
+/// A page on another site that posts to the sign-in form from its visitors' browsers is
+/// refused by the CSRF check, and spends nothing of their address's budget.
+async fn cross_site_posts_do_not_spend_the_budget(app: TestApp) {
+    let mut b = app.browser();
+    b.get("/login").await;
+    let csrf = b.csrf.clone().unwrap_or_default();
+    for _ in 0..25 {
+        let res = b
+            .post_raw(
+                "/login",
+                &[
+                    ("csrf", &csrf),
+                    ("email", "x@example.com"),
+                    ("password", WRONG),
+                ],
+                &[
+                    ("origin", "https://evil.example"),
+                    ("sec-fetch-site", "cross-site"),
+                ],
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::FORBIDDEN);
+    }
+    let mine = attempt_from(&app, "198.51.100.8", "x@example.com", WRONG).await;
+    assert_eq!(
+        mine.status,
+        StatusCode::UNAUTHORIZED,
+        "the budget is intact"
+    );
+}
+throttled!(cross_site_posts_do_not_spend_the_budget);
+
+/// Every successful sign-in gives the browser a new device token: one planted in the
+/// browser beforehand never becomes trusted.
+async fn device_tokens_are_new_at_every_sign_in(app: TestApp) {
+    account(&app, "rot@example.com").await;
+    let mut b = app.browser();
+    b.get("/login").await;
+    let csrf = b.csrf.clone().unwrap_or_default();
+    let res = b
+        .post_raw(
+            "/login",
+            &[
+                ("csrf", &csrf),
+                ("email", "rot@example.com"),
+                ("password", PASSWORD),
+            ],
+            &[(
+                "cookie",
+                &format!(
+                    "keyward_session={}; keyward_device=planted-token",
+                    b.cookie_value(&app.base)
+                ),
+            )],
+        )
+        .await;
+    assert!(signed_in(&res), "{}", res.body);
+    let issued: Vec<&str> = res
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter(|c| c.starts_with("keyward_device="))
+        .collect();
+    assert_eq!(issued.len(), 1);
+    assert!(!issued[0].starts_with("keyward_device=planted-token;"));
+    let u = user(&app, "rot@example.com").await;
+    let planted = keyward::auth::throttle::device_hash("planted-token");
+    assert_eq!(
+        app.store
+            .sign_in_gate(
+                &u,
+                Some(&planted),
+                keyward::auth::throttle::RULES,
+                app.clock.unix()
+            )
+            .await
+            .unwrap(),
+        keyward::store::SignInGate::Account,
+        "the planted token is not trusted"
+    );
+}
+throttled!(device_tokens_are_new_at_every_sign_in);

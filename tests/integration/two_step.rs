@@ -297,11 +297,102 @@ async fn wrong_codes_end_the_pending_sign_in(app: TestApp) {
         .unwrap()
         .unwrap();
     assert_eq!(
-        user.failed_logins, 1,
-        "the account's failure counter saw it"
+        user.failed_logins, 5,
+        "every wrong code counts like a wrong password"
     );
 }
 both!(wrong_codes_end_the_pending_sign_in);
+
+/// Codes are no faster to guess than passwords: wrong codes count against the account as
+/// they come (across pending sign-ins), and once the account is paused the second step
+/// refuses even the right code.
+async fn wrong_codes_pause_the_account_like_wrong_passwords(app: TestApp) {
+    let (secret, _) = with_totp(&app, "pause2fa@example.com").await;
+    let wrong = wrong_code(&secret, now(&app));
+    let (mut b, _, _) = password_step(&app, "pause2fa@example.com").await;
+    for _ in 0..5 {
+        b.post("/login/two-step", &[("code", &wrong)]).await;
+    }
+    // The right password starts a new second step, but its first wrong code is the
+    // sixth failure in a row: the account pauses.
+    let (mut b, _, location) = password_step(&app, "pause2fa@example.com").await;
+    assert_eq!(location, "/login/two-step");
+    let res = b.post("/login/two-step", &[("code", &wrong)]).await;
+    assert_eq!(res.status, StatusCode::UNAUTHORIZED);
+    let right = b
+        .post("/login/two-step", &[("code", &code_at(&secret, now(&app)))])
+        .await;
+    assert_eq!(right.location(), "/login?reason=two_step_expired");
+    let user = app
+        .store
+        .user_by_email("pause2fa@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(user.failed_logins, 6);
+    assert!(user.locked_until.is_some_and(|t| t > now(&app)));
+}
+both!(wrong_codes_pause_the_account_like_wrong_passwords);
+
+/// A factor is set up only once the email address is confirmed: an account someone else
+/// opened for an address cannot arm itself before the address's owner turns up.
+async fn factors_need_a_confirmed_address(app: TestApp) {
+    let mut b = app.signed_up_unverified("early@example.com").await;
+    let page = b.get(SECURITY).await;
+    assert!(
+        page.shows("Confirm your email address first"),
+        "{}",
+        page.body
+    );
+    assert!(!page.shows("Set up an authenticator app"));
+    assert_eq!(b.get(TOTP).await.status, StatusCode::FORBIDDEN);
+    let res = b.post(TOTP, &[("code", "123456")]).await;
+    assert_eq!(res.status, StatusCode::FORBIDDEN);
+    let options = b
+        .post_raw(
+            "/settings/account/security/passkeys/options",
+            &[],
+            &[("x-csrf-token", &b.csrf.clone().unwrap_or_default())],
+        )
+        .await;
+    assert_ne!(options.status, StatusCode::OK);
+}
+both!(factors_need_a_confirmed_address);
+
+/// A wrong password on the step-up confirmation counts as a failed sign-in (here against
+/// this browser's trusted device token, which keeps its own count).
+async fn step_up_guesses_count_as_failed_sign_ins(app: TestApp) {
+    let mut b = app.signed_up("confirmer@example.com").await;
+    app.clock.advance(Duration::minutes(16));
+    b.get("/settings/account/confirm").await;
+    for _ in 0..3 {
+        let res = b
+            .post(
+                "/settings/account/confirm",
+                &[("password", "not my password at all")],
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::UNAUTHORIZED, "{}", res.body);
+    }
+    let failed: Vec<serde_json::Value> = app
+        .audit_events()
+        .await
+        .into_iter()
+        .filter(|(a, _)| a == "auth.sign_in_failed")
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(failed.len(), 1, "one row for the window: {failed:?}");
+    assert_eq!(failed[0]["trusted_device"], serde_json::json!(true));
+    // The account's own count is untouched: an attacker elsewhere gains nothing.
+    let user = app
+        .store
+        .user_by_email("confirmer@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(user.failed_logins, 0);
+}
+both!(step_up_guesses_count_as_failed_sign_ins);
 
 async fn a_pending_sign_in_expires(app: TestApp) {
     let (secret, _) = with_totp(&app, "slow@example.com").await;
@@ -968,4 +1059,51 @@ async fn a_passkey_is_a_second_step_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_passkey_is_a_second_step_postgres() {
     a_passkey_is_a_second_step(Backend::Postgres).await;
+}
+
+/// Only the organization's own SSO connection vouches for a sign-in under its two-step
+/// policy: a member who signed in through an operator-wide provider (a social login, say)
+/// is sent to enrol like a password sign-in.
+async fn operator_provider_sign_ins_meet_the_policy(backend: Backend) {
+    let Some(s) = crate::sso::setup(backend, |c, issuer| {
+        c.sso_providers = vec![crate::sso::operator_provider(issuer)];
+    })
+    .await
+    else {
+        return;
+    };
+    s.app.state.check_sso_providers().await.unwrap();
+    let (mut admin, _) = crate::sso::admin_with_connection(&s, &[]).await;
+    enrol_totp(&s.app, &mut admin).await;
+    require_policy(&mut admin, "true").await;
+    admin.get("/settings/members").await;
+    let org = admin.org.clone().unwrap();
+
+    let mut erin = s.app.browser();
+    erin.get("/login").await;
+    let res = erin.post("/sso/start", &[("provider", "test-idp")]).await;
+    let cb =
+        crate::sso::through_idp(&mut erin, &s.idp, &crate::sso::to_provider(&res), "erin").await;
+    assert_eq!(erin.get_abs(&cb).await.status, StatusCode::SEE_OTHER);
+    let erin_id = user_id(&s.app, "erin@mail.test").await;
+    s.app
+        .raw_execute(&format!(
+            "INSERT INTO memberships (org_id, user_id, role, created_at) VALUES ('{org}', '{erin_id}', 'developer', {})",
+            now(&s.app)
+        ))
+        .await
+        .unwrap();
+    erin.get("/settings/api-keys").await;
+    erin.post("/orgs/switch", &[("org_id", &org)]).await;
+    let page = erin.get("/settings/api-keys").await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    assert_eq!(page.location(), SECURITY);
+}
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_provider_sign_ins_meet_the_policy_sqlite() {
+    operator_provider_sign_ins_meet_the_policy(Backend::Sqlite).await;
+}
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_provider_sign_ins_meet_the_policy_postgres() {
+    operator_provider_sign_ins_meet_the_policy(Backend::Postgres).await;
 }
