@@ -423,7 +423,11 @@ mod tests {
             Some((SourceAction::Invitation, false))
         );
         assert_eq!(front_door(&post, "/settings/api-keys"), None);
-        assert_eq!(front_door(&post, "/login/two-step"), None);
+        assert_eq!(
+            front_door(&post, "/login/two-step"),
+            Some((SourceAction::SignIn, false))
+        );
+        assert_eq!(front_door(&post, "/login/two-step/passkey"), None);
     }
 
     #[test]
