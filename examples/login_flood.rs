@@ -8,7 +8,11 @@
 //! ```text
 //! cargo run --release --example login_flood -- http://127.0.0.1:18080 \
 //!     [--sources 1000] [--rate 1000] [--seconds 10] [--max-requests 200000] [--email a@b.c]
+//!     [--path /login]
 //! ```
+//!
+//! `--path /healthz` sends the same traffic to a trivial endpoint instead: the cost of that
+//! many requests as such, to compare with.
 
 // A benchmark tool: a poisoned counter lock may end it.
 #![allow(clippy::unwrap_used)]
@@ -28,6 +32,8 @@ struct Args {
     seconds: u64,
     max_requests: u64,
     emails: Vec<String>,
+    /// Where the attempts are posted (`/login`; `/healthz` for the comparison).
+    path: String,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -55,6 +61,7 @@ fn parse_args() -> Result<Args, String> {
         seconds: 10,
         max_requests: 200_000,
         emails: Vec::new(),
+        path: "/login".into(),
     };
     while let Some(flag) = it.next() {
         let value = it.next().ok_or(format!("{flag} needs a value"))?;
@@ -69,6 +76,7 @@ fn parse_args() -> Result<Args, String> {
             "--seconds" => args.seconds = num()?.clamp(1, 600),
             "--max-requests" => args.max_requests = num()?.max(1),
             "--email" => args.emails.push(value),
+            "--path" if value.starts_with('/') => args.path = value,
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -166,7 +174,7 @@ async fn main() {
                 args.emails[n % args.emails.len()].clone()
             };
             let res = client
-                .post(format!("{}/login", args.base))
+                .post(format!("{}{}", args.base, args.path))
                 .form(&[
                     ("csrf", csrf.as_str()),
                     ("email", email.as_str()),
