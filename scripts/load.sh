@@ -30,6 +30,10 @@ field() { grep -o "name=\"$1\" value=\"[^\"]*\"" | head -1 | sed 's/.*value="//;
 csrf=$(curl -s -c "$jar" -b "$jar" "$base/signup" | field csrf)
 curl -s -c "$jar" -b "$jar" -o /dev/null --data-urlencode "csrf=$csrf" \
   --data-urlencode "email=load@example.com" --data-urlencode "password=load test pass phrase 42" "$base/signup"
+# Sign-up answers "check your inbox"; the new (still unconfirmed) account then signs in.
+csrf=$(curl -s -c "$jar" -b "$jar" "$base/login" | field csrf)
+curl -s -c "$jar" -b "$jar" -o /dev/null --data-urlencode "csrf=$csrf" \
+  --data-urlencode "email=load@example.com" --data-urlencode "password=load test pass phrase 42" "$base/login"
 form=$(curl -s -c "$jar" -b "$jar" "$base/settings/api-keys/new")
 key=$(curl -s -c "$jar" -b "$jar" \
   --data-urlencode "csrf=$(echo "$form" | field csrf)" --data-urlencode "org=$(echo "$form" | field org)" \
