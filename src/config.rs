@@ -48,6 +48,16 @@ pub struct StoreArgs {
     /// password used as the only factor.
     #[arg(long, env = "KEYWARD_MIN_PASSWORD_LENGTH", default_value_t = 15)]
     pub min_password_length: usize,
+
+    /// Minimum password length for an account with a second factor (an authenticator app
+    /// or a passkey): NIST's floor within multi-factor authentication is 8. At most the
+    /// single-factor minimum.
+    #[arg(
+        long,
+        env = "KEYWARD_MIN_PASSWORD_LENGTH_TWO_STEP",
+        default_value_t = 8
+    )]
+    pub min_password_length_two_step: usize,
 }
 
 /// `keyward serve` flags.
@@ -193,7 +203,10 @@ pub struct Config {
     pub scopes: ScopeCatalog,
     pub session_idle: Duration,
     pub session_absolute: Duration,
+    /// Minimum password length of an account without a second factor.
     pub min_password_length: usize,
+    /// Minimum password length of an account with a second factor (≤ the one above).
+    pub min_password_length_two_step: usize,
     pub key_pepper: KeyPepper,
     /// Accepted verifier credentials (never empty when built from args).
     pub verifier_tokens: Vec<SecretString>,
@@ -236,6 +249,10 @@ impl Config {
             session_idle: Duration::from_secs(args.session_idle_minutes.max(1) * 60),
             session_absolute: Duration::from_secs(args.session_absolute_hours.max(1) * 3600),
             min_password_length: args.store.min_password_length.max(MIN_PASSWORD_FLOOR),
+            min_password_length_two_step: args.store.min_password_length_two_step.clamp(
+                MIN_PASSWORD_FLOOR,
+                args.store.min_password_length.max(MIN_PASSWORD_FLOOR),
+            ),
             key_pepper: load_pepper(&args.store)?,
             verifier_tokens: if args.verifier_tokens.is_empty() {
                 vec![load_verifier_token(&args.store)?]
@@ -285,6 +302,7 @@ impl Config {
             session_idle: Duration::from_secs(3600),
             session_absolute: Duration::from_secs(24 * 3600),
             min_password_length: 15,
+            min_password_length_two_step: 8,
             key_pepper: KeyPepper::new(pepper.to_vec()),
             verifier_tokens: vec![SecretString::from(TEST_VERIFIER_TOKEN)],
             key_header: None,
@@ -299,6 +317,15 @@ impl Config {
             allow_private_networks: true,
             leak_report_keys: Vec::new(),
             leak_action: crate::leaks::LeakAction::Revoke,
+        }
+    }
+
+    /// The minimum password length for an account with (or without) a second factor.
+    pub fn password_min_for(&self, two_step: bool) -> usize {
+        if two_step {
+            self.min_password_length_two_step
+        } else {
+            self.min_password_length
         }
     }
 
@@ -466,6 +493,7 @@ mod tests {
             secrets_file: dir.join("s"),
             key_pepper: None,
             min_password_length: 15,
+            min_password_length_two_step: 8,
         };
         let a = load_pepper(&args).unwrap();
         let b = load_pepper(&args).unwrap();

@@ -32,18 +32,26 @@ struct PasswordPage {
     new_error: Option<String>,
     sign_out_others: bool,
     min_len: usize,
+    /// Without a second factor: the shorter minimum one would allow.
+    min_len_with_two_step: Option<usize>,
     max_len: usize,
 }
 
 impl PasswordPage {
     async fn new(state: &AppState, cu: &CurrentUser) -> Result<Self> {
+        let two_step = state.store.has_second_factor(&cu.user.id).await?;
+        let (min_len, with_two_step) = (
+            state.config.password_min_for(two_step),
+            state.config.password_min_for(true),
+        );
         Ok(Self {
             chrome: cu.chrome("account").await?,
             has_password: cu.user.password_hash.is_some(),
             current_error: None,
             new_error: None,
             sign_out_others: true,
-            min_len: state.config.min_password_length,
+            min_len,
+            min_len_with_two_step: (with_two_step < min_len).then_some(with_two_step),
             max_len: MAX_LEN,
         })
     }
@@ -118,14 +126,12 @@ pub async fn change(
             Some("Your current password is not correct. Nothing was changed.".into());
         return Ok((StatusCode::BAD_REQUEST, page).into_response());
     }
-    if let Err(why) = password::check_policy(
-        form.new_password.expose_secret(),
-        &cu.user.email,
-        state.config.min_password_length,
-    ) {
+    let new_password = form.new_password.expose_secret();
+    if let Err(why) = password::check_policy(new_password, &cu.user.email, page.min_len) {
         page.new_error = Some(why.to_string());
         return Ok((StatusCode::BAD_REQUEST, page).into_response());
     }
+    let needs_two_step = new_password.chars().count() < state.config.min_password_length;
     let hash = state.passwords.hash(&form.new_password).await?;
     let current = super::sessions::current_hash(&cu)?;
     let audit = meta
@@ -133,15 +139,29 @@ pub async fn change(
         .actor(Some(&cu.user.id), &cu.user.email)
         .target("user", &cu.user.id, &cu.user.email)
         .details(serde_json::json!({ "signed_out_other_sessions": sign_out_others }));
-    let epoch = state
+    let Some(epoch) = state
         .store
         .change_password(
             &cu.user.id,
             &hash,
+            needs_two_step,
             sign_out_others.then_some(current.as_slice()),
             &audit,
         )
-        .await?;
+        .await?
+    else {
+        // The last second factor went while this form was open.
+        page.min_len = state.config.min_password_length;
+        page.min_len_with_two_step = None;
+        page.new_error = Some(
+            password::PasswordRejection::TooShort {
+                min: page.min_len,
+                got: new_password.chars().count(),
+            }
+            .to_string(),
+        );
+        return Ok((StatusCode::BAD_REQUEST, page).into_response());
+    };
     // This browser stays signed in, under a new session id and the account's new epoch.
     cu.session.cycle_id().await?;
     cu.session.insert(EPOCH, epoch).await?;

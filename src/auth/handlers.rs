@@ -23,7 +23,7 @@ use crate::{
     audit::ClientMeta,
     config::SignupMode,
     error::{AppError, Result},
-    store::{NewAudit, NewUser, SignInGate, StoreError},
+    store::{NewAudit, NewUser, PasswordReset, SignInGate, StoreError},
 };
 
 /// The one message for every failed sign-in, whatever the reason (no account, wrong
@@ -773,17 +773,21 @@ pub async fn reset_page(
     Path(token): Path<String>,
 ) -> Result<Response> {
     let hash = crate::members::link_token_hash(&token);
-    let valid = state
+    let user_id = state
         .store
         .password_reset_user(&hash, state.clock.unix())
-        .await?
-        .is_some();
+        .await?;
+    let valid = user_id.is_some();
+    let two_step = match &user_id {
+        Some(id) => state.store.has_second_factor(id).await?,
+        None => false,
+    };
     let page = ResetPage {
         csrf: session::csrf_token(&session).await?,
         token,
         valid,
         error: None,
-        min_len: state.config.min_password_length,
+        min_len: state.config.password_min_for(two_step),
     };
     Ok((
         (if valid {
@@ -827,26 +831,42 @@ pub async fn reset(
         .ok_or(AppError::NotFound)?;
     page.valid = true;
     use secrecy::ExposeSecret;
-    if let Err(why) = password::check_policy(
-        f.password.expose_secret(),
-        &user.email,
-        state.config.min_password_length,
-    ) {
+    let new_password = f.password.expose_secret();
+    page.min_len = state
+        .config
+        .password_min_for(state.store.has_second_factor(&user.id).await?);
+    if let Err(why) = password::check_policy(new_password, &user.email, page.min_len) {
         page.error = Some(why.to_string());
         return Ok((StatusCode::BAD_REQUEST, page).into_response());
     }
+    let needs_two_step = new_password.chars().count() < state.config.min_password_length;
     let new_hash = state.passwords.hash(&f.password).await?;
     let audit = meta
         .stamp(NewAudit::new("auth.password_reset", now))
         .actor(Some(&user.id), &user.email)
         .target("user", &user.id, &user.email);
-    if !state
+    match state
         .store
-        .complete_password_reset(&hash, &user.id, &new_hash, now, &audit)
+        .complete_password_reset(&hash, &user.id, &new_hash, needs_two_step, now, &audit)
         .await?
     {
-        page.valid = false;
-        return Ok((StatusCode::GONE, page).into_response());
+        PasswordReset::Done => {}
+        PasswordReset::LinkUnusable => {
+            page.valid = false;
+            return Ok((StatusCode::GONE, page).into_response());
+        }
+        PasswordReset::NeedsTwoStep => {
+            // The last second factor went while this page was open.
+            page.min_len = state.config.min_password_length;
+            page.error = Some(
+                password::PasswordRejection::TooShort {
+                    min: page.min_len,
+                    got: new_password.chars().count(),
+                }
+                .to_string(),
+            );
+            return Ok((StatusCode::BAD_REQUEST, page).into_response());
+        }
     }
     tracing::info!(event = "auth.password_reset", user_id = %user.id, "password reset; other sessions signed out");
     // Every other session ended with the new epoch; this browser starts signed out too.

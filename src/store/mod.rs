@@ -33,8 +33,8 @@ pub use audit::{AuditEvent, AuditFilter, NewAudit};
 pub use keys::{ApiKey, KeyChanges, KeyFilter, KeyLimits, KeyStatus, NewKey};
 pub use orgs::{Membership, Org};
 pub use sso::{SsoConnection, SsoConnectionInput, SsoIdentity, SsoJoin};
-pub use teams::{Invitation, Member, MemberChange, OutboxEmail};
-pub use two_step::{PasskeyRow, TotpFactor};
+pub use teams::{Invitation, Member, MemberChange, OutboxEmail, PasswordReset};
+pub use two_step::{FactorRemoval, PasskeyRow, TotpFactor};
 pub use usage::UsageDelta;
 pub use users::{FailureRules, NewUser, SignInGate, TrustedDevice, User};
 

@@ -1,6 +1,19 @@
 //! Members, invitations, password resets and the email outbox.
 
-use super::{NewAudit, Result, Store, audit::insert_audit, with_pool};
+use super::{
+    NewAudit, Result, Store, audit::insert_audit, two_step::lock_and_has_factor, with_pool,
+};
+
+/// What using a password reset link did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordReset {
+    Done,
+    /// Used, expired or replaced by a newer link: nothing changed.
+    LinkUnusable,
+    /// The new password is shorter than the single-factor minimum and the account has no
+    /// second factor (any more): nothing changed.
+    NeedsTwoStep,
+}
 
 /// A member of an organization, as the members page shows them.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -457,17 +470,22 @@ impl Store {
     }
 
     /// Uses a reset token: sets the new password hash and signs the user out everywhere
-    /// (new session epoch), audited, in one transaction. False if the token is not usable.
+    /// (new session epoch), audited, in one transaction. With `needs_two_step` (a password
+    /// shorter than the single-factor minimum), only while the account has a second factor.
     pub async fn complete_password_reset(
         &self,
         token_hash: &[u8],
         user_id: &str,
         password_hash: &str,
+        needs_two_step: bool,
         now: i64,
         audit: &NewAudit,
-    ) -> Result<bool> {
+    ) -> Result<PasswordReset> {
         with_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
+            if needs_two_step && !lock_and_has_factor!(tx, user_id)? {
+                return Ok(PasswordReset::NeedsTwoStep);
+            }
             let n = sqlx::query(
                 "UPDATE password_resets SET used_at = $3 WHERE token_hash = $1 AND user_id = $2 \
                  AND used_at IS NULL AND expires_at > $3",
@@ -479,15 +497,16 @@ impl Store {
             .await?
             .rows_affected();
             if n == 0 {
-                return Ok(false);
+                return Ok(PasswordReset::LinkUnusable);
             }
             sqlx::query(
-                "UPDATE users SET password_hash = $2, session_epoch = session_epoch + 1, failed_logins = 0, \
+                "UPDATE users SET password_hash = $2, password_needs_two_step = $4, session_epoch = session_epoch + 1, failed_logins = 0, \
                  locked_until = NULL, email_verified_at = COALESCE(email_verified_at, $3) WHERE id = $1",
             )
             .bind(user_id)
             .bind(password_hash)
             .bind(now)
+            .bind(needs_two_step)
             .execute(&mut *tx)
             .await?;
             // Every session of the account ends (the new epoch would refuse them; their rows
@@ -508,7 +527,7 @@ impl Store {
             .await?;
             insert_audit!(&mut *tx, audit)?;
             tx.commit().await?;
-            Ok(true)
+            Ok(PasswordReset::Done)
         })
     }
 

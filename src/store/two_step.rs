@@ -13,6 +13,77 @@ pub(crate) fn has_factor_sql(user_col: &str) -> String {
     )
 }
 
+/// Locks the account's row until the end of the transaction `$tx` (so that a password
+/// change and the removal of a factor, each checking the other, cannot interleave) and
+/// tells whether the account has a second factor. A no-op `UPDATE` rather than `SELECT …
+/// FOR UPDATE`, which SQLite lacks.
+macro_rules! lock_and_has_factor {
+    ($tx:expr, $user_id:expr) => {{
+        async {
+            sqlx::query(
+                "UPDATE users SET password_needs_two_step = password_needs_two_step WHERE id = $1",
+            )
+            .bind($user_id)
+            .execute(&mut *$tx)
+            .await?;
+            let sql = format!("SELECT {}", $crate::store::two_step::has_factor_sql("$1"));
+            sqlx::query_scalar::<_, bool>(&sql)
+                .bind($user_id)
+                .fetch_one(&mut *$tx)
+                .await
+        }
+        .await
+    }};
+}
+pub(crate) use lock_and_has_factor;
+
+/// What removing a second factor did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FactorRemoval {
+    Removed,
+    /// The account has no such factor.
+    NotFound,
+    /// Nothing removed: it is the last factor and the password is shorter than the
+    /// single-factor minimum (allowed only with two-step verification).
+    PasswordTooShort,
+}
+
+/// Deletes with `$delete` (bound to `$user_id` and `$id`) in a transaction that first
+/// locks the account; keeps the recovery codes only while a factor is left; refuses to
+/// remove the last factor of an account whose password needs one. Audited.
+macro_rules! remove_factor {
+    ($pool:expr, $user_id:expr, $id:expr, $delete:expr, $audit:expr) => {{
+        let mut tx = $pool.begin().await?;
+        lock_and_has_factor!(tx, $user_id)?;
+        let done = sqlx::query($delete)
+            .bind($user_id)
+            .bind($id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            >= 1;
+        if !done {
+            return Ok(FactorRemoval::NotFound);
+        }
+        let sql = format!(
+            "SELECT password_needs_two_step AND NOT {} FROM users WHERE id = $1",
+            has_factor_sql("$1")
+        );
+        let stranded: bool = sqlx::query_scalar(&sql)
+            .bind($user_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if stranded {
+            // Dropping `tx` rolls the deletion back.
+            return Ok(FactorRemoval::PasswordTooShort);
+        }
+        drop_codes_without_factor!(tx, $user_id)?;
+        insert_audit!(&mut *tx, $audit)?;
+        tx.commit().await?;
+        Ok(FactorRemoval::Removed)
+    }};
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct TotpFactor {
     pub user_id: String,
@@ -149,22 +220,17 @@ impl Store {
         })
     }
 
-    /// Removes the authenticator app (and the recovery codes if no factor is left). Audited.
-    pub async fn remove_totp(&self, user_id: &str, audit: &NewAudit) -> Result<bool> {
+    /// Removes the authenticator app (and the recovery codes if no factor is left), unless
+    /// the password needs a second factor. Audited.
+    pub async fn remove_totp(&self, user_id: &str, audit: &NewAudit) -> Result<FactorRemoval> {
         with_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            let done = sqlx::query("DELETE FROM totp_factors WHERE user_id = $1")
-                .bind(user_id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                == 1;
-            if done {
-                drop_codes_without_factor!(tx, user_id)?;
-                insert_audit!(&mut *tx, audit)?;
-            }
-            tx.commit().await?;
-            Ok(done)
+            remove_factor!(
+                pool,
+                user_id,
+                user_id,
+                "DELETE FROM totp_factors WHERE user_id = $1 AND user_id = $2",
+                audit
+            )
         })
     }
 
@@ -301,24 +367,22 @@ impl Store {
         })
     }
 
-    /// Removes one of the user's passkeys (and the recovery codes if no factor is left).
-    /// Audited. False when the user has no such passkey.
-    pub async fn remove_passkey(&self, user_id: &str, id: &str, audit: &NewAudit) -> Result<bool> {
+    /// Removes one of the user's passkeys (and the recovery codes if no factor is left),
+    /// unless it is the last factor of an account whose password needs one. Audited.
+    pub async fn remove_passkey(
+        &self,
+        user_id: &str,
+        id: &str,
+        audit: &NewAudit,
+    ) -> Result<FactorRemoval> {
         with_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            let done = sqlx::query("DELETE FROM passkeys WHERE id = $1 AND user_id = $2")
-                .bind(id)
-                .bind(user_id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                == 1;
-            if done {
-                drop_codes_without_factor!(tx, user_id)?;
-                insert_audit!(&mut *tx, audit)?;
-            }
-            tx.commit().await?;
-            Ok(done)
+            remove_factor!(
+                pool,
+                user_id,
+                id,
+                "DELETE FROM passkeys WHERE user_id = $1 AND id = $2",
+                audit
+            )
         })
     }
 

@@ -1,6 +1,8 @@
 //! Users and their sign-up.
 
-use super::{NewAudit, Result, Store, audit::insert_audit, with_pool};
+use super::{
+    NewAudit, Result, Store, audit::insert_audit, two_step::lock_and_has_factor, with_pool,
+};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct User {
@@ -357,27 +359,32 @@ impl Store {
         })
     }
 
-    /// Sets a new password hash, audited. With `keep_session` (the id hash of the session
-    /// that asked), every other session of the user ends: the epoch moves on (refusing
-    /// any record an in-flight request might write back) and their rows are deleted.
-    /// Returns the user's session epoch after the change.
+    /// Sets a new password hash; with `keep_session`, every other session of the account
+    /// ends (the epoch moves on and their rows go). Audited. Returns the account's session
+    /// epoch, or `None` (nothing written) when `needs_two_step` (a password shorter than
+    /// the single-factor minimum) but the account has no second factor any more.
     pub async fn change_password(
         &self,
         user_id: &str,
         password_hash: &str,
+        needs_two_step: bool,
         keep_session: Option<&[u8]>,
         audit: &NewAudit,
-    ) -> Result<i64> {
+    ) -> Result<Option<i64>> {
         with_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
+            if needs_two_step && !lock_and_has_factor!(tx, user_id)? {
+                return Ok(None);
+            }
             let epoch: i64 = sqlx::query_scalar(
-                "UPDATE users SET password_hash = $2, \
+                "UPDATE users SET password_hash = $2, password_needs_two_step = $4, \
                  session_epoch = session_epoch + (CASE WHEN $3 THEN 1 ELSE 0 END) \
                  WHERE id = $1 RETURNING session_epoch",
             )
             .bind(user_id)
             .bind(password_hash)
             .bind(keep_session.is_some())
+            .bind(needs_two_step)
             .fetch_one(&mut *tx)
             .await?;
             if let Some(keep) = keep_session {
@@ -389,7 +396,7 @@ impl Store {
             }
             insert_audit!(&mut *tx, audit)?;
             tx.commit().await?;
-            Ok(epoch)
+            Ok(Some(epoch))
         })
     }
 

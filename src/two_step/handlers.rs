@@ -22,6 +22,7 @@ use crate::{
         stepup::{self, SteppedUp},
     },
     error::{AppError, Result},
+    store::FactorRemoval,
     templates::TimeView,
 };
 
@@ -221,6 +222,15 @@ pub async fn totp_enable(
     Ok(Redirect::to(SECURITY_PATH).into_response())
 }
 
+/// Why the last second factor of an account with a short password stays.
+pub fn last_factor_refusal(state: &AppState) -> String {
+    format!(
+        "This is your last second factor, and your password is shorter than the {} characters \
+         a password needs on its own. Choose a longer password first, then remove it.",
+        state.config.min_password_length
+    )
+}
+
 pub async fn totp_remove(
     State(state): State<AppState>,
     SteppedUp(cu): SteppedUp,
@@ -228,11 +238,17 @@ pub async fn totp_remove(
 ) -> Result<Response> {
     let now = state.clock.unix();
     let audit = account_audit(&cu, &meta, "account.totp_removed", now);
-    if state.store.remove_totp(&cu.user.id, &audit).await? {
-        tracing::info!(event = "account.totp_removed", user_id = %cu.user.id, "authenticator app removed");
-        cu.flash("success", "Authenticator app removed.").await?;
-    } else {
-        cu.flash("info", "No authenticator app was set up.").await?;
+    match state.store.remove_totp(&cu.user.id, &audit).await? {
+        FactorRemoval::Removed => {
+            tracing::info!(event = "account.totp_removed", user_id = %cu.user.id, "authenticator app removed");
+            cu.flash("success", "Authenticator app removed.").await?;
+        }
+        FactorRemoval::NotFound => {
+            cu.flash("info", "No authenticator app was set up.").await?;
+        }
+        FactorRemoval::PasswordTooShort => {
+            cu.flash("error", last_factor_refusal(&state)).await?;
+        }
     }
     Ok(Redirect::to(SECURITY_PATH).into_response())
 }

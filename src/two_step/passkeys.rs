@@ -29,7 +29,7 @@ use crate::{
         stepup::{self, SteppedUp},
     },
     error::{AppError, Result},
-    store::{NewAudit, PasskeyRow, User},
+    store::{FactorRemoval, NewAudit, PasskeyRow, User},
 };
 
 const REGISTRATION: &str = "passkey_registration";
@@ -256,10 +256,17 @@ pub async fn remove(
         .ok_or(AppError::NotFound)?;
     let audit = account_audit(&cu, &meta, "account.passkey_removed", state.clock.unix())
         .details(serde_json::json!({ "passkey": name }));
-    if state.store.remove_passkey(&cu.user.id, &id, &audit).await? {
-        tracing::info!(event = "account.passkey_removed", user_id = %cu.user.id, "passkey removed");
-        cu.flash("success", format!("Passkey “{name}” removed."))
-            .await?;
+    match state.store.remove_passkey(&cu.user.id, &id, &audit).await? {
+        FactorRemoval::Removed => {
+            tracing::info!(event = "account.passkey_removed", user_id = %cu.user.id, "passkey removed");
+            cu.flash("success", format!("Passkey “{name}” removed."))
+                .await?;
+        }
+        FactorRemoval::NotFound => {}
+        FactorRemoval::PasswordTooShort => {
+            cu.flash("error", super::handlers::last_factor_refusal(&state))
+                .await?;
+        }
     }
     Ok(Redirect::to(SECURITY_PATH).into_response())
 }

@@ -1107,3 +1107,151 @@ async fn operator_provider_sign_ins_meet_the_policy_sqlite() {
 async fn operator_provider_sign_ins_meet_the_policy_postgres() {
     operator_provider_sign_ins_meet_the_policy(Backend::Postgres).await;
 }
+
+// ------------------------------------------------------------------ shorter passwords
+
+/// Ten characters: enough with a second factor (8), not alone (15).
+const SHORT_PASSWORD: &str = "Plum-tree9";
+
+async fn change_password(b: &mut Browser, current: &str, new: &str) -> crate::helpers::Page {
+    b.get("/settings/account/password").await;
+    b.post(
+        "/settings/account/password",
+        &[("current_password", current), ("new_password", new)],
+    )
+    .await
+}
+
+async fn a_second_factor_allows_a_shorter_password(app: TestApp) {
+    let mut b = app.signed_up("shorter@example.com").await;
+    let page = b.get("/settings/account/password").await;
+    assert!(page.body.contains("From 15 to"), "{}", page.body);
+    assert!(
+        page.body.contains("(8 are enough once"),
+        "the page says why"
+    );
+    let alone = change_password(&mut b, PASSWORD, SHORT_PASSWORD).await;
+    assert_eq!(alone.status, StatusCode::BAD_REQUEST);
+    assert!(alone.body.contains("at least 15"), "{}", alone.body);
+
+    let (secret, _) = enrol_totp(&app, &mut b).await;
+    let page = b.get("/settings/account/password").await;
+    assert!(page.body.contains("From 8 to"), "{}", page.body);
+    let too_short = change_password(&mut b, PASSWORD, "Plum-9x").await;
+    assert_eq!(too_short.status, StatusCode::BAD_REQUEST);
+    assert!(too_short.body.contains("at least 8"), "{}", too_short.body);
+    let changed = change_password(&mut b, PASSWORD, SHORT_PASSWORD).await;
+    assert_eq!(changed.status, StatusCode::SEE_OTHER, "{}", changed.body);
+
+    // The last factor cannot go while the password needs it: nothing is removed.
+    let id = user_id(&app, "shorter@example.com").await;
+    b.get(SECURITY).await;
+    let refused = b.post("/settings/account/security/totp/remove", &[]).await;
+    assert_eq!(refused.location(), SECURITY);
+    let page = b.get(SECURITY).await;
+    assert!(
+        page.body.contains("Choose a longer password first"),
+        "{}",
+        page.body
+    );
+    assert!(app.store.has_second_factor(&id).await.unwrap());
+    assert_eq!(app.store.recovery_codes_left(&id).await.unwrap(), 10);
+    assert!(
+        !app.audit_events()
+            .await
+            .iter()
+            .any(|(a, _)| a == "account.totp_removed")
+    );
+    // Signing in still takes both steps.
+    next_step(&app);
+    let mut c = app.browser();
+    assert_eq!(
+        c.sign_in("shorter@example.com", SHORT_PASSWORD)
+            .await
+            .location(),
+        "/login/two-step"
+    );
+    c.get("/login/two-step").await;
+    let done = c
+        .post("/login/two-step", &[("code", &code_at(&secret, now(&app)))])
+        .await;
+    assert_eq!(done.location(), "/settings/api-keys");
+
+    // With a long password again, the factor can go.
+    let long = change_password(&mut b, SHORT_PASSWORD, "a long enough passphrase again").await;
+    assert_eq!(long.status, StatusCode::SEE_OTHER, "{}", long.body);
+    b.get(SECURITY).await;
+    let removed = b.post("/settings/account/security/totp/remove", &[]).await;
+    assert_eq!(removed.location(), SECURITY);
+    assert!(!app.store.has_second_factor(&id).await.unwrap());
+}
+both!(a_second_factor_allows_a_shorter_password);
+
+async fn a_reset_allows_a_shorter_password_only_with_a_second_factor(backend: Backend) {
+    let (sink, url) = SmtpSink::start().await;
+    let Some(app) = TestApp::spawn_with(backend, |c| c.smtp_url = Some(url.clone())).await else {
+        return;
+    };
+    async fn reset_link(
+        app: &TestApp,
+        sink: &SmtpSink,
+        b: &mut Browser,
+        email: &str,
+        n: usize,
+    ) -> String {
+        b.get("/forgot-password").await;
+        b.post("/forgot-password", &[("email", email)]).await;
+        let mail = sink.wait_for(email, n).await;
+        link(&mail.data, &format!("{}/reset-password/", app.base))
+            .trim_start_matches(&app.base)
+            .to_string()
+    }
+    // Without a factor: 15.
+    app.signed_up("plainreset@example.com").await;
+    let mut b = app.browser();
+    let path = reset_link(&app, &sink, &mut b, "plainreset@example.com", 2).await;
+    let page = b.get(&path).await;
+    assert!(
+        page.body.contains("At least 15 characters"),
+        "{}",
+        page.body
+    );
+    let refused = b.post(&path, &[("password", SHORT_PASSWORD)]).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert!(refused.body.contains("at least 15"), "{}", refused.body);
+
+    // With one: 8, and the factor is still asked for.
+    let (secret, _) = with_totp(&app, "factorreset@example.com").await;
+    let mut b = app.browser();
+    let path = reset_link(&app, &sink, &mut b, "factorreset@example.com", 2).await;
+    let page = b.get(&path).await;
+    assert!(page.body.contains("At least 8 characters"), "{}", page.body);
+    let done = b.post(&path, &[("password", SHORT_PASSWORD)]).await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    b.get("/login").await;
+    let signin = b
+        .post(
+            "/login",
+            &[
+                ("email", "factorreset@example.com"),
+                ("password", SHORT_PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(signin.location(), "/login/two-step");
+    b.get("/login/two-step").await;
+    let done = b
+        .post("/login/two-step", &[("code", &code_at(&secret, now(&app)))])
+        .await;
+    assert_eq!(done.location(), "/settings/api-keys");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_allows_a_shorter_password_only_with_a_second_factor_sqlite() {
+    a_reset_allows_a_shorter_password_only_with_a_second_factor(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_allows_a_shorter_password_only_with_a_second_factor_postgres() {
+    a_reset_allows_a_shorter_password_only_with_a_second_factor(Backend::Postgres).await;
+}
