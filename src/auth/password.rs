@@ -197,11 +197,14 @@ fn hash_now(password: &[u8]) -> anyhow::Result<String> {
         .to_string())
 }
 
-/// Puts the calling thread under Linux's `SCHED_IDLE` policy: it runs only on CPU time
-/// that normal threads leave over, and a waking normal thread (a key verification)
-/// preempts it at once. A sign-in flood then slows sign-ins — whose jobs wait and are
-/// answered "busy" — and not key verification. Failure only means the thread competes
-/// at the normal priority.
+/// Gives the calling thread the lowest normal priority (nice 19): under contention it gets
+/// a few per cent of a core against normal threads, and a waking normal thread (a key
+/// verification) preempts it. A sign-in flood then slows sign-ins — whose jobs wait and
+/// are answered "busy" when the queue is full — and not key verification. Not
+/// `SCHED_IDLE`: that policy runs the thread only on CPU time nobody else wants, so a
+/// machine kept busy by API traffic alone would starve every sign-in (measured: 503s
+/// after 3 s under a verification load). Failure only means the thread competes at the
+/// normal priority.
 fn lower_this_thread_priority() {
     #[cfg(target_os = "linux")]
     {
@@ -212,7 +215,7 @@ fn lower_this_thread_priority() {
         if let Err(e) = set_thread_priority_and_policy(
             thread_native_id(),
             ThreadPriority::Min,
-            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other),
         ) {
             tracing::debug!(error = ?e, "could not lower the password workers' priority");
         }
