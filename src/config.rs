@@ -67,6 +67,12 @@ pub struct ServeArgs {
     #[arg(long, env = "KEYWARD_BIND", default_value = "127.0.0.1:8080")]
     pub bind: SocketAddr,
 
+    /// Also send the IETF draft's `RateLimit-Policy` and `RateLimit` headers
+    /// (draft-ietf-httpapi-ratelimit-headers) from the verification doors, beside
+    /// `X-RateLimit-*`.
+    #[arg(long, env = "KEYWARD_IETF_RATELIMIT_HEADERS", default_value_t = false)]
+    pub ietf_ratelimit_headers: bool,
+
     /// Public URL of the dashboard (used in links and snippets). With an `https://` URL,
     /// cookies get the `Secure` flag and the `__Host-` prefix. Default: `http://<bind>`.
     #[arg(long, env = "KEYWARD_BASE_URL")]
@@ -211,6 +217,8 @@ pub struct Config {
     /// Accepted verifier credentials (never empty when built from args).
     pub verifier_tokens: Vec<SecretString>,
     pub key_header: Option<axum::http::HeaderName>,
+    /// Send the IETF draft's `RateLimit-Policy` / `RateLimit` headers too.
+    pub ietf_ratelimit_headers: bool,
     pub client_ip_header: Option<axum::http::HeaderName>,
     pub invalid_attempts_per_minute: i64,
     /// Multiplies the per-source attempt budgets (`auth::throttle`).
@@ -260,6 +268,7 @@ impl Config {
                 args.verifier_tokens.clone()
             },
             key_header: header_name(args.key_header.as_deref(), "KEYWARD_KEY_HEADER")?,
+            ietf_ratelimit_headers: args.ietf_ratelimit_headers,
             client_ip_header: header_name(
                 args.client_ip_header.as_deref(),
                 "KEYWARD_CLIENT_IP_HEADER",
@@ -306,6 +315,7 @@ impl Config {
             key_pepper: KeyPepper::new(pepper.to_vec()),
             verifier_tokens: vec![SecretString::from(TEST_VERIFIER_TOKEN)],
             key_header: None,
+            ietf_ratelimit_headers: false,
             client_ip_header: None,
             invalid_attempts_per_minute: 60,
             // Tests sign many people up from 127.0.0.1; the throttle's own tests use 1.0.

@@ -19,6 +19,7 @@ use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use tower_http::set_header::SetResponseHeaderLayer;
 
 use super::{Verification, VerifyCode, VerifyRequest, ratelimit::Decision};
 use crate::{
@@ -36,6 +37,11 @@ pub fn router() -> Router<AppState> {
         .route("/v1/keys/verify", post(verify))
         .route("/v1/auth", any(forward_auth))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        // An answer about a key is about this moment: no cache may keep or replay it.
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
 }
 
 // ------------------------------------------------------------------ verify API
@@ -121,6 +127,9 @@ pub async fn verify(
         .map_err(fail_closed)?;
     let mut res = Json(&result).into_response();
     rate_limit_headers(&mut res, &result);
+    if state.config.ietf_ratelimit_headers {
+        ietf_rate_limit_headers(&mut res, &result, state.clock.unix());
+    }
     Ok(res)
 }
 
@@ -139,16 +148,36 @@ const KEY_PARAMS: [&str; 2] = ["api_key", "apikey"];
 
 /// Whether a URL carries an API key: an `api_key` parameter, or any parameter whose value
 /// is one of this deployment's keys (keys in URLs end up in logs and browser histories).
+/// Parameters are split on `&` and `;` and percent-decoded (repeatedly, so a doubly
+/// encoded key is caught too) before they are looked at.
 fn key_in_query(uri: &str, prefix: &str) -> bool {
     let query = uri.split_once('?').map_or("", |(_, q)| q);
+    let query = query.split_once('#').map_or(query, |(q, _)| q);
     let live = format!("{prefix}_live_");
     let test = format!("{prefix}_test_");
-    query.split('&').any(|pair| {
+    query.split(['&', ';']).any(|pair| {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        KEY_PARAMS.contains(&name.to_ascii_lowercase().as_str())
+        let (name, value) = (decoded(name), decoded(value));
+        let value = value.trim_start();
+        KEY_PARAMS.contains(&name.trim().to_ascii_lowercase().as_str())
             || value.starts_with(&live)
             || value.starts_with(&test)
     })
+}
+
+/// `s` percent-decoded (and `+` as a space) until it no longer changes, at most 3 times.
+fn decoded(s: &str) -> String {
+    let mut current = s.to_string();
+    for _ in 0..3 {
+        let next = urlencoding::decode(&current.replace('+', " "))
+            .map(|c| c.into_owned())
+            .unwrap_or_else(|_| current.clone());
+        if next == current {
+            break;
+        }
+        current = next;
+    }
+    current
 }
 
 pub(crate) fn presented_key<'a>(state: &AppState, headers: &'a HeaderMap) -> Option<&'a str> {
@@ -231,6 +260,9 @@ pub async fn forward_auth(State(state): State<AppState>, parts: Parts) -> Respon
         .is_some_and(|v| v.as_bytes() == b"nginx");
     let mut res = forward_auth_response(&result, nginx);
     rate_limit_headers(&mut res, &result);
+    if state.config.ietf_ratelimit_headers {
+        ietf_rate_limit_headers(&mut res, &result, state.clock.unix());
+    }
     res
 }
 
@@ -342,6 +374,7 @@ pub(crate) fn rate_limit_headers(res: &mut Response, v: &Verification) {
             remaining: q.remaining,
             reset: q.reset,
             retry_after: 0,
+            window: 86_400,
         })
     }) else {
         return;
@@ -353,6 +386,37 @@ pub(crate) fn rate_limit_headers(res: &mut Response, v: &Verification) {
         ("x-ratelimit-reset", d.reset),
     ] {
         h.insert(HeaderName::from_static(name), HeaderValue::from(value));
+    }
+}
+
+/// The IETF draft's `RateLimit-Policy` and `RateLimit` fields
+/// (draft-ietf-httpapi-ratelimit-headers-09): one item per limit of the key, `"key"` for
+/// its rate limit (quota `q` per window `w` seconds) and `"daily"` for its daily quota;
+/// `r` is what remains and `t` the seconds until it is whole again.
+pub(crate) fn ietf_rate_limit_headers(res: &mut Response, v: &Verification, now: i64) {
+    let limits = [
+        v.ratelimit
+            .map(|d| ("key", d.limit, d.window, d.remaining, d.reset)),
+        v.quota
+            .map(|q| ("daily", q.limit, 86_400, q.remaining, q.reset)),
+    ];
+    let (mut policy, mut state) = (Vec::new(), Vec::new());
+    for (name, limit, window, remaining, reset) in limits.into_iter().flatten() {
+        policy.push(format!("\"{name}\";q={limit};w={window}"));
+        state.push(format!(
+            "\"{name}\";r={};t={}",
+            remaining.max(0),
+            (reset - now).max(0)
+        ));
+    }
+    if policy.is_empty() {
+        return;
+    }
+    let h = res.headers_mut();
+    for (name, items) in [("ratelimit-policy", policy), ("ratelimit", state)] {
+        if let Ok(value) = HeaderValue::from_str(&items.join(", ")) {
+            h.insert(HeaderName::from_static(name), value);
+        }
     }
 }
 
@@ -368,5 +432,25 @@ mod tests {
         assert!(key_in_query("/things?t=kw_test_abc", "kw"));
         assert!(!key_in_query("/things?page_token=abc&key=name", "kw"));
         assert!(!key_in_query("/v1/auth", "kw"));
+    }
+
+    #[test]
+    fn encoded_and_semicolon_separated_keys_are_spotted() {
+        // Percent-encoded values and names, once and twice.
+        assert!(key_in_query("/things?t=kw%5Flive%5Fabc", "kw"));
+        assert!(key_in_query("/things?t=%6Bw_test_abc", "kw"));
+        assert!(key_in_query("/things?t=kw%255Flive%255Fabc", "kw"));
+        assert!(key_in_query("/things?api%5Fkey=x", "kw"));
+        assert!(key_in_query("/things?API%5FKEY=x", "kw"));
+        // `;` separates parameters too.
+        assert!(key_in_query("/things?a=1;api_key=x", "kw"));
+        assert!(key_in_query("/things?a=1;t=kw_live_abc", "kw"));
+        // Leading spaces (`+` or `%20`) do not hide a key.
+        assert!(key_in_query("/things?t=+kw_live_abc", "kw"));
+        assert!(key_in_query("/things?t=%20kw_live_abc", "kw"));
+        // Not keys.
+        assert!(!key_in_query("/things?q=kw%5Flive", "kw"));
+        assert!(!key_in_query("/things?q=100%25;x=%zz", "kw"));
+        assert!(!key_in_query("/things#api_key=x", "kw"));
     }
 }

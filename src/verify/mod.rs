@@ -241,37 +241,45 @@ impl Verifier {
         };
         // A source that sent too many invalid keys gets no more database lookups for a
         // while; keys already in the cache still verify, so a noisy neighbour behind the
-        // same address cannot lock out everyone else's working keys.
-        let throttled = source
-            .as_ref()
-            .is_some_and(|src| !me.sources.has_capacity(src, source_limit, now_f));
+        // same address cannot lock out everyone else's working keys. A lookup is paid for
+        // before it runs (and paid back when the key exists): checking the budget first
+        // and counting after would let a burst of simultaneous guesses all through.
         let refuse = |src: &str| {
             tracing::warn!(event = "verify.source_throttled", source = %src, "too many invalid keys from one source");
             let mut v = Verification::without_key(VerifyCode::RateLimited);
             v.retry_after = Some(60);
             Ok(v)
         };
-        let invalid = |code| {
-            if let Some(src) = &source {
-                if throttled {
-                    return refuse(src);
-                }
-                me.sources.check(src, source_limit, now_f);
-            }
-            Ok(Verification::without_key(code))
+        let pay = |src: &Option<String>| match src {
+            Some(src) => me.sources.check(src, source_limit, now_f).allowed,
+            None => true,
         };
 
         let Ok((key, _env)) = PlainKey::parse(&me.prefix, presented) else {
-            return invalid(VerifyCode::InvalidFormat);
+            return match &source {
+                Some(src) if !pay(&source) => refuse(src),
+                _ => Ok(Verification::without_key(VerifyCode::InvalidFormat)),
+            };
         };
         let hash = key.hash(&me.pepper);
-        let found = if throttled {
-            me.store.cached_key(&hash.0)
-        } else {
-            me.store.key_by_hash_cached(&hash.0).await?
-        };
-        let Some(found) = found else {
-            return invalid(VerifyCode::NotFound);
+        let found = match me.store.cached_key(&hash.0) {
+            Some(found) => found,
+            None => {
+                if let Some(src) = &source
+                    && !pay(&source)
+                {
+                    return refuse(src);
+                }
+                match me.store.key_by_hash_cached(&hash.0).await? {
+                    Some(found) => {
+                        if let Some(src) = &source {
+                            me.sources.give_back(src, source_limit);
+                        }
+                        found
+                    }
+                    None => return Ok(Verification::without_key(VerifyCode::NotFound)),
+                }
+            }
         };
 
         let code = if found.revoked_at.is_some_and(|r| r <= now) {

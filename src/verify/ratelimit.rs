@@ -36,6 +36,9 @@ pub struct Decision {
     /// Seconds until the next request may pass (0 when allowed).
     #[serde(skip)]
     pub retry_after: i64,
+    /// The limit's window in seconds (for the IETF `RateLimit-Policy` header).
+    #[serde(skip)]
+    pub window: i64,
 }
 
 #[derive(Debug)]
@@ -71,6 +74,7 @@ impl Bucket {
             remaining: self.tokens.floor().max(0.0) as i64,
             reset: (now + to_full).ceil() as i64,
             retry_after,
+            window: self.limit.window_secs,
         }
     }
 }
@@ -97,15 +101,12 @@ impl RateLimiter {
         bucket.decision(allowed, now)
     }
 
-    /// Whether `id` has a token left, without taking it.
-    pub fn has_capacity(&self, id: &str, limit: Limit, now: f64) -> bool {
+    /// Returns a token taken by [`check`](Self::check) (the work it paid for turned out
+    /// not to count), within the bucket's capacity.
+    pub fn give_back(&self, id: &str, limit: Limit) {
         let mut map = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        match map.get_mut(id) {
-            None => true,
-            Some(b) => {
-                b.refill(limit, now);
-                b.tokens >= 1.0
-            }
+        if let Some(b) = map.get_mut(id) {
+            b.tokens = (b.tokens + 1.0).min(limit.capacity());
         }
     }
 
@@ -167,6 +168,25 @@ mod tests {
         let passed = (0..10).filter(|_| rl.check("k", l, 0.0).allowed).count();
         assert_eq!(passed, 5);
         assert!(rl.check("k", l, 1.0).allowed);
+    }
+
+    #[test]
+    fn a_token_given_back_can_be_taken_again() {
+        let rl = RateLimiter::default();
+        let one = Limit {
+            limit: 1,
+            window_secs: 60,
+            burst: 1,
+        };
+        assert!(rl.check("k", one, 0.0).allowed);
+        assert!(!rl.check("k", one, 0.0).allowed);
+        rl.give_back("k", one);
+        assert!(rl.check("k", one, 0.0).allowed);
+        // Never above the capacity.
+        rl.give_back("k", one);
+        rl.give_back("k", one);
+        assert!(rl.check("k", one, 0.0).allowed);
+        assert!(!rl.check("k", one, 0.0).allowed);
     }
 
     #[test]

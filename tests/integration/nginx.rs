@@ -55,8 +55,10 @@ async fn forward_auth_through_real_nginx(app: TestApp) {
     .replace("127.0.0.1:9000", &format!("127.0.0.1:{upstream_port}"))
     .replace("127.0.0.1:8000", &format!("127.0.0.1:{port}"));
     let d = dir.display();
+    // One process (`master_process off`): killing it leaves no orphaned worker behind
+    // (a worker outlives a killed master, holding the test's inherited file descriptors).
     let conf = format!(
-        "worker_processes 1;\nerror_log {d}/error.log warn;\npid {d}/nginx.pid;\nevents {{ worker_connections 64; }}\n\
+        "worker_processes 1;\nmaster_process off;\nerror_log {d}/error.log warn;\npid {d}/nginx.pid;\nevents {{ worker_connections 64; }}\n\
          http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n\
          fastcgi_temp_path {d}/fastcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n{site}\n}}\n"
     );
@@ -134,17 +136,27 @@ async fn forward_auth_through_real_nginx(app: TestApp) {
     assert_eq!(v["reached"], true);
     assert_eq!(v["key_id"], good_id.as_str());
 
-    // Over the limit → 429 with Retry-After.
-    assert_eq!(
-        client
-            .get(format!("{base}/x"))
-            .bearer_auth(&limited)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
+    // A key without limits: no rate-limit headers.
+    let res = client
+        .get(format!("{base}/things"))
+        .bearer_auth(&good_key)
+        .send()
+        .await
+        .unwrap();
+    assert!(res.headers().get("x-ratelimit-limit").is_none());
+
+    // The client sees its limit through nginx on success…
+    let res = client
+        .get(format!("{base}/x"))
+        .bearer_auth(&limited)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["x-ratelimit-limit"], "1");
+    assert_eq!(res.headers()["x-ratelimit-remaining"], "0");
+    assert!(res.headers().contains_key("x-ratelimit-reset"));
+    // …and over the limit → 429 with Retry-After.
     let res = client
         .get(format!("{base}/x"))
         .bearer_auth(&limited)
@@ -153,6 +165,7 @@ async fn forward_auth_through_real_nginx(app: TestApp) {
         .unwrap();
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(res.headers()["retry-after"], "3600");
+    assert_eq!(res.headers()["x-ratelimit-remaining"], "0");
     let v: Value = res.json().await.unwrap();
     assert_eq!(v["error"]["code"], "rate_limit_exceeded");
     assert_eq!(v["retry_after"], 3600);

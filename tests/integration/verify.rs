@@ -613,3 +613,165 @@ async fn revocation_reaches_other_nodes_within_a_second() {
     }
     eprintln!("revocation reached node 2 after {:?}", start.elapsed());
 }
+
+async fn simultaneous_guesses_cannot_outrun_the_source_limit(app: TestApp) {
+    // 200 well-formed unknown keys at once from one source: each database lookup is paid
+    // for before it runs, so exactly the source's 60 are looked up (the clock stands
+    // still, so nothing refills meanwhile) and the rest are refused without a lookup.
+    let calls = (0..200).map(|_| {
+        let unknown =
+            keyward::keys::token::PlainKey::generate("kw", keyward::keys::token::Environment::Live)
+                .unwrap();
+        let app = &app;
+        async move {
+            let (_, v) = app
+                .verify_api(json!({ "key": unknown.expose(), "ip": "198.51.100.7" }))
+                .await;
+            code(&v).to_string()
+        }
+    });
+    let codes = futures_util::future::join_all(calls).await;
+    let looked_up = codes.iter().filter(|c| *c == "NOT_FOUND").count();
+    let refused = codes.iter().filter(|c| *c == "RATE_LIMITED").count();
+    assert_eq!((looked_up, refused), (60, 140), "{codes:?}");
+}
+both!(simultaneous_guesses_cannot_outrun_the_source_limit);
+
+async fn a_working_key_does_not_spend_the_source_budget(app: TestApp) {
+    let mut b = app.signed_up("budget@example.com").await;
+    let ip = "198.51.100.8";
+    // 70 different keys, each seen for the first time (a lookup each): all valid, so the
+    // 60 invalid keys a minute the source may send are all still there.
+    for i in 0..70 {
+        let (_, key) = key_with(&mut b, &format!("k{i}"), &[]).await;
+        let (_, v) = app.verify_api(json!({ "key": key, "ip": ip })).await;
+        assert_eq!(code(&v), "VALID", "key {i}");
+    }
+    for i in 0..60 {
+        let (_, v) = app
+            .verify_api(json!({ "key": format!("kw_live_guess{i}"), "ip": ip }))
+            .await;
+        assert_eq!(code(&v), "INVALID_FORMAT", "guess {i}");
+    }
+    let (_, v) = app
+        .verify_api(json!({ "key": "kw_live_guess", "ip": ip }))
+        .await;
+    assert_eq!(code(&v), "RATE_LIMITED");
+}
+both!(a_working_key_does_not_spend_the_source_budget);
+
+async fn verification_answers_are_never_cached(app: TestApp) {
+    let mut b = app.signed_up("nostore@example.com").await;
+    let (_, key) = key_with(
+        &mut b,
+        "k",
+        &[("rate_limit", "5"), ("rate_window", "minute")],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let verify = |key: &str| {
+        client
+            .post(format!("{}/v1/keys/verify", app.base))
+            .bearer_auth(keyward::config::TEST_VERIFIER_TOKEN)
+            .json(&json!({ "key": key }))
+            .send()
+    };
+    let auth = |key: &str| {
+        client
+            .get(format!("{}/v1/auth", app.base))
+            .bearer_auth(key)
+            .send()
+    };
+    for res in [
+        verify(&key).await.unwrap(),
+        verify("kw_live_nope").await.unwrap(),
+        auth(&key).await.unwrap(),
+        auth("kw_live_nope").await.unwrap(),
+        client
+            .get(format!("{}/v1/auth", app.base))
+            .send()
+            .await
+            .unwrap(),
+    ] {
+        assert_eq!(res.headers()["cache-control"], "no-store", "{}", res.url());
+        // The IETF draft's fields only when the operator turns them on.
+        assert!(res.headers().get("ratelimit-policy").is_none());
+    }
+}
+both!(verification_answers_are_never_cached);
+
+async fn ietf_rate_limit_fields_when_turned_on(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, |c| c.ietf_ratelimit_headers = true).await else {
+        return;
+    };
+    let mut b = app.signed_up("ietf@example.com").await;
+    let (_, key) = key_with(
+        &mut b,
+        "k",
+        &[
+            ("rate_limit", "5"),
+            ("rate_window", "minute"),
+            ("daily_quota", "1000"),
+        ],
+    )
+    .await;
+    let res = reqwest::Client::new()
+        .get(format!("{}/v1/auth", app.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        res.headers()["ratelimit-policy"],
+        r#""key";q=5;w=60, "daily";q=1000;w=86400"#
+    );
+    let state = res.headers()["ratelimit"].to_str().unwrap().to_string();
+    assert!(state.starts_with(r#""key";r=4;t="#), "{state}");
+    assert!(state.contains(r#", "daily";r=999;t="#), "{state}");
+    // Beside the X- fields, which stay.
+    assert_eq!(res.headers()["x-ratelimit-limit"], "5");
+    // A key without limits: none.
+    let (_, free) = key_with(&mut b, "free", &[]).await;
+    let (status, _) = app.verify_api(json!({ "key": free })).await;
+    assert_eq!(status, StatusCode::OK);
+    let res = reqwest::Client::new()
+        .get(format!("{}/v1/auth", app.base))
+        .bearer_auth(&free)
+        .send()
+        .await
+        .unwrap();
+    assert!(res.headers().get("ratelimit-policy").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ietf_rate_limit_fields_when_turned_on_sqlite() {
+    ietf_rate_limit_fields_when_turned_on(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ietf_rate_limit_fields_when_turned_on_postgres() {
+    ietf_rate_limit_fields_when_turned_on(Backend::Postgres).await;
+}
+
+async fn encoded_keys_in_the_url_are_refused(app: TestApp) {
+    let client = reqwest::Client::new();
+    for uri in [
+        "/things?t=kw%5Flive%5Fabc",
+        "/things?a=1;api_key=x",
+        "/things?api%5Fkey=x",
+    ] {
+        let res = client
+            .get(format!("{}/v1/auth", app.base))
+            .header("x-original-uri", uri)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{uri}");
+        assert_eq!(
+            res.json::<Value>().await.unwrap()["error"]["code"],
+            "key_in_query"
+        );
+    }
+}
+both!(encoded_keys_in_the_url_are_refused);
