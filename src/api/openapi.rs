@@ -11,8 +11,9 @@ use utoipa::{
 };
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{audit, keys};
-use crate::{app::AppState, verify::http as verify_http};
+use super::audit;
+use crate::keys::api as keys;
+use crate::{state::AppState, verify::http as verify_http};
 
 #[derive(OpenApi)]
 #[openapi(

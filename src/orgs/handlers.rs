@@ -1,3 +1,4 @@
+use crate::audit::AuditAction;
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::{
@@ -9,12 +10,12 @@ use axum::{
 use serde::Deserialize;
 
 use crate::{
-    app::AppState,
     audit::ClientMeta,
     auth::{Chrome, CurrentUser, session::ORG_ID},
     error::{AppError, Result},
-    keys::handlers::{WINDOWS, optional_count, window_name},
+    keys::model::{RateWindow, optional_count},
     orgs::Action,
+    state::AppState,
 };
 
 #[derive(Template, WebTemplate)]
@@ -66,7 +67,12 @@ pub async fn create(
     let now = state.clock.unix();
     let org = state
         .store
-        .create_org(&cu.user.id, &name, now, cu.audit("org.created", &meta, now))
+        .create_org(
+            &cu.user.id,
+            &name,
+            now,
+            cu.audit(AuditAction::OrgCreated, &meta, now),
+        )
         .await?;
     cu.session.insert(ORG_ID, &org.id).await?;
     cu.flash(
@@ -127,9 +133,9 @@ fn settings_page(
         can_edit,
         api_keys_can_create_keys: false,
         rate_limit,
-        windows: WINDOWS
+        windows: RateWindow::ALL
             .iter()
-            .map(|(v, l, _)| (*v, *l, *v == window))
+            .map(|w| (w.name(), w.label(), w.name() == window))
             .collect(),
         daily_quota,
         error,
@@ -148,7 +154,9 @@ pub async fn settings(State(state): State<AppState>, cu: CurrentUser) -> Result<
         org.default_rate_limit
             .map(|n| n.to_string())
             .unwrap_or_default(),
-        window_name(org.default_rate_window_secs),
+        RateWindow::from_secs(org.default_rate_window_secs)
+            .unwrap_or_default()
+            .name(),
         org.default_daily_quota
             .map(|n| n.to_string())
             .unwrap_or_default(),
@@ -176,7 +184,7 @@ pub async fn save_api_access(
     let on = f.api_keys_can_create_keys.is_some();
     let now = state.clock.unix();
     let audit = cu
-        .audit("org.api_key_management_changed", &meta, now)
+        .audit(AuditAction::OrgApiKeyManagementChanged, &meta, now)
         .target("organization", cu.org_id(), &cu.org.org_name)
         .details(serde_json::json!({ "api_keys_can_create_keys": on }));
     state
@@ -212,13 +220,13 @@ pub async fn save_settings(
     Form(f): Form<DefaultsForm>,
 ) -> Result<Response> {
     cu.require(Action::ManageMembers)?;
-    let window = WINDOWS.iter().find(|(v, _, _)| *v == f.rate_window);
+    let window = RateWindow::from_name(&f.rate_window);
     let parsed = optional_count(&f.rate_limit, "The default rate limit")
         .and_then(|r| optional_count(&f.daily_quota, "The default daily quota").map(|q| (r, q)))
         .and_then(|rq| {
             window
-                .map(|w| (rq, w.2))
-                .ok_or_else(|| "Choose per second, per minute or per hour.".to_string())
+                .map(|w| (rq, w.secs()))
+                .ok_or_else(|| RateWindow::CHOOSE.to_string())
         });
     let ((rate, quota), secs) = match parsed {
         Ok(v) => v,
@@ -236,7 +244,7 @@ pub async fn save_settings(
     };
     let now = state.clock.unix();
     let audit = cu
-        .audit("org.defaults_updated", &meta, now)
+        .audit(AuditAction::OrgDefaultsUpdated, &meta, now)
         .target("organization", cu.org_id(), &cu.org.org_name)
         .details(serde_json::json!({ "rate_limit": rate, "rate_window_secs": secs, "daily_quota": quota }));
     state

@@ -8,7 +8,7 @@ use axum::{
     routing::{get, post},
 };
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 pub use roles::{Action, Role};
 

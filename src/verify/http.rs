@@ -22,8 +22,8 @@ use subtle::ConstantTimeEq;
 
 use super::{Verification, VerifyCode, VerifyRequest, ratelimit::Decision};
 use crate::{
-    app::AppState,
     error::{AppError, Result},
+    state::AppState,
 };
 
 /// Largest verify request body.

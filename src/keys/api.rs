@@ -1,4 +1,6 @@
-//! `/api/v1/keys`: list, get, create, update, roll, revoke.
+//! The management API's door to keys (`/api/v1/keys`): JSON becomes [`KeyInput`] or
+//! [`KeyPatch`], the [`Keys`](super::service::Keys) service decides, and the outcome becomes
+//! `{"data": …}` or `{"error": …}`. No rule about keys is decided here.
 
 use axum::{
     Json,
@@ -9,14 +11,18 @@ use axum::{
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiError, ApiResult, Caller, Data, ErrorBody, SCOPE_READ, SCOPE_WRITE, data};
-use crate::{
-    app::AppState,
-    keys::{
-        GraceChoice,
-        handlers::{self as form, FieldErrors, KeyForm},
+use super::{
+    ExpiryChoice, GraceChoice,
+    model::{
+        Field, FieldErrors, IpAllowlist, KeyDraft, KeyInput, KeyPatch, Metadata, Rate, RateWindow,
+        count,
     },
+    service::KeyError,
+};
+use crate::{
+    api::{ApiError, ApiResult, Caller, Data, ErrorBody, SCOPE_READ, SCOPE_WRITE, data},
     orgs::Action,
+    state::AppState,
     store::{ApiKey, KeyFilter, KeyStatus},
     templates::rfc3339,
 };
@@ -185,14 +191,6 @@ pub async fn list(
     .into_response())
 }
 
-async fn load(state: &AppState, caller: &Caller, id: &str) -> ApiResult<ApiKey> {
-    state
-        .store
-        .key(&caller.org_id, id)
-        .await?
-        .ok_or_else(ApiError::not_found)
-}
-
 /// One key.
 #[utoipa::path(get, path = "/api/v1/keys/{id}", tag = "keys",
     params(("id" = String, Path, description = "Key id")),
@@ -209,8 +207,7 @@ pub async fn get(
 ) -> ApiResult<Response> {
     caller.require_scope(SCOPE_READ)?;
     caller.require(Action::ViewKeys)?;
-    let key = load(&state, &caller, &id).await?;
-    Ok(data(StatusCode::OK, KeyView::new(&key, state.clock.unix())))
+    Ok(data(StatusCode::OK, reload(&state, &caller, &id).await?))
 }
 
 /// For PATCH fields where absent and `null` differ: absent keeps the value (`None`),
@@ -285,51 +282,136 @@ pub struct CreatedKey {
     pub secret: String,
 }
 
-/// The dashboard's window name for a window length (its one table of windows).
-fn window_name(secs: i64) -> Result<&'static str, ApiError> {
-    form::WINDOWS
-        .iter()
-        .find(|(_, _, s)| *s == secs)
-        .map(|(name, _, _)| *name)
-        .ok_or_else(|| invalid("rate_window_seconds", "Use 1, 60 or 3600."))
-}
-
-fn invalid(field: &str, message: &str) -> ApiError {
-    let mut m = serde_json::Map::new();
-    m.insert(field.into(), message.into());
-    ApiError::Invalid(m)
-}
-
-fn parse_time(s: &str) -> Result<i64, ApiError> {
-    super::parse_rfc3339(s).ok_or_else(|| {
-        invalid(
-            "expires_at",
-            "Use an RFC 3339 time, like 2027-01-31T00:00:00Z.",
-        )
-    })
-}
-
-fn count(n: Option<i64>) -> String {
-    n.map(|n| n.to_string()).unwrap_or_default()
-}
-
-fn field_errors(e: FieldErrors) -> ApiError {
-    let mut m = serde_json::Map::new();
-    for (name, msg) in [
-        ("name", e.name),
-        ("description", e.description),
-        ("environment", e.environment),
-        ("scopes", e.scopes),
-        ("expires_at", e.expiry),
-        ("rate_limit", e.limits),
-        ("ip_allowlist", e.ip_allowlist),
-        ("metadata", e.metadata),
-    ] {
-        if let Some(msg) = msg {
-            m.insert(name.into(), msg.into());
+/// The management API's rendering of a refusal.
+impl From<KeyError> for ApiError {
+    fn from(e: KeyError) -> Self {
+        match e {
+            KeyError::NotFound => ApiError::not_found(),
+            KeyError::Forbidden(m) => ApiError::forbidden(m),
+            KeyError::Closed => ApiError::conflict(KeyError::CLOSED),
+            KeyError::AlreadyRevoked => ApiError::conflict(KeyError::ALREADY_REVOKED),
+            KeyError::Refused(m) => ApiError::bad_request(m),
+            KeyError::Invalid(errors) => invalid(&errors),
+            KeyError::Internal(e) => e.into(),
         }
     }
-    ApiError::Invalid(m)
+}
+
+fn invalid(errors: &FieldErrors) -> ApiError {
+    ApiError::Invalid(
+        errors
+            .iter()
+            .map(|(f, m)| (f.api_name().to_string(), m.into()))
+            .collect(),
+    )
+}
+
+fn parse_time(s: &str) -> Result<i64, String> {
+    crate::api::parse_rfc3339(s)
+        .ok_or_else(|| "Use an RFC 3339 time, like 2027-01-31T00:00:00Z.".to_string())
+}
+
+fn window(secs: i64) -> Result<RateWindow, String> {
+    RateWindow::from_secs(secs).ok_or_else(|| "Use 1, 60 or 3600.".to_string())
+}
+
+/// A count of the API (`None`: no limit).
+fn limit(n: Option<i64>, what: &str) -> Result<Option<i64>, String> {
+    n.map(|n| count(n, what)).transpose()
+}
+
+impl CreateKey {
+    fn into_input(self, state: &AppState) -> Result<KeyInput, FieldErrors> {
+        let mut errors = FieldErrors::default();
+        let mut draft = KeyDraft::common(
+            &self.name,
+            &self.description,
+            &self.environment,
+            &self.scopes,
+            &state.config.scopes,
+            &mut errors,
+        );
+        draft.expiry = errors
+            .take(
+                Field::Expiry,
+                self.expires_at.as_deref().map(parse_time).transpose(),
+            )
+            .map(ExpiryChoice::Exact);
+        let window = errors.take(
+            Field::RateWindow,
+            window(self.rate_window_seconds.unwrap_or(60)),
+        );
+        let rate = (|| {
+            Rate {
+                limit: limit(self.rate_limit, "The rate limit")?,
+                window: window.unwrap_or_default(),
+                burst: limit(self.rate_burst, "The burst")?,
+                daily_quota: limit(self.daily_quota, "The daily quota")?,
+            }
+            .check()
+        })();
+        draft.rate = errors.take(Field::Limits, rate);
+        draft.ip_allowlist = errors.take(
+            Field::IpAllowlist,
+            IpAllowlist::parse_text(&self.ip_allowlist.join(" ")),
+        );
+        draft.metadata = errors.take(
+            Field::Metadata,
+            Metadata::parse(&self.metadata.map(|m| m.to_string()).unwrap_or_default()),
+        );
+        draft.finish(errors)
+    }
+}
+
+impl UpdateKey {
+    fn into_patch(self, state: &AppState) -> Result<KeyPatch, FieldErrors> {
+        let mut errors = FieldErrors::default();
+        let mut patch = KeyPatch {
+            enabled: self.enabled,
+            ..KeyPatch::default()
+        };
+        if let Some(v) = &self.name {
+            patch.name = errors.take(Field::Name, super::model::KeyName::parse(v));
+        }
+        if let Some(v) = &self.description {
+            patch.description =
+                errors.take(Field::Description, super::model::Description::parse(v));
+        }
+        if let Some(v) = &self.scopes {
+            patch.scopes = errors.take(
+                Field::Scopes,
+                super::model::Scopes::parse(v, &state.config.scopes),
+            );
+        }
+        if let Some(e) = &self.expires_at {
+            let t = e.as_deref().map(parse_time).transpose();
+            patch.expiry = errors.take(Field::Expiry, t).map(ExpiryChoice::Exact);
+        }
+        if let Some(v) = self.rate_limit {
+            patch.rate_limit = errors.take(Field::Limits, limit(v, "The rate limit"));
+        }
+        if let Some(v) = self.rate_window_seconds {
+            patch.rate_window = errors.take(Field::RateWindow, window(v));
+        }
+        if let Some(v) = self.rate_burst {
+            patch.rate_burst = errors.take(Field::Limits, limit(v, "The burst"));
+        }
+        if let Some(v) = self.daily_quota {
+            patch.daily_quota = errors.take(Field::Limits, limit(v, "The daily quota"));
+        }
+        if let Some(v) = &self.ip_allowlist {
+            patch.ip_allowlist =
+                errors.take(Field::IpAllowlist, IpAllowlist::parse_text(&v.join(" ")));
+        }
+        if let Some(v) = &self.metadata {
+            patch.metadata = errors.take(Field::Metadata, Metadata::parse(&v.to_string()));
+        }
+        if errors.is_empty() {
+            Ok(patch)
+        } else {
+            Err(errors)
+        }
+    }
 }
 
 fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> ApiResult<T> {
@@ -353,6 +435,16 @@ fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> ApiResult<T> {
     })
 }
 
+/// The key as stored now, as the API shows it.
+async fn reload(state: &AppState, caller: &Caller, id: &str) -> ApiResult<KeyView> {
+    let key = state
+        .store
+        .key(&caller.org_id, id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    Ok(KeyView::new(&key, state.clock.unix()))
+}
+
 /// Create a key. The response holds the secret, once.
 #[utoipa::path(post, path = "/api/v1/keys", tag = "keys", request_body = CreateKey,
     responses(
@@ -368,45 +460,17 @@ pub async fn create(
     body: Result<Json<CreateKey>, JsonRejection>,
 ) -> ApiResult<Response> {
     caller.require_scope(SCOPE_WRITE)?;
-    caller.require(Action::CreateKey)?;
-    let b = json_body(body)?;
-    caller.may_mint(&b.scopes)?;
-    let now = state.clock.unix();
-    let expires_at = match &b.expires_at {
-        Some(s) => Some(parse_time(s)?),
-        None => None,
-    };
-    let f = KeyForm {
-        name: b.name,
-        description: b.description,
-        environment: b.environment,
-        preset: "custom".into(),
-        scopes: b.scopes,
-        rate_limit: count(b.rate_limit),
-        rate_window: window_name(b.rate_window_seconds.unwrap_or(60))?.into(),
-        rate_burst: count(b.rate_burst),
-        daily_quota: count(b.daily_quota),
-        ip_allowlist: b.ip_allowlist.join(" "),
-        metadata: b.metadata.map(|m| m.to_string()).unwrap_or_default(),
-        expires_at_exact: Some(expires_at),
-        ..KeyForm::default()
-    };
-    let v = form::validate_new(&state, caller.role, &f, now).map_err(|e| field_errors(*e))?;
-    let (new, key) = form::new_key_record(&state, &caller.org_id, &caller.user.id, v, now)?;
-    let mut details = form::created_details(&new);
-    details["via"] = caller.via();
-    let audit = caller
-        .audit("key.created", now)
-        .target("api_key", &new.id, &new.name)
-        .details(details);
-    state.store.insert_key(&new, &audit).await?;
-    tracing::info!(event = "key.created", key_id = %new.id, via = "api", "API key created");
-    let stored = load(&state, &caller, &new.id).await?;
+    let keys = state.keys();
+    keys.may_create(&caller)?;
+    let input = json_body(body)?
+        .into_input(&state)
+        .map_err(|e| invalid(&e))?;
+    let minted = keys.create(&caller, input).await?;
     Ok(data(
         StatusCode::CREATED,
         CreatedKey {
-            key: KeyView::new(&stored, now),
-            secret: key.expose().to_string(),
+            key: reload(&state, &caller, &minted.record.id).await?,
+            secret: minted.secret.expose().to_string(),
         },
     ))
 }
@@ -431,103 +495,16 @@ pub async fn update(
     body: Result<Json<UpdateKey>, JsonRejection>,
 ) -> ApiResult<Response> {
     caller.require_scope(SCOPE_WRITE)?;
-    let key = load(&state, &caller, &id).await?;
+    let keys = state.keys();
+    let key = keys.load(&caller, &id).await?;
     let b = json_body(body)?;
-    if !caller
-        .role
-        .can_manage_key(&caller.user.id, key.created_by.as_deref())
-    {
-        return Err(ApiError::forbidden(format!(
-            "The role {} can change only the keys it created.",
-            caller.role
-        )));
-    }
-    let now = state.clock.unix();
-    if !matches!(
-        key.status(now),
-        KeyStatus::Active | KeyStatus::ExpiringSoon | KeyStatus::Disabled
-    ) {
-        return Err(ApiError::conflict(
-            "Revoked and expired keys can no longer be changed.",
-        ));
-    }
-    // A key may change only keys whose scopes it holds itself (else it could resume,
-    // un-restrict or extend a broader key), and never grant more.
-    caller.may_grant(&key.scope_list())?;
-    if let Some(s) = &b.scopes {
-        caller.may_grant(s)?;
-    }
-    let mut f = form::form_from_key(&key);
-    if let Some(v) = b.name {
-        f.name = v;
-    }
-    if let Some(v) = b.description {
-        f.description = v;
-    }
-    if let Some(v) = b.scopes {
-        f.scopes = v;
-    }
-    f.expiry = "keep".into();
-    if let Some(e) = &b.expires_at {
-        f.expires_at_exact = Some(match e {
-            Some(s) => Some(parse_time(s)?),
-            None => None,
-        });
-    }
-    if let Some(v) = b.rate_limit {
-        f.rate_limit = count(v);
-    }
-    if let Some(v) = b.rate_window_seconds {
-        f.rate_window = window_name(v)?.into();
-    }
-    if let Some(v) = b.rate_burst {
-        f.rate_burst = count(v);
-    }
-    if let Some(v) = b.daily_quota {
-        f.daily_quota = count(v);
-    }
-    if let Some(v) = b.ip_allowlist {
-        f.ip_allowlist = v.join(" ");
-    }
-    if let Some(v) = b.metadata {
-        f.metadata = v.to_string();
-    }
-    let v =
-        form::validate_changes(&state, caller.role, &key, &f, now).map_err(|e| field_errors(*e))?;
-    if !v.diff.is_empty() {
-        let audit = caller
-            .audit("key.updated", now)
-            .target("api_key", &key.id, &v.name)
-            .details(serde_json::json!({ "changes": v.diff, "via": caller.via() }));
-        if !state
-            .store
-            .update_key(&caller.org_id, &key.id, &v.changes, now, &audit)
-            .await?
-        {
-            return Err(ApiError::conflict(
-                "The key changed meanwhile (revoked or expired).",
-            ));
-        }
-    }
-    if let Some(enabled) = b.enabled
-        && enabled != key.enabled
-    {
-        let action = if enabled {
-            "key.enabled"
-        } else {
-            "key.disabled"
-        };
-        let audit = caller
-            .audit(action, now)
-            .target("api_key", &key.id, &key.name)
-            .details(serde_json::json!({ "via": caller.via() }));
-        state
-            .store
-            .set_key_enabled(&caller.org_id, &key.id, enabled, now, &audit)
-            .await?;
-    }
-    let key = load(&state, &caller, &id).await?;
-    Ok(data(StatusCode::OK, KeyView::new(&key, now)))
+    keys.may_update(&caller, &key)?;
+    let patch = b.into_patch(&state).map_err(|e| invalid(&e))?;
+    keys.update(&caller, &key.id, patch).await?;
+    Ok(data(
+        StatusCode::OK,
+        reload(&state, &caller, &key.id).await?,
+    ))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -567,55 +544,22 @@ pub async fn roll(
     body: Result<Json<RollKey>, JsonRejection>,
 ) -> ApiResult<Response> {
     caller.require_scope(SCOPE_WRITE)?;
-    let old = load(&state, &caller, &id).await?;
     let b = json_body(body)?;
-    if !caller
-        .role
-        .can_manage_key(&caller.user.id, old.created_by.as_deref())
-    {
-        return Err(ApiError::forbidden(format!(
-            "The role {} can roll only the keys it created.",
-            caller.role
-        )));
-    }
-    caller.may_mint(&old.scope_list())?;
     let grace = GraceChoice::parse(b.grace.as_deref().unwrap_or("now"))
-        .ok_or_else(|| invalid("grace", "Use now, 1h, 24h or 7d."))?;
-    let now = state.clock.unix();
-    let (new, key) = form::roll_record(&state, &old, &caller.user.id, now)?;
-    let grace_until = now + grace.seconds();
-    let rolled = caller
-        .audit("key.rolled", now)
-        .target("api_key", &old.id, &old.name)
-        .details(serde_json::json!({ "new_key_id": new.id, "old_key_valid_until": grace_until, "via": caller.via() }));
-    let created = caller
-        .audit("key.created_by_roll", now)
-        .target("api_key", &new.id, &new.name)
-        .details(serde_json::json!({ "rolled_from": old.id, "via": caller.via() }));
-    if !state
-        .store
-        .roll_key(
-            &caller.org_id,
-            &old.id,
-            &new,
-            grace_until,
-            now,
-            [&rolled, &created],
-        )
-        .await?
-    {
-        return Err(ApiError::conflict("Only active keys can be rolled."));
-    }
-    let stored = load(&state, &caller, &new.id).await?;
+        .ok_or_else(|| invalid(&FieldErrors::one(Field::Grace, "Use now, 1h, 24h or 7d.")))?;
+    let rolled = match state.keys().roll(&caller, &id, grace).await {
+        Err(KeyError::Closed) => return Err(ApiError::conflict(KeyError::NOT_ROLLABLE)),
+        other => other?,
+    };
     Ok(data(
         StatusCode::CREATED,
         RolledKey {
             key: CreatedKey {
-                key: KeyView::new(&stored, now),
-                secret: key.expose().to_string(),
+                key: reload(&state, &caller, &rolled.new.record.id).await?,
+                secret: rolled.new.secret.expose().to_string(),
             },
-            replaces: old.id,
-            old_key_valid_until: rfc3339(grace_until),
+            replaces: rolled.old.id,
+            old_key_valid_until: rfc3339(rolled.grace_until),
         },
     ))
 }
@@ -636,28 +580,9 @@ pub async fn revoke(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     caller.require_scope(SCOPE_WRITE)?;
-    let key = load(&state, &caller, &id).await?;
-    if !caller
-        .role
-        .can_manage_key(&caller.user.id, key.created_by.as_deref())
-    {
-        return Err(ApiError::forbidden(format!(
-            "The role {} can revoke only the keys it created.",
-            caller.role
-        )));
-    }
-    let now = state.clock.unix();
-    let audit = caller
-        .audit("key.revoked", now)
-        .target("api_key", &key.id, &key.name)
-        .details(serde_json::json!({ "via": caller.via() }));
-    if !state
-        .store
-        .revoke_key(&caller.org_id, &key.id, now, &audit)
-        .await?
-    {
-        return Err(ApiError::conflict("The key is already revoked."));
-    }
-    let key = load(&state, &caller, &id).await?;
-    Ok(data(StatusCode::OK, KeyView::new(&key, now)))
+    let key = state.keys().revoke(&caller, &id).await?;
+    Ok(data(
+        StatusCode::OK,
+        reload(&state, &caller, &key.id).await?,
+    ))
 }
