@@ -132,8 +132,10 @@ pub struct ListParams {
 #[utoipa::path(get, path = "/api/v1/keys", tag = "keys", params(ListParams),
     responses(
         (status = 200, body = KeyPage),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 429, body = ErrorBody),
+        (status = 400, description = "Malformed JSON, a bad query parameter, or a control character in a path id or search", body = ErrorBody),
+        (status = 401, description = "No credentials, or an unknown, expired, revoked or paused API key", body = ErrorBody),
+        (status = 403, description = "`insufficient_permissions`: the role, the API key's scopes (a key never acts on keys broader than itself and never loosens its own restrictions), the organization's key-minting setting, or a role that can no longer grant the key's scopes", body = ErrorBody),
+        (status = 429, description = "The API key's rate limit or quota is spent", body = ErrorBody),
     ),
     security(("api_key" = []), ("session" = [])))]
 pub async fn list(
@@ -166,10 +168,16 @@ pub async fn list(
             "cursor is not one this API returned.",
         ));
     }
+    let search = p.search.unwrap_or_default();
+    if search.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "search cannot contain control characters.",
+        ));
+    }
     let filter = KeyFilter {
         status,
         environment,
-        name_contains: p.search.unwrap_or_default().chars().take(100).collect(),
+        name_contains: search.chars().take(100).collect(),
         creator_removed: false,
     };
     let now = state.clock.unix();
@@ -196,8 +204,11 @@ pub async fn list(
     params(("id" = String, Path, description = "Key id")),
     responses(
         (status = 200, body = Data<KeyView>),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 429, body = ErrorBody),
+        (status = 400, description = "Malformed JSON, a bad query parameter, or a control character in a path id or search", body = ErrorBody),
+        (status = 401, description = "No credentials, or an unknown, expired, revoked or paused API key", body = ErrorBody),
+        (status = 403, description = "`insufficient_permissions`: the role, the API key's scopes (a key never acts on keys broader than itself and never loosens its own restrictions), the organization's key-minting setting, or a role that can no longer grant the key's scopes", body = ErrorBody),
+        (status = 404, description = "No such key in this organization", body = ErrorBody),
+        (status = 429, description = "The API key's rate limit or quota is spent", body = ErrorBody),
     ),
     security(("api_key" = []), ("session" = [])))]
 pub async fn get(
@@ -207,7 +218,8 @@ pub async fn get(
 ) -> ApiResult<Response> {
     caller.require_scope(SCOPE_READ)?;
     caller.require(Action::ViewKeys)?;
-    Ok(data(StatusCode::OK, reload(&state, &caller, &id).await?))
+    let key = state.keys().load(&caller, &id).await?;
+    Ok(data(StatusCode::OK, KeyView::new(&key, state.clock.unix())))
 }
 
 /// For PATCH fields where absent and `null` differ: absent keeps the value (`None`),
@@ -449,9 +461,12 @@ async fn reload(state: &AppState, caller: &Caller, id: &str) -> ApiResult<KeyVie
 #[utoipa::path(post, path = "/api/v1/keys", tag = "keys", request_body = CreateKey,
     responses(
         (status = 201, body = Data<CreatedKey>),
-        (status = 400, body = ErrorBody), (status = 415, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 422, body = ErrorBody),
-        (status = 429, body = ErrorBody),
+        (status = 400, description = "Malformed JSON, a bad query parameter, or a control character in a path id or search", body = ErrorBody),
+        (status = 401, description = "No credentials, or an unknown, expired, revoked or paused API key", body = ErrorBody),
+        (status = 403, description = "`insufficient_permissions`: the role, the API key's scopes (a key never acts on keys broader than itself and never loosens its own restrictions), the organization's key-minting setting, or a role that can no longer grant the key's scopes", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+        (status = 422, description = "`validation_failed`: `fields` names each invalid field", body = ErrorBody),
+        (status = 429, description = "The API key's rate limit or quota is spent", body = ErrorBody),
     ),
     security(("api_key" = []), ("session" = [])))]
 pub async fn create(
@@ -481,11 +496,14 @@ pub async fn create(
     params(("id" = String, Path, description = "Key id")),
     responses(
         (status = 200, body = Data<KeyView>),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody), (status = 415, body = ErrorBody),
-        (status = 422, body = ErrorBody),
-        (status = 429, body = ErrorBody),
+        (status = 400, description = "Malformed JSON, a bad query parameter, or a control character in a path id or search", body = ErrorBody),
+        (status = 401, description = "No credentials, or an unknown, expired, revoked or paused API key", body = ErrorBody),
+        (status = 403, description = "`insufficient_permissions`: the role, the API key's scopes (a key never acts on keys broader than itself and never loosens its own restrictions), the organization's key-minting setting, or a role that can no longer grant the key's scopes", body = ErrorBody),
+        (status = 404, description = "No such key in this organization", body = ErrorBody),
+        (status = 409, description = "`conflict`: the key is revoked or expired and can no longer be changed", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+        (status = 422, description = "`validation_failed`: `fields` names each invalid field", body = ErrorBody),
+        (status = 429, description = "The API key's rate limit or quota is spent", body = ErrorBody),
     ),
     security(("api_key" = []), ("session" = [])))]
 pub async fn update(
@@ -531,10 +549,14 @@ pub struct RolledKey {
     params(("id" = String, Path, description = "Key id")),
     responses(
         (status = 201, body = Data<RolledKey>),
-        (status = 400, body = ErrorBody), (status = 415, body = ErrorBody),
-        (status = 422, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody), (status = 429, body = ErrorBody),
+        (status = 400, description = "Malformed JSON, a bad query parameter, or a control character in a path id or search", body = ErrorBody),
+        (status = 401, description = "No credentials, or an unknown, expired, revoked or paused API key", body = ErrorBody),
+        (status = 403, description = "`insufficient_permissions`: the role, the API key's scopes (a key never acts on keys broader than itself and never loosens its own restrictions), the organization's key-minting setting, or a role that can no longer grant the key's scopes", body = ErrorBody),
+        (status = 404, description = "No such key in this organization", body = ErrorBody),
+        (status = 409, description = "`conflict`: only active keys can be rolled", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+        (status = 422, description = "`validation_failed`: `fields` names each invalid field", body = ErrorBody),
+        (status = 429, description = "The API key's rate limit or quota is spent", body = ErrorBody),
     ),
     security(("api_key" = []), ("session" = [])))]
 pub async fn roll(
@@ -564,14 +586,18 @@ pub async fn roll(
     ))
 }
 
-/// Revoke a key, at once and for good.
+/// Revoke a key, at once and for good. An API key may revoke only keys whose scopes it
+/// holds (itself included).
 #[utoipa::path(post, path = "/api/v1/keys/{id}/revoke", tag = "keys",
     params(("id" = String, Path, description = "Key id")),
     responses(
         (status = 200, body = Data<KeyView>),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
-        (status = 429, body = ErrorBody),
+        (status = 400, description = "Malformed JSON, a bad query parameter, or a control character in a path id or search", body = ErrorBody),
+        (status = 401, description = "No credentials, or an unknown, expired, revoked or paused API key", body = ErrorBody),
+        (status = 403, description = "`insufficient_permissions`: the role, the API key's scopes (a key never acts on keys broader than itself and never loosens its own restrictions), the organization's key-minting setting, or a role that can no longer grant the key's scopes", body = ErrorBody),
+        (status = 404, description = "No such key in this organization", body = ErrorBody),
+        (status = 409, description = "`conflict`: the key is already revoked", body = ErrorBody),
+        (status = 429, description = "The API key's rate limit or quota is spent", body = ErrorBody),
     ),
     security(("api_key" = []), ("session" = [])))]
 pub async fn revoke(

@@ -100,6 +100,8 @@ impl KeyName {
             ))
         } else if name.chars().any(char::is_control) {
             Err("The name cannot contain control characters.".into())
+        } else if name.chars().any(is_bidi_control) {
+            Err("The name cannot contain bidirectional-override characters (they can make a name read as another).".into())
         } else {
             Ok(Self(name.to_string()))
         }
@@ -109,7 +111,14 @@ impl KeyName {
     }
 }
 
-/// A key's description: trimmed, at most 500 characters.
+/// Characters that reorder the text around them (U+202A–U+202E, U+2066–U+2069): in a name
+/// they make `gnp.exe` read as `exe.png`.
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// A key's description: trimmed, at most 500 characters, line breaks but no other control
+/// characters.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Description(String);
 
@@ -121,6 +130,11 @@ impl Description {
             return Err(format!(
                 "Use at most {MAX_DESCRIPTION} characters (this has {n})."
             ));
+        }
+        if d.chars()
+            .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+        {
+            return Err("The description cannot contain control characters.".into());
         }
         Ok(Self(d.to_string()))
     }
@@ -281,7 +295,30 @@ impl IpAllowlist {
     }
 }
 
-/// A JSON object the verifier returns with the key (at most 4 KiB).
+pub const MAX_METADATA_DEPTH: usize = 8;
+
+/// How deeply a JSON value nests (a scalar is 0).
+fn depth(v: &serde_json::Value) -> usize {
+    match v {
+        serde_json::Value::Object(m) => 1 + m.values().map(depth).max().unwrap_or(0),
+        serde_json::Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Whether any string (or object key) in a JSON value holds a control character.
+fn has_control(v: &serde_json::Value) -> bool {
+    let bad = |s: &str| s.chars().any(char::is_control);
+    match v {
+        serde_json::Value::String(s) => bad(s),
+        serde_json::Value::Object(m) => m.iter().any(|(k, v)| bad(k) || has_control(v)),
+        serde_json::Value::Array(a) => a.iter().any(has_control),
+        _ => false,
+    }
+}
+
+/// A JSON object the verifier returns with the key (at most 4 KiB, 8 levels, no control
+/// characters in its strings).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Metadata(String);
 
@@ -301,7 +338,17 @@ impl Metadata {
             return Err(format!("Metadata is limited to {MAX_METADATA} bytes."));
         }
         match serde_json::from_str::<serde_json::Value>(meta) {
-            Ok(v @ serde_json::Value::Object(_)) => Ok(Self(v.to_string())),
+            Ok(v @ serde_json::Value::Object(_)) => {
+                if depth(&v) > MAX_METADATA_DEPTH {
+                    return Err(format!(
+                        "Metadata can nest at most {MAX_METADATA_DEPTH} levels deep."
+                    ));
+                }
+                if has_control(&v) {
+                    return Err("Metadata cannot contain control characters.".into());
+                }
+                Ok(Self(v.to_string()))
+            }
             _ => Err("Metadata must be a JSON object, like {\"plan\": \"pro\"}.".into()),
         }
     }
@@ -444,6 +491,15 @@ mod tests {
         assert!(KeyName::parse("   ").is_err());
         assert!(KeyName::parse(&"x".repeat(101)).is_err());
         assert!(KeyName::parse("a\u{0}b").is_err());
+        assert!(KeyName::parse("\u{202E}gnp.exe").is_err());
+        assert!(KeyName::parse("caf\u{e9} \u{1F511}").is_ok());
+    }
+
+    #[test]
+    fn descriptions_keep_line_breaks_but_no_other_control_characters() {
+        assert!(Description::parse("line one\nline two\ttabbed").is_ok());
+        assert!(Description::parse("a\u{0}b").is_err());
+        assert!(Description::parse("a\u{1b}[31mred").is_err());
     }
 
     #[test]
@@ -465,6 +521,11 @@ mod tests {
     fn metadata_must_be_an_object() {
         assert_eq!(Metadata::parse("").unwrap().as_str(), "{}");
         assert!(Metadata::parse("[1]").is_err());
+        assert!(Metadata::parse("{\"a\": \"\\u0000\"}").is_err());
+        let deep = format!("{}1{}", "{\"a\":".repeat(9), "}".repeat(9));
+        assert!(Metadata::parse(&deep).is_err());
+        let ok = format!("{}1{}", "{\"a\":".repeat(8), "}".repeat(8));
+        assert!(Metadata::parse(&ok).is_ok());
         assert_eq!(Metadata::parse("{\"a\": 1}").unwrap().as_str(), "{\"a\":1}");
     }
 

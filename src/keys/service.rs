@@ -10,7 +10,10 @@ use serde_json::{Map, Value, json};
 
 use super::{
     ExpiryChoice, GraceChoice,
-    model::{Field, FieldErrors, KeyInput, KeyPatch, Metadata, Rate, RateWindow, scope_message},
+    model::{
+        Field, FieldErrors, IpAllowlist, KeyInput, KeyPatch, Metadata, Rate, RateWindow,
+        scope_message,
+    },
     token::{Environment, PlainKey},
 };
 use crate::{
@@ -19,7 +22,7 @@ use crate::{
     clock::Clock,
     config::Config,
     error::AppError,
-    orgs::Action,
+    orgs::{Action, Role},
     store::{ApiKey, KeyChanges, KeyStatus, NewKey, Store, StoreError},
 };
 
@@ -107,6 +110,9 @@ impl Keys<'_> {
 
     /// The key if it belongs to the actor's organization; otherwise not found.
     pub async fn load(&self, actor: &Actor, id: &str) -> KeyResult<ApiKey> {
+        if id.chars().any(char::is_control) {
+            return Err(KeyError::Refused("That is not a key id.".into()));
+        }
         match self.store.key(&actor.org_id, id).await? {
             Some(k) => Ok(k),
             None => {
@@ -148,6 +154,44 @@ impl Keys<'_> {
                 ""
             }
         )))
+    }
+
+    /// The first of the key's scopes the actor's role may not grant now (a member demoted
+    /// since the key was made).
+    pub fn scope_above_role<'k>(&self, role: Role, scopes: &'k [String]) -> Option<&'k String> {
+        scopes.iter().find(|s| {
+            self.config
+                .scopes
+                .get(s)
+                .is_some_and(|def| !role.at_least(def.min_role))
+        })
+    }
+
+    /// Loosening a key's restrictions (later or no expiry, a wider allowlist, higher or no
+    /// limits, more scopes, resuming it) is refused to an API key acting on itself, and to
+    /// a member whose role can no longer grant the key's scopes: such a key can be
+    /// tightened or revoked, not renewed.
+    fn may_loosen(
+        &self,
+        actor: &Actor,
+        key: &ApiKey,
+        after: &KeyChanges,
+        resume: bool,
+    ) -> KeyResult<()> {
+        let Some(what) = loosened(key, after, resume) else {
+            return Ok(());
+        };
+        if actor.key.as_ref().is_some_and(|k| k.id == key.id) {
+            tracing::warn!(event = "authz_denied", key_id = %key.id, loosened = what, "a key tried to loosen itself");
+            return Err(KeyError::Forbidden(format!(
+                "An API key cannot loosen its own restrictions ({what})."
+            )));
+        }
+        if let Some(s) = self.scope_above_role(actor.role, &key.scope_list()) {
+            tracing::warn!(event = "authz_denied", key_id = %key.id, user_id = %actor.user.id, scope = %s, loosened = what, "may not renew a key above the role");
+            return Err(KeyError::Forbidden(above_role(actor, s)));
+        }
+        Ok(())
     }
 
     // --------------------------------------------------------------------- create
@@ -275,6 +319,7 @@ impl Keys<'_> {
             expires_at,
             limits: super::model::limits(rate, &ip_allowlist, &metadata),
         };
+        self.may_loosen(actor, &key, &changes, patch.enabled == Some(true))?;
         let diff = diff(&key, &changes);
         let name = changes.name.clone();
         if !diff.is_empty() {
@@ -313,6 +358,10 @@ impl Keys<'_> {
         let key = self.load(actor, id).await?;
         self.may_manage(actor, &key)?;
         within_own_scopes(actor, &key.scope_list())?;
+        if enabled && !key.enabled {
+            let same = changes_of(&key);
+            self.may_loosen(actor, &key, &same, true)?;
+        }
         let changed = self.write_enabled(actor, &key, enabled, self.now()).await?;
         Ok((key, changed))
     }
@@ -347,6 +396,10 @@ impl Keys<'_> {
         self.may_manage(actor, &old)?;
         may_mint(actor)?;
         within_own_scopes(actor, &old.scope_list())?;
+        if let Some(s) = self.scope_above_role(actor.role, &old.scope_list()) {
+            tracing::warn!(event = "authz_denied", key_id = %old.id, user_id = %actor.user.id, scope = %s, "may not roll a key above the role");
+            return Err(KeyError::Forbidden(above_role(actor, s)));
+        }
         let now = self.now();
         let env = Environment::parse(&old.environment)
             .ok_or_else(|| AppError::internal(anyhow::anyhow!("bad stored environment")))?;
@@ -406,6 +459,8 @@ impl Keys<'_> {
     pub async fn revoke(&self, actor: &Actor, id: &str) -> KeyResult<ApiKey> {
         let key = self.load(actor, id).await?;
         self.may_manage(actor, &key)?;
+        // Like edit and roll: a key acts only on keys whose scopes it holds.
+        within_own_scopes(actor, &key.scope_list())?;
         self.write_revoke(actor, &key).await?;
         Ok(key)
     }
@@ -453,6 +508,9 @@ impl Keys<'_> {
     ) -> KeyResult<(u64, String)> {
         self.require(actor, Action::ManageAnyKey)?;
         let keys = self.load_all(actor, ids).await?;
+        if to.chars().any(char::is_control) {
+            return Err(KeyError::Refused("That is not a member.".into()));
+        }
         self.store
             .membership(to, &actor.org_id)
             .await?
@@ -581,4 +639,65 @@ fn diff(key: &ApiKey, c: &KeyChanges) -> Map<String, Value> {
     );
     note("metadata", json!(old.metadata), json!(new.metadata));
     changes
+}
+
+fn above_role(actor: &Actor, scope: &str) -> String {
+    format!(
+        "This key holds the scope {scope}, which your role ({}) can no longer grant: you can tighten or revoke the key, but not roll it, extend it or lift its limits.",
+        actor.role
+    )
+}
+
+/// The key's current settings as an edit that changes nothing.
+fn changes_of(key: &ApiKey) -> KeyChanges {
+    KeyChanges {
+        name: key.name.clone(),
+        description: key.description.clone(),
+        scopes: key.scopes.clone(),
+        expires_at: key.expires_at,
+        limits: key.limits(),
+    }
+}
+
+/// Which restriction of `key`, if any, the new settings (or resuming it) loosen.
+fn loosened(key: &ApiKey, after: &KeyChanges, resume: bool) -> Option<&'static str> {
+    // A bound that is raised or removed; no bound before cannot be loosened.
+    let raised = |before: Option<i64>, now: Option<i64>| match (before, now) {
+        (Some(b), Some(n)) => n > b,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    let (old, new) = (key.limits(), &after.limits);
+    // Requests per second, compared without division: n/nw > o/ow.
+    let faster = match (old.rate_limit, new.rate_limit) {
+        (Some(o), Some(n)) => n * old.rate_window_secs > o * new.rate_window_secs,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    let scopes_before = key.scope_list();
+    if raised(key.expires_at, after.expires_at) {
+        Some("its expiry")
+    } else if !IpAllowlist::from_stored(&new.ip_allowlist)
+        .within(&IpAllowlist::from_stored(&old.ip_allowlist))
+    {
+        Some("its IP allowlist")
+    } else if faster {
+        Some("its rate limit")
+    } else if raised(
+        old.rate_burst.or(old.rate_limit),
+        new.rate_burst.or(new.rate_limit),
+    ) {
+        Some("its burst")
+    } else if raised(old.daily_quota, new.daily_quota) {
+        Some("its daily quota")
+    } else if super::scopes::split(&after.scopes)
+        .iter()
+        .any(|s| !scopes_before.contains(s))
+    {
+        Some("its scopes")
+    } else if resume && !key.enabled {
+        Some("its pause")
+    } else {
+        None
+    }
 }

@@ -401,6 +401,9 @@ pub struct DetailPage {
     pub form: FormView,
     pub grace_options: Vec<(&'static str, &'static str)>,
     pub roll_token: String,
+    /// A scope of the key the viewer's role can no longer grant (empty: none). Such a key
+    /// can be tightened or revoked by them, not rolled, extended or resumed.
+    pub above_role: String,
 }
 
 pub async fn detail_page(
@@ -422,7 +425,12 @@ pub async fn detail_page(
         .store
         .usage_series(&key.id, today - (CHART_DAYS - 1), today)
         .await?;
-    let roll_token = if view.can_manage && view.is_open() {
+    let above_role = state
+        .keys()
+        .scope_above_role(cu.role, &key.scope_list())
+        .cloned()
+        .unwrap_or_default();
+    let roll_token = if view.can_manage && view.is_open() && above_role.is_empty() {
         session::issue_form_token(&cu.session).await?
     } else {
         String::new()
@@ -434,6 +442,7 @@ pub async fn detail_page(
         events: events.iter().map(|e| EventRow::new(e, now)).collect(),
         grace_options: GraceChoice::OPTIONS.to_vec(),
         roll_token,
+        above_role,
         chrome: cu.chrome("api-keys").await?,
     })
 }

@@ -58,7 +58,7 @@ impl From<KeyError> for AppError {
         match e {
             KeyError::NotFound => AppError::NotFound,
             KeyError::Forbidden(m) => AppError::forbidden(m),
-            KeyError::Closed => AppError::bad_request(KeyError::CLOSED),
+            KeyError::Closed => AppError::Conflict(KeyError::CLOSED.into()),
             KeyError::AlreadyRevoked => AppError::bad_request(KeyError::ALREADY_REVOKED),
             KeyError::Refused(m) => AppError::bad_request(m),
             KeyError::Invalid(errors) => AppError::bad_request(
@@ -90,7 +90,12 @@ pub async fn list(
     if Environment::parse(&q.env).is_none() {
         q.env.clear();
     }
-    q.q = q.q.trim().chars().take(MAX_NAME).collect();
+    q.q =
+        q.q.trim()
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(MAX_NAME)
+            .collect();
     if q.creator != "removed" {
         q.creator.clear();
     }
@@ -352,7 +357,9 @@ pub async fn create(
     let keys = state.keys();
     keys.may_create(&actor)?;
     cu.same_org(&f.org)?;
-    if !session::consume_form_token(&cu.session, &f.form_token).await? {
+    if !session::consume_form_token(&cu.session, &state.store, &f.form_token, state.clock.unix())
+        .await?
+    {
         cu.flash(
             "info",
             "That form was already submitted. For your security a new key is shown only once; if you lost it, roll the key to get a new one.",
@@ -589,7 +596,9 @@ pub async fn roll(
     let (actor, old) = form_target(&state, &cu, meta, &id, &f.org).await?;
     let keys = state.keys();
     let back = format!("/settings/api-keys/{}", old.id);
-    if !session::consume_form_token(&cu.session, &f.form_token).await? {
+    if !session::consume_form_token(&cu.session, &state.store, &f.form_token, state.clock.unix())
+        .await?
+    {
         cu.flash(
             "info",
             "That roll was already submitted. The new key was shown only once; roll again if you did not copy it.",

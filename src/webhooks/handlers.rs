@@ -175,7 +175,9 @@ pub async fn create(
 ) -> Result<Response> {
     cu.require(Action::ManageWebhooks)?;
     cu.same_org(&f.org)?;
-    if !session::consume_form_token(&cu.session, &f.form_token).await? {
+    if !session::consume_form_token(&cu.session, &state.store, &f.form_token, state.clock.unix())
+        .await?
+    {
         cu.flash(
             "info",
             "That form was already submitted; the endpoint's secret was shown once then.",

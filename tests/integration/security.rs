@@ -425,8 +425,8 @@ async fn roles_are_enforced(app: TestApp) {
         .await;
     assert_eq!(
         res.status,
-        StatusCode::BAD_REQUEST,
-        "revoked keys are read-only, for owners too"
+        StatusCode::CONFLICT,
+        "revoked keys are read-only, for owners too (409 in both doors)"
     );
     let (dev2_id, _) = dev.new_key("dev key 2").await;
     let res = owner

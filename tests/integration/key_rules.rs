@@ -1,0 +1,316 @@
+//! The key rules the keys service enforces for both doors: what an API key may do to
+//! itself and to broader keys, what a demoted member may do to keys above their role, one
+//! status per refusal, one key per create form, and no control characters.
+
+use keyward::clock::Clock;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::{
+    api::{allow_key_minting, call, dashboard_key as key_with},
+    both,
+    helpers::TestApp,
+};
+
+fn rfc3339_in(app: &TestApp, days: i64) -> String {
+    (time::OffsetDateTime::from_unix_timestamp(app.state.clock.unix()).unwrap()
+        + time::Duration::days(days))
+    .format(&time::format_description::well_known::Rfc3339)
+    .unwrap()
+}
+
+async fn a_key_cannot_loosen_its_own_restrictions(app: TestApp) {
+    let mut admin = app.signed_up("self@example.com").await;
+    let (id, key) = key_with(
+        &mut admin,
+        "self",
+        &["read", "keys:write"],
+        &[
+            ("rate_limit", "100"),
+            ("rate_window", "minute"),
+            ("daily_quota", "1000"),
+            ("ip_allowlist", "127.0.0.0/8"),
+        ],
+    )
+    .await;
+    let path = format!("/api/v1/keys/{id}");
+    for body in [
+        json!({ "expires_at": null }),
+        json!({ "expires_at": rfc3339_in(&app, 60) }),
+        json!({ "ip_allowlist": [] }),
+        json!({ "ip_allowlist": ["0.0.0.0/0"] }),
+        json!({ "rate_limit": null }),
+        json!({ "rate_limit": 1000 }),
+        json!({ "rate_window_seconds": 1 }),
+        json!({ "daily_quota": null }),
+        json!({ "daily_quota": 5000 }),
+    ] {
+        let (s, e) = call(&app, &key, Method::PATCH, &path, Some(body.clone())).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{body}: {e}");
+        assert_eq!(e["error"]["code"], "insufficient_permissions", "{e}");
+    }
+    // Tightening itself, or renaming, is fine.
+    let (s, k) = call(
+        &app,
+        &key,
+        Method::PATCH,
+        &path,
+        Some(json!({ "rate_limit": 50, "name": "tighter", "expires_at": rfc3339_in(&app, 10) })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{k}");
+    assert_eq!(k["data"]["rate_limit"], 50);
+    // A session (the member) may still loosen it.
+    let detail = admin.get(&format!("/settings/api-keys/{id}")).await;
+    assert_eq!(detail.status, StatusCode::OK);
+    let res = admin
+        .post(
+            &format!("/settings/api-keys/{id}"),
+            &[
+                ("name", "tighter"),
+                ("scopes", "read"),
+                ("scopes", "keys:write"),
+                ("expiry", "never"),
+                ("rate_window", "minute"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+}
+both!(a_key_cannot_loosen_its_own_restrictions);
+
+async fn a_narrow_key_cannot_revoke_a_broad_one(app: TestApp) {
+    let mut admin = app.signed_up("narrow@example.com").await;
+    let (_, narrow) = key_with(&mut admin, "narrow", &["read", "keys:write"], &[]).await;
+    let (broad_id, broad) = key_with(&mut admin, "broad", &["read", "write", "admin"], &[]).await;
+    let (s, e) = call(
+        &app,
+        &narrow,
+        Method::POST,
+        &format!("/api/v1/keys/{broad_id}/revoke"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{e}");
+    assert!(
+        app.state
+            .verifier
+            .verify(Some(&broad), &[])
+            .await
+            .unwrap()
+            .valid
+    );
+}
+both!(a_narrow_key_cannot_revoke_a_broad_one);
+
+async fn a_demoted_member_cannot_renew_an_admin_key(app: TestApp) {
+    let mut owner = app.signed_up("owner-demote@example.com").await;
+    owner.get("/orgs/new").await;
+    owner.post("/orgs", &[("name", "Demotions")]).await;
+    owner.get("/settings/api-keys/new").await;
+    let org = owner.org.clone().unwrap();
+    let mut member = app.signed_up("demoted@example.com").await;
+    let user = app
+        .store
+        .user_by_email("demoted@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    app.store
+        .add_member(
+            &org,
+            &user.id,
+            "admin",
+            keyward::store::NewAudit::new("member.added", app.clock.unix()),
+        )
+        .await
+        .unwrap();
+    member.get("/settings/api-keys").await;
+    member.post("/orgs/switch", &[("org_id", &org)]).await;
+    let (id, _) = key_with(&mut member, "admin key", &["read", "admin"], &[]).await;
+
+    owner.get("/settings/members").await;
+    let res = owner
+        .post(
+            &format!("/settings/members/{}/role", user.id),
+            &[("role", "developer")],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+
+    // The page says what happens to such a key.
+    let detail = member.get(&format!("/settings/api-keys/{id}")).await;
+    assert!(detail.shows("can no longer grant"), "{}", detail.body);
+    // Not rolled into a fresh admin secret (the page offers no roll; a forged one fails)…
+    assert!(!detail.body.contains("/roll\""), "no roll form");
+    let token = member.get("/settings/api-keys/new").await.form_token();
+    let res = member
+        .post(
+            &format!("/settings/api-keys/{id}/roll"),
+            &[("form_token", &token), ("grace", "now")],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::FORBIDDEN, "{}", res.body);
+    // …nor extended…
+    let res = member
+        .post(
+            &format!("/settings/api-keys/{id}"),
+            &[
+                ("name", "admin key"),
+                ("scopes", "read"),
+                ("scopes", "admin"),
+                ("expiry", "1y"),
+                ("rate_window", "minute"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::FORBIDDEN, "{}", res.body);
+    // …but still revocable by its creator.
+    member.get(&format!("/settings/api-keys/{id}")).await;
+    let res = member
+        .post(&format!("/settings/api-keys/{id}/revoke"), &[])
+        .await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+}
+both!(a_demoted_member_cannot_renew_an_admin_key);
+
+async fn a_closed_key_is_a_conflict_in_both_doors(app: TestApp) {
+    let mut admin = app.signed_up("closed@example.com").await;
+    let (_, mgmt) = key_with(&mut admin, "mgmt", &["read", "keys:write"], &[]).await;
+    let (id, _) = key_with(&mut admin, "gone", &["read"], &[]).await;
+    admin.get(&format!("/settings/api-keys/{id}")).await;
+    admin
+        .post(&format!("/settings/api-keys/{id}/revoke"), &[])
+        .await;
+    let res = admin
+        .post(
+            &format!("/settings/api-keys/{id}"),
+            &[
+                ("name", "renamed"),
+                ("scopes", "read"),
+                ("rate_window", "minute"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::CONFLICT, "{}", res.body);
+    let (s, e) = call(
+        &app,
+        &mgmt,
+        Method::PATCH,
+        &format!("/api/v1/keys/{id}"),
+        Some(json!({ "name": "renamed" })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{e}");
+}
+both!(a_closed_key_is_a_conflict_in_both_doors);
+
+async fn a_burst_of_one_create_form_makes_one_key(app: TestApp) {
+    let mut admin = app.signed_up("burst@example.com").await;
+    let form = admin.get("/settings/api-keys/new").await;
+    let token = form.form_token();
+    let csrf = admin.csrf.clone().unwrap();
+    let org = admin.org.clone().unwrap();
+    let body = serde_urlencoded::to_string([
+        ("csrf", csrf.as_str()),
+        ("org", org.as_str()),
+        ("form_token", token.as_str()),
+        ("name", "burst"),
+        ("environment", "live"),
+        ("preset", "Read-only"),
+        ("expiry", "30d"),
+    ])
+    .unwrap();
+    let sends = (0..8).map(|_| {
+        admin
+            .client
+            .post(format!("{}/settings/api-keys", app.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body.clone())
+            .send()
+    });
+    let results = futures_util::future::join_all(sends).await;
+    let shown = results
+        .into_iter()
+        .filter(|r| r.as_ref().unwrap().status() == StatusCode::OK)
+        .count();
+    assert_eq!(shown, 1, "one submit shows a key");
+    let events = app.audit_events().await;
+    let created = events.iter().filter(|(a, _)| a == "key.created").count();
+    assert_eq!(created, 1, "{events:?}");
+}
+both!(a_burst_of_one_create_form_makes_one_key);
+
+async fn control_characters_are_refused_in_both_doors(app: TestApp) {
+    let mut admin = app.signed_up("nul@example.com").await;
+    let (_, mgmt) = key_with(&mut admin, "mgmt", &["read", "keys:write"], &[]).await;
+    let (id, _) = key_with(&mut admin, "target", &["read"], &[]).await;
+    allow_key_minting(&mut admin, true).await;
+    // The dashboard form.
+    for (field, value) in [
+        ("name", "a\u{0}b"),
+        ("description", "a\u{0}b"),
+        ("name", "\u{202E}gnp.exe"),
+        ("custom_date", "2030-01-01\u{0}"),
+        ("ip_allowlist", "10.0.0.1\u{0}"),
+        ("metadata", "{\"a\": \"\u{0}\"}"),
+    ] {
+        let mut fields = vec![
+            ("name", "ok"),
+            ("environment", "live"),
+            ("preset", "Read-only"),
+            (
+                "expiry",
+                if field == "custom_date" {
+                    "custom"
+                } else {
+                    "30d"
+                },
+            ),
+        ];
+        fields.retain(|(f, _)| *f != field);
+        fields.push((field, value));
+        let page = admin.create_key(&fields).await;
+        assert_eq!(
+            page.status,
+            StatusCode::BAD_REQUEST,
+            "{field}: {}",
+            page.body
+        );
+    }
+    // The management API, on create and on edit.
+    for (field, value) in [
+        ("name", json!("a\u{0}b")),
+        ("description", json!("a\u{0}b")),
+        ("name", json!("\u{2067}abc")),
+        ("metadata", json!({ "a": "\u{0}" })),
+    ] {
+        let mut body = json!({ "name": "ok", "environment": "live", "scopes": ["read"] });
+        body[field] = value.clone();
+        let (s, e) = call(&app, &mgmt, Method::POST, "/api/v1/keys", Some(body)).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{field}: {e}");
+        assert!(e["error"]["fields"][field].is_string(), "{field}: {e}");
+        let mut patch = json!({});
+        patch[field] = value;
+        let (s, e) = call(
+            &app,
+            &mgmt,
+            Method::PATCH,
+            &format!("/api/v1/keys/{id}"),
+            Some(patch),
+        )
+        .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{field}: {e}");
+        assert!(e["error"]["fields"][field].is_string(), "{field}: {e}");
+    }
+    // Path ids and searches.
+    let (s, e) = call(&app, &mgmt, Method::GET, "/api/v1/keys/ab%00cd", None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    let (s, e) = call(&app, &mgmt, Method::GET, "/api/v1/keys?search=a%00b", None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    let page = admin.get("/settings/api-keys/ab%00cd").await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST, "{}", page.body);
+    let page = admin.get("/settings/api-keys?q=a%00b").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+}
+both!(control_characters_are_refused_in_both_doors);
