@@ -198,15 +198,28 @@ impl FormView {
             .grantable_by(cu.role)
             .map(|s| s.name.as_str())
             .collect();
-        let mut presets: Vec<Choice> = catalog
+        let offered: Vec<_> = catalog
             .presets
             .iter()
             .filter(|p| p.scopes.iter().all(|s| grantable.contains(&s.as_str())))
+            .collect();
+        // A blank create form starts on the least-privileged preset (fewest scopes), so a
+        // newcomer who only names the key gets a working, narrow key.
+        let chosen = match f.preset.as_str() {
+            "" if !editing => offered
+                .iter()
+                .min_by_key(|p| p.scopes.len())
+                .map_or("custom", |p| p.name.as_str()),
+            "" => "custom",
+            other => other,
+        };
+        let mut presets: Vec<Choice> = offered
+            .iter()
             .map(|p| Choice {
                 value: p.name.clone(),
                 label: p.name.clone(),
                 hint: p.scopes.join(", "),
-                checked: f.preset == p.name,
+                checked: chosen == p.name,
             })
             .collect();
         if !editing {
@@ -214,7 +227,7 @@ impl FormView {
                 value: "custom".into(),
                 label: "Custom".into(),
                 hint: "Choose scopes below".into(),
-                checked: f.preset == "custom" || f.preset.is_empty(),
+                checked: chosen == "custom",
             });
         }
         let scopes = catalog

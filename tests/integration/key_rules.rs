@@ -314,3 +314,32 @@ async fn control_characters_are_refused_in_both_doors(app: TestApp) {
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
 }
 both!(control_characters_are_refused_in_both_doors);
+
+async fn the_create_form_starts_on_the_least_privileged_preset(app: TestApp) {
+    let mut b = app.signed_up("newcomer@example.com").await;
+    let form = b.get("/settings/api-keys/new").await;
+    assert!(
+        form.body.contains(r#"value="Read-only" checked"#),
+        "{}",
+        form.body
+    );
+    assert!(!form.body.contains(r#"value="custom" checked"#));
+    // Naming the key and pressing Create (the form's defaults) makes a read-only key.
+    let page = b
+        .create_key(&[
+            ("name", "first"),
+            ("environment", "live"),
+            ("preset", "Read-only"),
+            ("expiry", "90d"),
+        ])
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let v = app
+        .state
+        .verifier
+        .verify(page.new_key().as_deref(), &[])
+        .await
+        .unwrap();
+    assert_eq!(v.scope_list(), ["read".to_string()]);
+}
+both!(the_create_form_starts_on_the_least_privileged_preset);
