@@ -5,7 +5,7 @@
 use axum::{
     Json,
     extract::{Path, Query, State, rejection::JsonRejection},
-    http::StatusCode,
+    http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
 use serde::{Deserialize, Deserializer, Serialize};
@@ -21,6 +21,7 @@ use super::{
 };
 use crate::{
     api::{ApiError, ApiResult, Caller, Data, ErrorBody, SCOPE_READ, SCOPE_WRITE, data},
+    audit::ClientMeta,
     orgs::Action,
     state::AppState,
     store::{ApiKey, KeyFilter, KeyStatus},
@@ -302,6 +303,11 @@ impl From<KeyError> for ApiError {
             KeyError::Forbidden(m) => ApiError::forbidden(m),
             KeyError::Closed => ApiError::conflict(KeyError::CLOSED),
             KeyError::AlreadyRevoked => ApiError::conflict(KeyError::ALREADY_REVOKED),
+            KeyError::Unauthenticated => ApiError::Status(
+                StatusCode::UNAUTHORIZED,
+                "invalid_api_key",
+                "Present the key to revoke (Authorization: Bearer <key>); it must exist and not be revoked or expired.".into(),
+            ),
             KeyError::Refused(m) => ApiError::bad_request(m),
             KeyError::Invalid(errors) => invalid(&errors),
             KeyError::Internal(e) => e.into(),
@@ -611,4 +617,25 @@ pub async fn revoke(
         StatusCode::OK,
         reload(&state, &caller, &key.id).await?,
     ))
+}
+
+/// Revoke the key that authenticates this request, at once and for good: whoever holds a
+/// key can end it, for instance on finding it leaked. Needs no scope (crates.io's
+/// `DELETE /api/v1/tokens/current`). The audit event and the `key.revoked` webhook name
+/// the key itself as the actor.
+#[utoipa::path(delete, path = "/api/v1/keys/current", tag = "keys",
+    responses(
+        (status = 204, description = "The presented key is revoked"),
+        (status = 401, description = "`invalid_api_key`: no key, or an unknown, expired or already revoked key", body = ErrorBody),
+    ),
+    security(("api_key" = [])))]
+pub async fn revoke_current(
+    State(state): State<AppState>,
+    meta: ClientMeta,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let presented =
+        crate::verify::http::presented_key(&state, &headers).ok_or(KeyError::Unauthenticated)?;
+    state.keys().revoke_by_possession(presented, &meta).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -17,7 +17,7 @@ use super::{
     token::{Environment, PlainKey},
 };
 use crate::{
-    audit::AuditAction,
+    audit::{AuditAction, ClientMeta},
     auth::actor::Actor,
     clock::Clock,
     config::Config,
@@ -36,6 +36,8 @@ pub enum KeyError {
     /// Revoked and expired keys can no longer be changed or rolled.
     Closed,
     AlreadyRevoked,
+    /// No key was presented, or it is unknown, expired or already revoked.
+    Unauthenticated,
     /// A request that cannot be carried out as asked (the message says why).
     Refused(String),
     /// Settings that are not acceptable, by field.
@@ -480,6 +482,43 @@ impl Keys<'_> {
         }
         tracing::info!(event = %AuditAction::KeyRevoked, key_id = %key.id, prefix = %key.display_prefix, "API key revoked");
         Ok(())
+    }
+
+    /// Revokes the presented key itself (`DELETE /api/v1/keys/current`): whoever holds a
+    /// key may end it, e.g. on finding it leaked. No scope or role is needed; the event is
+    /// the key's own.
+    pub async fn revoke_by_possession(
+        &self,
+        presented: &str,
+        meta: &ClientMeta,
+    ) -> KeyResult<ApiKey> {
+        let now = self.now();
+        let Ok((plain, _)) = PlainKey::parse(&self.config.key_prefix, presented) else {
+            return Err(KeyError::Unauthenticated);
+        };
+        let hash = plain.hash(&self.config.key_pepper);
+        let key = self
+            .store
+            .key_by_hash_cached(&hash.0)
+            .await?
+            .filter(|k| require_open(k, now).is_ok())
+            .ok_or(KeyError::Unauthenticated)?;
+        let display = format!("API key {}…{}", key.display_prefix, key.last4);
+        let audit = meta
+            .stamp(crate::store::NewAudit::new(AuditAction::KeyRevoked, now))
+            .org(&key.org_id)
+            .actor(None, &display)
+            .target("api_key", &key.id, &key.name)
+            .details(json!({ "via": { "api_key": key.id }, "by_possession": true }));
+        if !self
+            .store
+            .revoke_key(&key.org_id, &key.id, now, &audit)
+            .await?
+        {
+            return Err(KeyError::Unauthenticated);
+        }
+        tracing::info!(event = %AuditAction::KeyRevoked, key_id = %key.id, prefix = %key.display_prefix, "API key revoked by its holder");
+        Ok(key.as_ref().clone())
     }
 
     // ----------------------------------------------------------------------- bulk

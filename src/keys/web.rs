@@ -56,7 +56,7 @@ async fn form_target(
 impl From<KeyError> for AppError {
     fn from(e: KeyError) -> Self {
         match e {
-            KeyError::NotFound => AppError::NotFound,
+            KeyError::NotFound | KeyError::Unauthenticated => AppError::NotFound,
             KeyError::Forbidden(m) => AppError::forbidden(m),
             KeyError::Closed => AppError::Conflict(KeyError::CLOSED.into()),
             KeyError::AlreadyRevoked => AppError::bad_request(KeyError::ALREADY_REVOKED),

@@ -343,3 +343,43 @@ async fn the_create_form_starts_on_the_least_privileged_preset(app: TestApp) {
     assert_eq!(v.scope_list(), ["read".to_string()]);
 }
 both!(the_create_form_starts_on_the_least_privileged_preset);
+
+async fn a_key_revokes_itself_by_possession(app: TestApp) {
+    let mut admin = app.signed_up("leaked@example.com").await;
+    // Any key, with no management scope.
+    let (id, key) = key_with(&mut admin, "leaked", &["read"], &[]).await;
+    let (_, other) = key_with(&mut admin, "other", &["read"], &[]).await;
+    let (s, _) = call(&app, &key, Method::DELETE, "/api/v1/keys/current", None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let v = app.state.verifier.verify(Some(&key), &[]).await.unwrap();
+    assert_eq!(v.code, keyward::VerifyCode::Revoked);
+    assert!(
+        app.state
+            .verifier
+            .verify(Some(&other), &[])
+            .await
+            .unwrap()
+            .valid,
+        "only the presented key"
+    );
+    // Once: then, like an unknown or malformed key, 401.
+    for k in [key.as_str(), "kw_live_nope"] {
+        let (s, e) = call(&app, k, Method::DELETE, "/api/v1/keys/current", None).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{e}");
+        assert_eq!(e["error"]["code"], "invalid_api_key");
+    }
+    let res = reqwest::Client::new()
+        .delete(format!("{}/api/v1/keys/current", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    // The audit log names the key itself.
+    let events = app.audit_events().await;
+    let (_, details) = events
+        .iter()
+        .find(|(a, d)| a == "key.revoked" && d["via"]["api_key"] == id.as_str())
+        .expect("a key.revoked event");
+    assert_eq!(details["by_possession"], true);
+}
+both!(a_key_revokes_itself_by_possession);
