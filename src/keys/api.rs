@@ -15,7 +15,7 @@ use super::{
     ExpiryChoice, GraceChoice,
     model::{
         Field, FieldErrors, IpAllowlist, KeyDraft, KeyInput, KeyPatch, Metadata, Rate, RateWindow,
-        count,
+        Revocation, count,
     },
     service::KeyError,
 };
@@ -592,9 +592,11 @@ pub async fn roll(
     ))
 }
 
-/// Revoke a key, at once and for good. An API key may revoke only keys whose scopes it
-/// holds (itself included).
+/// Revoke a key, at once and for good, optionally saying why (shown in the audit log, on
+/// the key's page and in the `key.revoked` webhook). An API key may revoke only keys whose
+/// scopes it holds (itself included).
 #[utoipa::path(post, path = "/api/v1/keys/{id}/revoke", tag = "keys",
+    request_body(content = Option<RevokeKey>, description = "Optional: the reason and a note"),
     params(("id" = String, Path, description = "Key id")),
     responses(
         (status = 200, body = Data<KeyView>),
@@ -603,6 +605,7 @@ pub async fn roll(
         (status = 403, description = "`insufficient_permissions`: the role, the API key's scopes (a key never acts on keys broader than itself and never loosens its own restrictions), the organization's key-minting setting, or a role that can no longer grant the key's scopes", body = ErrorBody),
         (status = 404, description = "No such key in this organization", body = ErrorBody),
         (status = 409, description = "`conflict`: the key is already revoked", body = ErrorBody),
+        (status = 422, description = "`validation_failed`: an unknown reason, or \"other\" without a note", body = ErrorBody),
         (status = 429, description = "The API key's rate limit or quota is spent", body = ErrorBody),
     ),
     security(("api_key" = []), ("session" = [])))]
@@ -610,13 +613,37 @@ pub async fn revoke(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    body: axum::body::Bytes,
 ) -> ApiResult<Response> {
     caller.require_scope(SCOPE_WRITE)?;
-    let key = state.keys().revoke(&caller, &id).await?;
+    // The body is optional: no body (or `{}`) revokes without a reason.
+    let b: RevokeKey = if body.iter().all(u8::is_ascii_whitespace) {
+        RevokeKey::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("Malformed JSON body: {e}")))?
+    };
+    let revocation = Revocation::parse(
+        b.reason.as_deref().unwrap_or(""),
+        b.note.as_deref().unwrap_or(""),
+    )
+    .map_err(|m| invalid(&FieldErrors::one(Field::Reason, m)))?;
+    let key = state.keys().revoke(&caller, &id, &revocation).await?;
     Ok(data(
         StatusCode::OK,
         reload(&state, &caller, &key.id).await?,
     ))
+}
+
+/// Why a key is revoked (optional).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeKey {
+    /// `compromised`, `no_longer_needed`, `rotated`, `member_left` or `other` (needs a `note`).
+    #[schema(pattern = "^(compromised|no_longer_needed|rotated|member_left|other)$")]
+    pub reason: Option<String>,
+    /// Up to 200 characters, shown with the reason in the audit log and on the key's page.
+    pub note: Option<String>,
 }
 
 /// Revoke the key that authenticates this request, at once and for good: whoever holds a

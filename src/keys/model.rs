@@ -36,6 +36,8 @@ pub enum Field {
     IpAllowlist,
     Metadata,
     Grace,
+    /// The revocation reason and its note.
+    Reason,
 }
 
 impl Field {
@@ -52,6 +54,7 @@ impl Field {
             Field::IpAllowlist => "ip_allowlist",
             Field::Metadata => "metadata",
             Field::Grace => "grace",
+            Field::Reason => "reason",
         }
     }
 }
@@ -411,6 +414,121 @@ pub struct KeyPatch {
     pub enabled: Option<bool>,
 }
 
+/// Why a key was revoked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevocationReason {
+    Compromised,
+    NoLongerNeeded,
+    Rotated,
+    MemberLeft,
+    Other,
+}
+
+impl RevocationReason {
+    pub const ALL: [RevocationReason; 5] = [
+        RevocationReason::Compromised,
+        RevocationReason::NoLongerNeeded,
+        RevocationReason::Rotated,
+        RevocationReason::MemberLeft,
+        RevocationReason::Other,
+    ];
+    pub const MAX_NOTE: usize = 200;
+
+    /// The stored and API form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevocationReason::Compromised => "compromised",
+            RevocationReason::NoLongerNeeded => "no_longer_needed",
+            RevocationReason::Rotated => "rotated",
+            RevocationReason::MemberLeft => "member_left",
+            RevocationReason::Other => "other",
+        }
+    }
+    pub fn label(self) -> &'static str {
+        match self {
+            RevocationReason::Compromised => "Compromised (leaked or exposed)",
+            RevocationReason::NoLongerNeeded => "No longer needed",
+            RevocationReason::Rotated => "Rotated (replaced by another key)",
+            RevocationReason::MemberLeft => "Its member left",
+            RevocationReason::Other => "Other",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+/// A revocation's reason (optional: older clients send none) and note ("other" needs one).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Revocation {
+    pub reason: Option<RevocationReason>,
+    pub note: String,
+}
+
+impl Revocation {
+    pub fn parse(reason: &str, note: &str) -> Result<Self, String> {
+        let note = note.trim();
+        let n = note.chars().count();
+        if n > RevocationReason::MAX_NOTE {
+            return Err(format!(
+                "Keep the note to {} characters (this has {n}).",
+                RevocationReason::MAX_NOTE
+            ));
+        }
+        if note.chars().any(char::is_control) {
+            return Err("The note cannot contain control characters.".into());
+        }
+        let reason = match reason.trim() {
+            "" => None,
+            r => Some(RevocationReason::parse(r).ok_or_else(|| {
+                "Choose a reason: compromised, no_longer_needed, rotated, member_left or other."
+                    .to_string()
+            })?),
+        };
+        if reason == Some(RevocationReason::Other) && note.is_empty() {
+            return Err("Say why in the note when the reason is “other”.".into());
+        }
+        Ok(Self {
+            reason,
+            note: note.to_string(),
+        })
+    }
+
+    pub fn because(reason: RevocationReason) -> Self {
+        Self {
+            reason: Some(reason),
+            note: String::new(),
+        }
+    }
+
+    /// The audit event's details: `reason` and `note` when given.
+    pub fn details(&self) -> serde_json::Value {
+        let mut m = serde_json::Map::new();
+        if let Some(r) = self.reason {
+            m.insert("reason".into(), r.as_str().into());
+        }
+        if !self.note.is_empty() {
+            m.insert("note".into(), self.note.clone().into());
+        }
+        serde_json::Value::Object(m)
+    }
+
+    /// "Compromised (leaked or exposed): found in a CI log", from an event's details.
+    pub fn describe(details: &serde_json::Value) -> Option<String> {
+        let label = details["reason"]
+            .as_str()
+            .and_then(RevocationReason::parse)
+            .map(RevocationReason::label);
+        let note = details["note"].as_str().filter(|n| !n.is_empty());
+        match (label, note) {
+            (Some(l), Some(n)) => Some(format!("{l}: {n}")),
+            (Some(l), None) => Some(l.to_string()),
+            (None, Some(n)) => Some(n.to_string()),
+            (None, None) => None,
+        }
+    }
+}
+
 /// The stored limits of typed settings.
 pub fn limits(rate: Rate, ip_allowlist: &IpAllowlist, metadata: &Metadata) -> KeyLimits {
     KeyLimits {
@@ -541,6 +659,26 @@ mod tests {
         );
         assert!(Scopes::parse(&s(&["bogus"]), &c).is_err());
         assert!(Scopes::parse(&[], &c).is_err());
+    }
+
+    #[test]
+    fn revocation_reasons() {
+        assert_eq!(Revocation::parse("", ""), Ok(Revocation::default()));
+        let r = Revocation::parse("compromised", " in a CI log ").unwrap();
+        assert_eq!(
+            r.details(),
+            serde_json::json!({ "reason": "compromised", "note": "in a CI log" })
+        );
+        assert_eq!(
+            Revocation::describe(&r.details()).as_deref(),
+            Some("Compromised (leaked or exposed): in a CI log")
+        );
+        assert!(Revocation::parse("bogus", "").is_err());
+        assert!(
+            Revocation::parse("other", "").is_err(),
+            "other needs a note"
+        );
+        assert!(Revocation::parse("other", "a\u{0}b").is_err());
     }
 
     #[test]

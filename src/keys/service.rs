@@ -12,7 +12,7 @@ use super::{
     ExpiryChoice, GraceChoice,
     model::{
         Field, FieldErrors, IpAllowlist, KeyInput, KeyPatch, Metadata, Rate, RateWindow,
-        scope_message,
+        Revocation, RevocationReason, scope_message,
     },
     token::{Environment, PlainKey},
 };
@@ -458,21 +458,31 @@ impl Keys<'_> {
 
     // --------------------------------------------------------------------- revoke
 
-    pub async fn revoke(&self, actor: &Actor, id: &str) -> KeyResult<ApiKey> {
+    pub async fn revoke(
+        &self,
+        actor: &Actor,
+        id: &str,
+        revocation: &Revocation,
+    ) -> KeyResult<ApiKey> {
         let key = self.load(actor, id).await?;
         self.may_manage(actor, &key)?;
         // Like edit and roll: a key acts only on keys whose scopes it holds.
         within_own_scopes(actor, &key.scope_list())?;
-        self.write_revoke(actor, &key).await?;
+        self.write_revoke(actor, &key, revocation).await?;
         Ok(key)
     }
 
-    async fn write_revoke(&self, actor: &Actor, key: &ApiKey) -> KeyResult<()> {
+    async fn write_revoke(
+        &self,
+        actor: &Actor,
+        key: &ApiKey,
+        revocation: &Revocation,
+    ) -> KeyResult<()> {
         let now = self.now();
         let audit = actor
             .audit(AuditAction::KeyRevoked, now)
             .target("api_key", &key.id, &key.name)
-            .details(actor.details(json!({})));
+            .details(actor.details(revocation.details()));
         if !self
             .store
             .revoke_key(&actor.org_id, &key.id, now, &audit)
@@ -523,12 +533,14 @@ impl Keys<'_> {
 
     // ----------------------------------------------------------------------- bulk
 
-    /// Revokes the given keys (admins); returns how many were revoked now.
+    /// Revokes the given keys of former members (admins), with the reason "member left";
+    /// returns how many were revoked now.
     pub async fn bulk_revoke(&self, actor: &Actor, ids: &[String]) -> KeyResult<usize> {
         self.require(actor, Action::ManageAnyKey)?;
         let mut n = 0;
+        let why = Revocation::because(RevocationReason::MemberLeft);
         for key in self.load_all(actor, ids).await? {
-            match self.write_revoke(actor, &key).await {
+            match self.write_revoke(actor, &key, &why).await {
                 Ok(()) => n += 1,
                 Err(KeyError::AlreadyRevoked) => {}
                 Err(e) => return Err(e),

@@ -10,11 +10,11 @@ use serde::Deserialize;
 use super::web::KeyForm;
 use super::{
     ExpiryChoice, GraceChoice,
-    model::{Field, FieldErrors, RateWindow},
+    model::{Field, FieldErrors, RateWindow, Revocation, RevocationReason},
     token::PlainKey,
 };
 use crate::{
-    audit::EventRow,
+    audit::{AuditAction, EventRow},
     auth::{Chrome, CurrentUser, session},
     error::Result,
     state::AppState,
@@ -417,6 +417,10 @@ pub struct DetailPage {
     /// A scope of the key the viewer's role can no longer grant (empty: none). Such a key
     /// can be tightened or revoked by them, not rolled, extended or resumed.
     pub above_role: String,
+    /// Why the key was revoked, from its `key.revoked` event (empty: not said).
+    pub revocation: String,
+    /// (value, label) of the revocation reasons the revoke form offers.
+    pub reasons: Vec<(&'static str, &'static str)>,
 }
 
 pub async fn detail_page(
@@ -448,7 +452,18 @@ pub async fn detail_page(
     } else {
         String::new()
     };
+    let revocation = events
+        .iter()
+        .find(|e| e.action == AuditAction::KeyRevoked.as_str())
+        .and_then(|e| serde_json::from_str(&e.details).ok())
+        .and_then(|d| Revocation::describe(&d))
+        .unwrap_or_default();
     Ok(DetailPage {
+        revocation,
+        reasons: RevocationReason::ALL
+            .iter()
+            .map(|r| (r.as_str(), r.label()))
+            .collect(),
         usage: UsageChart::new(&series, today),
         form: FormView::build(state, cu, form, errors, String::new(), true),
         key: view,

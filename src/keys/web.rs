@@ -14,7 +14,7 @@ use super::{
     ExpiryChoice, GraceChoice,
     model::{
         Field, FieldErrors, IpAllowlist, KeyDraft, KeyInput, KeyPatch, MAX_NAME, Metadata, Rate,
-        RateWindow, optional_count,
+        RateWindow, Revocation, optional_count,
     },
     service::{KeyError, Rolled},
     token::Environment,
@@ -451,9 +451,14 @@ pub async fn update(
 // -------------------------------------------------------------------------- revoke
 
 #[derive(Deserialize)]
-pub struct OrgForm {
+pub struct RevokeForm {
     #[serde(default)]
     org: String,
+    /// `compromised`, `no_longer_needed`, `rotated`, `member_left` or `other` (optional).
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    note: String,
 }
 
 pub async fn revoke(
@@ -461,11 +466,12 @@ pub async fn revoke(
     cu: CurrentUser,
     meta: ClientMeta,
     Path(id): Path<String>,
-    Form(f): Form<OrgForm>,
+    Form(f): Form<RevokeForm>,
 ) -> Result<Response> {
     let (actor, key) = form_target(&state, &cu, meta, &id, &f.org).await?;
     let keys = state.keys();
-    match keys.revoke(&actor, &key.id).await {
+    let revocation = Revocation::parse(&f.reason, &f.note).map_err(AppError::bad_request)?;
+    match keys.revoke(&actor, &key.id, &revocation).await {
         Ok(key) => {
             cu.flash(
                 "success",

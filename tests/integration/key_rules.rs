@@ -4,7 +4,7 @@
 
 use keyward::clock::Clock;
 use reqwest::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::{
     api::{allow_key_minting, call, dashboard_key as key_with},
@@ -383,3 +383,77 @@ async fn a_key_revokes_itself_by_possession(app: TestApp) {
     assert_eq!(details["by_possession"], true);
 }
 both!(a_key_revokes_itself_by_possession);
+
+async fn revocations_carry_a_reason(app: TestApp) {
+    let mut admin = app.signed_up("reasons@example.com").await;
+    let (_, mgmt) = key_with(&mut admin, "mgmt", &["read", "keys:write"], &[]).await;
+    // The dashboard asks for a reason; the key's page and the audit log show it.
+    let (id, _) = key_with(&mut admin, "leaky", &["read"], &[]).await;
+    let detail = admin.get(&format!("/settings/api-keys/{id}")).await;
+    assert!(detail.body.contains(r#"name="reason""#), "the form asks");
+    let res = admin
+        .post(
+            &format!("/settings/api-keys/{id}/revoke"),
+            &[("reason", "compromised"), ("note", "pasted in a CI log")],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+    let detail = admin.get(&format!("/settings/api-keys/{id}")).await;
+    assert!(
+        detail
+            .body
+            .contains("Compromised (leaked or exposed): pasted in a CI log"),
+        "{}",
+        detail.body
+    );
+    let log = admin.get("/settings/audit-log").await;
+    assert!(log.body.contains("compromised"), "in the audit log");
+    // "Other" needs a note; an unknown reason is refused; nothing is revoked then.
+    let (id2, key2) = key_with(&mut admin, "second", &["read"], &[]).await;
+    admin.get(&format!("/settings/api-keys/{id2}")).await;
+    let res = admin
+        .post(
+            &format!("/settings/api-keys/{id2}/revoke"),
+            &[("reason", "other")],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST, "{}", res.body);
+    for body in [json!({ "reason": "bogus" }), json!({ "reason": "other" })] {
+        let (s, e) = call(
+            &app,
+            &mgmt,
+            Method::POST,
+            &format!("/api/v1/keys/{id2}/revoke"),
+            Some(body),
+        )
+        .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+        assert!(e["error"]["fields"]["reason"].is_string(), "{e}");
+    }
+    assert!(
+        app.state
+            .verifier
+            .verify(Some(&key2), &[])
+            .await
+            .unwrap()
+            .valid
+    );
+    // The API takes the same reasons.
+    let (s, e) = call(
+        &app,
+        &mgmt,
+        Method::POST,
+        &format!("/api/v1/keys/{id2}/revoke"),
+        Some(json!({ "reason": "rotated", "note": "replaced by ci-2" })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    let events = app.audit_events().await;
+    let reasons: Vec<&Value> = events
+        .iter()
+        .filter(|(a, _)| a == "key.revoked")
+        .map(|(_, d)| &d["reason"])
+        .collect();
+    assert_eq!(reasons, [&json!("compromised"), &json!("rotated")]);
+}
+both!(revocations_carry_a_reason);
