@@ -58,6 +58,7 @@ actions! {
     OrgApiKeyManagementChanged => ("org.api_key_management_changed", "API key management setting changed"),
     OrgOwnershipTransferred => ("org.ownership_transferred", "Ownership transferred"),
     OrgTwoStepPolicyChanged => ("org.two_step_policy_changed", "Two-step verification policy changed"),
+    OrgKeyPolicyChanged => ("org.key_policy_changed", "Key policy changed"),
     MemberAdded => ("member.added", "Member added"),
     MemberRoleChanged => ("member.role_changed", "Member's role changed"),
     MemberRemoved => ("member.removed", "Member removed"),

@@ -196,6 +196,15 @@ impl Keys<'_> {
         Ok(())
     }
 
+    /// The organization's key policy: every key needs a description.
+    async fn requires_description(&self, actor: &Actor) -> KeyResult<bool> {
+        Ok(self
+            .store
+            .org(&actor.org_id)
+            .await?
+            .is_some_and(|o| o.key_require_description))
+    }
+
     // --------------------------------------------------------------------- create
 
     pub async fn create(&self, actor: &Actor, input: KeyInput) -> KeyResult<Minted> {
@@ -214,6 +223,9 @@ impl Keys<'_> {
             Field::Expiry,
             resolve_expiry(input.expiry, &input.custom_date, None, now),
         );
+        if input.description.as_str().is_empty() && self.requires_description(actor).await? {
+            errors.add(Field::Description, REQUIRE_DESCRIPTION);
+        }
         if !errors.is_empty() {
             return Err(KeyError::Invalid(errors));
         }
@@ -300,6 +312,14 @@ impl Keys<'_> {
             daily_quota: patch.daily_quota.unwrap_or(key.daily_quota),
         };
         let rate = errors.take(Field::Limits, rate.check());
+        if patch
+            .description
+            .as_ref()
+            .is_some_and(|d| d.as_str().is_empty())
+            && self.requires_description(actor).await?
+        {
+            errors.add(Field::Description, REQUIRE_DESCRIPTION);
+        }
         if !errors.is_empty() {
             return Err(KeyError::Invalid(errors));
         }
@@ -604,6 +624,8 @@ impl Keys<'_> {
         })
     }
 }
+
+const REQUIRE_DESCRIPTION: &str = "This organization requires a description: say what the key is for (Settings → Key defaults → Key policy).";
 
 /// Minting (create, roll) by an acting key needs the organization's permission.
 fn may_mint(actor: &Actor) -> KeyResult<()> {

@@ -338,6 +338,7 @@ pub async fn new_page(State(state): State<AppState>, cu: CurrentUser) -> Result<
             .default_daily_quota
             .map(|n| n.to_string())
             .unwrap_or_default(),
+        expiry: org.key_default_expiry,
         ..KeyForm::default()
     };
     Ok(NewPage {

@@ -114,6 +114,9 @@ struct SettingsPage {
     can_edit: bool,
     /// "API keys may create and roll keys".
     api_keys_can_create_keys: bool,
+    key_require_description: bool,
+    /// (value, label, selected) of the default expiries.
+    key_expiries: Vec<(&'static str, &'static str, bool)>,
     rate_limit: String,
     windows: Vec<(&'static str, &'static str, bool)>,
     daily_quota: String,
@@ -132,6 +135,11 @@ fn settings_page(
         chrome,
         can_edit,
         api_keys_can_create_keys: false,
+        key_require_description: false,
+        key_expiries: DEFAULT_EXPIRIES
+            .iter()
+            .map(|(v, l)| (*v, *l, *v == "90d"))
+            .collect(),
         rate_limit,
         windows: RateWindow::ALL
             .iter()
@@ -163,8 +171,65 @@ pub async fn settings(State(state): State<AppState>, cu: CurrentUser) -> Result<
         None,
     );
     page.api_keys_can_create_keys = org.api_keys_can_create_keys;
+    page.key_require_description = org.key_require_description;
+    for e in &mut page.key_expiries {
+        e.2 = e.0 == org.key_default_expiry;
+    }
     Ok(page.into_response())
 }
+
+#[derive(Deserialize)]
+pub struct KeyPolicyForm {
+    #[serde(default)]
+    org: String,
+    require_description: Option<String>,
+    #[serde(default)]
+    default_expiry: String,
+}
+
+/// Settings → Key defaults → Key policy (admins and owners).
+pub async fn save_key_policy(
+    State(state): State<AppState>,
+    cu: CurrentUser,
+    meta: ClientMeta,
+    Form(f): Form<KeyPolicyForm>,
+) -> Result<Response> {
+    cu.require(Action::ManageMembers)?;
+    cu.same_org(&f.org)?;
+    if !DEFAULT_EXPIRIES.iter().any(|(v, _)| *v == f.default_expiry) {
+        return Err(AppError::bad_request(
+            "Choose a default expiry: 7 days, 30 days, 90 days, 1 year or no expiration.",
+        ));
+    }
+    let require = f.require_description.is_some();
+    let now = state.clock.unix();
+    let audit = cu
+        .audit(AuditAction::OrgKeyPolicyChanged, &meta, now)
+        .target("organization", cu.org_id(), &cu.org.org_name)
+        .details(serde_json::json!({
+            "require_description": require,
+            "default_expiry": f.default_expiry,
+        }));
+    state
+        .store
+        .set_key_policy(cu.org_id(), require, &f.default_expiry, &audit)
+        .await?;
+    cu.flash(
+        "success",
+        "Saved the key policy. It applies to keys created or edited from now on.",
+    )
+    .await?;
+    Ok(Redirect::to("/settings/organization").into_response())
+}
+
+/// The expiries a policy may preselect: the create form's, without "custom date".
+const DEFAULT_EXPIRIES: [(&str, &str); 5] = [
+    ("7d", "7 days"),
+    ("30d", "30 days"),
+    ("90d", "90 days"),
+    ("1y", "1 year"),
+    ("never", "No expiration"),
+];
 
 #[derive(Deserialize)]
 pub struct ApiAccessForm {

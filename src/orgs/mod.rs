@@ -25,4 +25,8 @@ pub fn router() -> Router<AppState> {
             "/settings/organization/api-access",
             post(handlers::save_api_access),
         )
+        .route(
+            "/settings/organization/key-policy",
+            post(handlers::save_key_policy),
+        )
 }

@@ -457,3 +457,86 @@ async fn revocations_carry_a_reason(app: TestApp) {
     assert_eq!(reasons, [&json!("compromised"), &json!("rotated")]);
 }
 both!(revocations_carry_a_reason);
+
+async fn the_key_policy_requires_descriptions_and_sets_the_default_expiry(app: TestApp) {
+    let mut admin = app.signed_up("policy@example.com").await;
+    let (id, mgmt) = key_with(&mut admin, "mgmt", &["read", "keys:write"], &[]).await;
+    allow_key_minting(&mut admin, true).await;
+    admin.get("/settings/organization").await;
+    let res = admin
+        .post(
+            "/settings/organization/key-policy",
+            &[("require_description", "1"), ("default_expiry", "30d")],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+    let page = admin.get("/settings/organization").await;
+    assert!(
+        page.body
+            .contains(r#"name="require_description" value="1" checked"#)
+    );
+    assert!(page.body.contains(r#"<option value="30d" selected>"#));
+    let res = admin
+        .post(
+            "/settings/organization/key-policy",
+            &[("default_expiry", "forever")],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST);
+    // The create form starts on the policy's expiry.
+    let form = admin.get("/settings/api-keys/new").await;
+    assert!(
+        form.body.contains(r#"<option value="30d" selected>"#),
+        "{}",
+        form.body
+    );
+    // No description: refused in both doors, on create and on edit.
+    let page = admin
+        .create_key(&[
+            ("name", "undescribed"),
+            ("environment", "live"),
+            ("preset", "Read-only"),
+            ("expiry", "30d"),
+        ])
+        .await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    assert!(
+        page.body.contains("requires a description"),
+        "{}",
+        page.body
+    );
+    let (s, e) = call(
+        &app,
+        &mgmt,
+        Method::POST,
+        "/api/v1/keys",
+        Some(json!({ "name": "ci", "environment": "live", "scopes": ["read"] })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert!(e["error"]["fields"]["description"].is_string(), "{e}");
+    let (s, e) = call(
+        &app,
+        &mgmt,
+        Method::PATCH,
+        &format!("/api/v1/keys/{id}"),
+        Some(json!({ "description": "" })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    let (s, e) = call(
+        &app,
+        &mgmt,
+        Method::POST,
+        "/api/v1/keys",
+        Some(json!({ "name": "ci", "description": "deploys", "environment": "live", "scopes": ["read"] })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{e}");
+    // The change is audited.
+    let events = app.audit_events().await;
+    assert!(events.iter().any(|(a, d)| a == "org.key_policy_changed"
+        && d["require_description"] == true
+        && d["default_expiry"] == "30d"));
+}
+both!(the_key_policy_requires_descriptions_and_sets_the_default_expiry);
