@@ -28,6 +28,47 @@ use crate::{
     templates::rfc3339,
 };
 
+/// The refusals every management operation on keys may answer.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+enum Refusals {
+    /// Malformed JSON, a bad query parameter, or a control character in a path id or search
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// No credentials, or an unknown, expired, revoked or paused API key
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// `insufficient_permissions`: the role, the API key's scopes (a key never acts on keys
+    /// broader than itself and never loosens its own restrictions), the organization's
+    /// key-minting setting, or a role that can no longer grant the key's scopes
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+    /// The API key's rate limit or quota is spent
+    #[response(status = 429)]
+    TooManyRequests(ErrorBody),
+}
+
+/// The refusals of an operation on one key.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+enum KeyRefusals {
+    /// No such key in this organization
+    #[response(status = 404)]
+    NotFound(ErrorBody),
+}
+
+/// The refusals of an operation with a JSON body.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+enum BodyRefusals {
+    /// The body is not JSON
+    #[response(status = 415)]
+    UnsupportedMediaType(ErrorBody),
+    /// `validation_failed`: `fields` names each invalid field
+    #[response(status = 422)]
+    Invalid(ErrorBody),
+}
+
 const MAX_PAGE: i64 = 100;
 
 /// A key as the API shows it. Never the secret (only `create` and `roll` return it, once).
@@ -133,10 +174,7 @@ pub struct ListParams {
 #[utoipa::path(get, path = "/api/v1/keys", tag = "keys", params(ListParams),
     responses(
         (status = 200, body = KeyPage),
-        (status = 400, description = "Malformed JSON, a bad query parameter, or a control character in a path id or search", body = ErrorBody),
-        (status = 401, description = "No credentials, or an unknown, expired, revoked or paused API key", body = ErrorBody),
-        (status = 403, description = "`insufficient_permissions`: the role, the API key's scopes (a key never acts on keys broader than itself and never loosens its own restrictions), the organization's key-minting setting, or a role that can no longer grant the key's scopes", body = ErrorBody),
-        (status = 429, description = "The API key's rate limit or quota is spent", body = ErrorBody),
+        Refusals,
     ),
     security(("api_key" = []), ("session" = [])))]
 pub async fn list(
@@ -205,11 +243,7 @@ pub async fn list(
     params(("id" = String, Path, description = "Key id")),
     responses(
         (status = 200, body = Data<KeyView>),
-        (status = 400, description = "Malformed JSON, a bad query parameter, or a control character in a path id or search", body = ErrorBody),
-        (status = 401, description = "No credentials, or an unknown, expired, revoked or paused API key", body = ErrorBody),
-        (status = 403, description = "`insufficient_permissions`: the role, the API key's scopes (a key never acts on keys broader than itself and never loosens its own restrictions), the organization's key-minting setting, or a role that can no longer grant the key's scopes", body = ErrorBody),
-        (status = 404, description = "No such key in this organization", body = ErrorBody),
-        (status = 429, description = "The API key's rate limit or quota is spent", body = ErrorBody),
+        Refusals, KeyRefusals,
     ),
     security(("api_key" = []), ("session" = [])))]
 pub async fn get(
@@ -467,12 +501,7 @@ async fn reload(state: &AppState, caller: &Caller, id: &str) -> ApiResult<KeyVie
 #[utoipa::path(post, path = "/api/v1/keys", tag = "keys", request_body = CreateKey,
     responses(
         (status = 201, body = Data<CreatedKey>),
-        (status = 400, description = "Malformed JSON, a bad query parameter, or a control character in a path id or search", body = ErrorBody),
-        (status = 401, description = "No credentials, or an unknown, expired, revoked or paused API key", body = ErrorBody),
-        (status = 403, description = "`insufficient_permissions`: the role, the API key's scopes (a key never acts on keys broader than itself and never loosens its own restrictions), the organization's key-minting setting, or a role that can no longer grant the key's scopes", body = ErrorBody),
-        (status = 415, description = "The body is not JSON", body = ErrorBody),
-        (status = 422, description = "`validation_failed`: `fields` names each invalid field", body = ErrorBody),
-        (status = 429, description = "The API key's rate limit or quota is spent", body = ErrorBody),
+        Refusals, BodyRefusals,
     ),
     security(("api_key" = []), ("session" = [])))]
 pub async fn create(
@@ -502,14 +531,8 @@ pub async fn create(
     params(("id" = String, Path, description = "Key id")),
     responses(
         (status = 200, body = Data<KeyView>),
-        (status = 400, description = "Malformed JSON, a bad query parameter, or a control character in a path id or search", body = ErrorBody),
-        (status = 401, description = "No credentials, or an unknown, expired, revoked or paused API key", body = ErrorBody),
-        (status = 403, description = "`insufficient_permissions`: the role, the API key's scopes (a key never acts on keys broader than itself and never loosens its own restrictions), the organization's key-minting setting, or a role that can no longer grant the key's scopes", body = ErrorBody),
-        (status = 404, description = "No such key in this organization", body = ErrorBody),
         (status = 409, description = "`conflict`: the key is revoked or expired and can no longer be changed", body = ErrorBody),
-        (status = 415, description = "The body is not JSON", body = ErrorBody),
-        (status = 422, description = "`validation_failed`: `fields` names each invalid field", body = ErrorBody),
-        (status = 429, description = "The API key's rate limit or quota is spent", body = ErrorBody),
+        Refusals, KeyRefusals, BodyRefusals,
     ),
     security(("api_key" = []), ("session" = [])))]
 pub async fn update(
@@ -555,14 +578,8 @@ pub struct RolledKey {
     params(("id" = String, Path, description = "Key id")),
     responses(
         (status = 201, body = Data<RolledKey>),
-        (status = 400, description = "Malformed JSON, a bad query parameter, or a control character in a path id or search", body = ErrorBody),
-        (status = 401, description = "No credentials, or an unknown, expired, revoked or paused API key", body = ErrorBody),
-        (status = 403, description = "`insufficient_permissions`: the role, the API key's scopes (a key never acts on keys broader than itself and never loosens its own restrictions), the organization's key-minting setting, or a role that can no longer grant the key's scopes", body = ErrorBody),
-        (status = 404, description = "No such key in this organization", body = ErrorBody),
         (status = 409, description = "`conflict`: only active keys can be rolled", body = ErrorBody),
-        (status = 415, description = "The body is not JSON", body = ErrorBody),
-        (status = 422, description = "`validation_failed`: `fields` names each invalid field", body = ErrorBody),
-        (status = 429, description = "The API key's rate limit or quota is spent", body = ErrorBody),
+        Refusals, KeyRefusals, BodyRefusals,
     ),
     security(("api_key" = []), ("session" = [])))]
 pub async fn roll(
@@ -600,13 +617,9 @@ pub async fn roll(
     params(("id" = String, Path, description = "Key id")),
     responses(
         (status = 200, body = Data<KeyView>),
-        (status = 400, description = "Malformed JSON, a bad query parameter, or a control character in a path id or search", body = ErrorBody),
-        (status = 401, description = "No credentials, or an unknown, expired, revoked or paused API key", body = ErrorBody),
-        (status = 403, description = "`insufficient_permissions`: the role, the API key's scopes (a key never acts on keys broader than itself and never loosens its own restrictions), the organization's key-minting setting, or a role that can no longer grant the key's scopes", body = ErrorBody),
-        (status = 404, description = "No such key in this organization", body = ErrorBody),
         (status = 409, description = "`conflict`: the key is already revoked", body = ErrorBody),
         (status = 422, description = "`validation_failed`: an unknown reason, or \"other\" without a note", body = ErrorBody),
-        (status = 429, description = "The API key's rate limit or quota is spent", body = ErrorBody),
+        Refusals, KeyRefusals,
     ),
     security(("api_key" = []), ("session" = [])))]
 pub async fn revoke(

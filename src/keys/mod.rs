@@ -6,6 +6,7 @@ pub mod api;
 mod expiry;
 pub mod model;
 pub mod notices;
+mod rules;
 pub mod scopes;
 pub mod service;
 pub mod token;

@@ -6,13 +6,17 @@
 //! (`super::web`, `super::api`) only turn requests into [`KeyInput`]/[`KeyPatch`] and
 //! results into pages or JSON.
 
-use serde_json::{Map, Value, json};
+use serde_json::json;
 
+use super::rules::{
+    above_role, changes_of, diff, loosened, may_mint, require_open, resolve_expiry,
+    within_own_scopes,
+};
 use super::{
     ExpiryChoice, GraceChoice,
     model::{
-        Field, FieldErrors, IpAllowlist, KeyInput, KeyPatch, Metadata, Rate, RateWindow,
-        Revocation, RevocationReason, scope_message,
+        Field, FieldErrors, KeyInput, KeyPatch, Metadata, Rate, RateWindow, Revocation,
+        RevocationReason, scope_message,
     },
     token::{Environment, PlainKey},
 };
@@ -23,7 +27,7 @@ use crate::{
     config::Config,
     error::AppError,
     orgs::{Action, Role},
-    store::{ApiKey, KeyChanges, KeyStatus, NewKey, Store, StoreError},
+    store::{ApiKey, KeyChanges, NewKey, Store, StoreError},
 };
 
 /// Why a key operation was refused. Each door renders it (a page, or a JSON error).
@@ -626,151 +630,3 @@ impl Keys<'_> {
 }
 
 const REQUIRE_DESCRIPTION: &str = "This organization requires a description: say what the key is for (Settings → Key defaults → Key policy).";
-
-/// Minting (create, roll) by an acting key needs the organization's permission.
-fn may_mint(actor: &Actor) -> KeyResult<()> {
-    match &actor.key {
-        Some(k) if !k.may_mint => Err(KeyError::Forbidden(
-            "API keys may not create or roll keys in this organization. An admin can allow it under Settings → Key defaults.".into(),
-        )),
-        _ => Ok(()),
-    }
-}
-
-/// An acting key never grants, keeps or touches scopes it does not hold itself.
-fn within_own_scopes(actor: &Actor, scopes: &[String]) -> KeyResult<()> {
-    match actor.scope_beyond_own(scopes) {
-        None => Ok(()),
-        Some(s) => Err(KeyError::Forbidden(format!(
-            "An API key cannot grant the scope {s}, which it does not hold."
-        ))),
-    }
-}
-
-/// Revoked and expired keys are final.
-fn require_open(key: &ApiKey, now: i64) -> KeyResult<()> {
-    match key.status(now) {
-        KeyStatus::Active | KeyStatus::ExpiringSoon | KeyStatus::Disabled => Ok(()),
-        KeyStatus::Revoked | KeyStatus::Expired => Err(KeyError::Closed),
-    }
-}
-
-/// The new expiry (`Ok(None)` never). `current` is `Some` on edit (where "keep" is allowed).
-fn resolve_expiry(
-    choice: ExpiryChoice,
-    custom_date: &str,
-    current: Option<Option<i64>>,
-    now: i64,
-) -> Result<Option<i64>, String> {
-    match (choice, current) {
-        (ExpiryChoice::Keep, None) => Err("Choose when the key expires.".into()),
-        (ExpiryChoice::Exact(Some(t)), _) if t <= now => Err("The expiry is in the past.".into()),
-        (ExpiryChoice::Exact(Some(t)), _) if t > now + super::expiry::MAX_CUSTOM_DAYS * 86_400 => {
-            Err(format!(
-                "The expiry can be at most {} days ahead.",
-                super::expiry::MAX_CUSTOM_DAYS
-            ))
-        }
-        (c, current) => c.resolve(custom_date, current.flatten(), now),
-    }
-}
-
-/// What an edit changes, field by field (`{"field": {"from", "to"}}`), for the audit log.
-fn diff(key: &ApiKey, c: &KeyChanges) -> Map<String, Value> {
-    let mut changes = Map::new();
-    let mut note = |field: &str, from: Value, to: Value| {
-        if from != to {
-            changes.insert(field.into(), json!({ "from": from, "to": to }));
-        }
-    };
-    let old = key.limits();
-    let new = &c.limits;
-    note("name", json!(key.name), json!(c.name));
-    note("description", json!(key.description), json!(c.description));
-    note(
-        "scopes",
-        json!(key.scope_list()),
-        json!(super::scopes::split(&c.scopes)),
-    );
-    note("expires_at", json!(key.expires_at), json!(c.expires_at));
-    note("rate_limit", json!(old.rate_limit), json!(new.rate_limit));
-    note(
-        "rate_window_secs",
-        json!(old.rate_window_secs),
-        json!(new.rate_window_secs),
-    );
-    note("rate_burst", json!(old.rate_burst), json!(new.rate_burst));
-    note(
-        "daily_quota",
-        json!(old.daily_quota),
-        json!(new.daily_quota),
-    );
-    note(
-        "ip_allowlist",
-        json!(old.ip_allowlist),
-        json!(new.ip_allowlist),
-    );
-    note("metadata", json!(old.metadata), json!(new.metadata));
-    changes
-}
-
-fn above_role(actor: &Actor, scope: &str) -> String {
-    format!(
-        "This key holds the scope {scope}, which your role ({}) can no longer grant: you can tighten or revoke the key, but not roll it, extend it or lift its limits.",
-        actor.role
-    )
-}
-
-/// The key's current settings as an edit that changes nothing.
-fn changes_of(key: &ApiKey) -> KeyChanges {
-    KeyChanges {
-        name: key.name.clone(),
-        description: key.description.clone(),
-        scopes: key.scopes.clone(),
-        expires_at: key.expires_at,
-        limits: key.limits(),
-    }
-}
-
-/// Which restriction of `key`, if any, the new settings (or resuming it) loosen.
-fn loosened(key: &ApiKey, after: &KeyChanges, resume: bool) -> Option<&'static str> {
-    // A bound that is raised or removed; no bound before cannot be loosened.
-    let raised = |before: Option<i64>, now: Option<i64>| match (before, now) {
-        (Some(b), Some(n)) => n > b,
-        (Some(_), None) => true,
-        (None, _) => false,
-    };
-    let (old, new) = (key.limits(), &after.limits);
-    // Requests per second, compared without division: n/nw > o/ow.
-    let faster = match (old.rate_limit, new.rate_limit) {
-        (Some(o), Some(n)) => n * old.rate_window_secs > o * new.rate_window_secs,
-        (Some(_), None) => true,
-        (None, _) => false,
-    };
-    let scopes_before = key.scope_list();
-    if raised(key.expires_at, after.expires_at) {
-        Some("its expiry")
-    } else if !IpAllowlist::from_stored(&new.ip_allowlist)
-        .within(&IpAllowlist::from_stored(&old.ip_allowlist))
-    {
-        Some("its IP allowlist")
-    } else if faster {
-        Some("its rate limit")
-    } else if raised(
-        old.rate_burst.or(old.rate_limit),
-        new.rate_burst.or(new.rate_limit),
-    ) {
-        Some("its burst")
-    } else if raised(old.daily_quota, new.daily_quota) {
-        Some("its daily quota")
-    } else if super::scopes::split(&after.scopes)
-        .iter()
-        .any(|s| !scopes_before.contains(s))
-    {
-        Some("its scopes")
-    } else if resume && !key.enabled {
-        Some("its pause")
-    } else {
-        None
-    }
-}

@@ -540,3 +540,50 @@ async fn the_key_policy_requires_descriptions_and_sets_the_default_expiry(app: T
         && d["default_expiry"] == "30d"));
 }
 both!(the_key_policy_requires_descriptions_and_sets_the_default_expiry);
+
+async fn the_openapi_document_names_each_refusal(app: TestApp) {
+    let doc: Value = reqwest::get(format!("{}/api/v1/openapi.json", app.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let codes = |path: &str, method: &str| -> Vec<String> {
+        doc["paths"][path][method]["responses"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
+    };
+    for (path, method, expected) in [
+        (
+            "/api/v1/keys",
+            "get",
+            &["200", "400", "401", "403", "429"][..],
+        ),
+        (
+            "/api/v1/keys/{id}",
+            "patch",
+            &[
+                "200", "400", "401", "403", "404", "409", "415", "422", "429",
+            ][..],
+        ),
+        (
+            "/api/v1/keys/{id}/revoke",
+            "post",
+            &["200", "400", "401", "403", "404", "409", "422", "429"][..],
+        ),
+        ("/api/v1/keys/current", "delete", &["204", "401"][..]),
+    ] {
+        assert_eq!(codes(path, method), expected, "{method} {path}");
+        for code in expected.iter().filter(|c| !c.starts_with('2')) {
+            let d = &doc["paths"][path][method]["responses"][code]["description"];
+            assert!(
+                !d.as_str().unwrap_or("").is_empty(),
+                "{method} {path} {code}"
+            );
+        }
+    }
+}
+both!(the_openapi_document_names_each_refusal);
