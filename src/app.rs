@@ -1,7 +1,5 @@
-//! `AppState` and the router: every feature's routes merged in one place, with the
-//! middleware stack around them.
-
-use std::{ops::Deref, sync::Arc};
+//! The router: every feature's routes merged in one place, with the middleware stack
+//! around them. The state they share is in [`crate::state`].
 
 use axum::{
     Router,
@@ -14,94 +12,14 @@ use axum::{
 use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
 use tower_sessions::{Expiry, SessionManagerLayer, cookie::SameSite};
 
+pub use crate::state::{AppState, Inner};
 use crate::{
-    audit,
-    auth::{self, password::Passwords},
-    clock::Clock,
-    config::Config,
+    audit, auth,
     error::{self, AppError},
     keys, orgs,
-    store::{Store, sessions::SessionBackend},
-    verify::{self, Verifier, VerifierOptions},
+    store::sessions::SessionBackend,
+    verify,
 };
-
-/// Everything handlers share. Cheap to clone.
-#[derive(Clone)]
-pub struct AppState(Arc<Inner>);
-
-pub struct Inner {
-    pub config: Config,
-    pub store: Store,
-    pub clock: Arc<dyn Clock>,
-    pub passwords: Passwords,
-    /// Sign-in, sign-up, reset and invitation budgets; one turn per account at a time.
-    pub throttle: auth::throttle::Throttle,
-    pub verifier: Verifier,
-    pub mailer: crate::mail::Mailer,
-    pub sso: crate::sso::Sso,
-    /// Seals webhook signing secrets.
-    pub webhook_secrets: crate::secretbox::SecretBox,
-    /// Seals authenticator-app (TOTP) secrets.
-    pub totp_secrets: crate::secretbox::SecretBox,
-    /// The WebAuthn relying party (passkeys); `None` when the base URL's host is an IP
-    /// address, where browsers do not offer passkeys.
-    pub webauthn: Option<webauthn_rs::Webauthn>,
-    /// Outbound HTTP for webhook deliveries (no redirects, short timeouts).
-    pub http: reqwest::Client,
-}
-
-impl Deref for AppState {
-    type Target = Inner;
-    fn deref(&self) -> &Inner {
-        &self.0
-    }
-}
-
-impl AppState {
-    pub fn new(config: Config, store: Store, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
-        let verifier = Verifier::with_options(
-            store.clone(),
-            config.key_prefix.clone(),
-            crate::config::KeyPepper::new(config.key_pepper.expose().to_vec()),
-            clock.clone(),
-            VerifierOptions {
-                invalid_attempts_per_minute: config.invalid_attempts_per_minute,
-            },
-        );
-        let mailer = crate::mail::Mailer::new(
-            config.smtp_url.as_deref(),
-            &config.mail_from,
-            store.clone(),
-            clock.clone(),
-            &config.key_pepper,
-        )?;
-        let sso = crate::sso::Sso {
-            oidc: crate::sso::Oidc::new(config.allow_private_networks)?,
-            secrets: crate::sso::SecretBox::new(&config.key_pepper, "sso-client-secret"),
-        };
-        Ok(Self(Arc::new(Inner {
-            sso,
-            webhook_secrets: crate::secretbox::SecretBox::new(&config.key_pepper, "webhook-secret"),
-            totp_secrets: crate::secretbox::SecretBox::new(&config.key_pepper, "totp-secret"),
-            webauthn: crate::two_step::relying_party(&config.base_url),
-            http: crate::webhooks::http_client(config.allow_private_networks)?,
-            mailer,
-            passwords: Passwords::new()?,
-            throttle: auth::throttle::Throttle::new(config.source_budget_scale),
-            config,
-            store,
-            clock,
-            verifier,
-        })))
-    }
-}
-
-impl Inner {
-    /// Whether passkeys can be used on this deployment.
-    pub fn passkeys_available(&self) -> bool {
-        self.webauthn.is_some()
-    }
-}
 
 /// Name of the session cookie. With https the `__Host-` prefix pins it to this exact
 /// origin (Secure, Path=/, no Domain). It must not collide with an identity provider's

@@ -20,12 +20,14 @@ pub mod net;
 pub mod orgs;
 pub mod secretbox;
 pub mod sso;
+pub mod state;
 pub mod store;
 pub mod templates;
 pub mod two_step;
 pub mod verify;
 pub mod webhooks;
 
-pub use app::{AppState, router};
+pub use app::router;
+pub use state::AppState;
 pub use store::Store;
 pub use verify::{Verification, Verifier, VerifyCode};

@@ -1,5 +1,6 @@
 //! The `keyward` command: `serve` (the default), `migrate`, `user create`.
 
+use keyward::audit::AuditAction;
 use std::{io::Read, net::SocketAddr, sync::Arc};
 
 use anyhow::{Context, bail};
@@ -278,7 +279,7 @@ async fn create_user(
         // The operator vouches for the address.
         email_verified_at: Some(now),
     };
-    let audit = NewAudit::new("user.created_by_operator", now);
+    let audit = NewAudit::new(AuditAction::UserCreatedByOperator, now);
     let (user, _) = match store
         .create_user(&new, &format!("{local}'s organization"), now, audit)
         .await
@@ -298,12 +299,13 @@ async fn create_user(
                         "no organization has id {org:?}; to create an organization named {org:?}, use --role owner"
                     );
                 }
-                let audit = NewAudit::new("org.created", now).actor(Some(&user.id), &email);
+                let audit =
+                    NewAudit::new(AuditAction::OrgCreated, now).actor(Some(&user.id), &email);
                 let o = store.create_org(&user.id, org, now, audit).await?;
                 (o.id, o.name)
             }
         };
-        let audit = NewAudit::new("member.added", now)
+        let audit = NewAudit::new(AuditAction::MemberAdded, now)
             .actor(None, "operator (CLI)")
             .target("user", &user.id, &email)
             .details(serde_json::json!({ "role": role.as_str() }));

@@ -1,5 +1,6 @@
 //! Settings → Account → Change password.
 
+use crate::audit::AuditAction;
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::{
@@ -12,7 +13,6 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::{
-    app::AppState,
     audit::ClientMeta,
     auth::{
         Chrome, CurrentUser,
@@ -20,6 +20,7 @@ use crate::{
         session::EPOCH,
     },
     error::{AppError, Result},
+    state::AppState,
     store::NewAudit,
 };
 
@@ -114,7 +115,7 @@ pub async fn change(
         .await?;
     if !verified.ok {
         let failed = meta
-            .stamp(NewAudit::new("auth.sign_in_failed", now))
+            .stamp(NewAudit::new(AuditAction::AuthSignInFailed, now))
             .actor(Some(&cu.user.id), &cu.user.email)
             .target("user", &cu.user.id, &cu.user.email);
         state
@@ -135,7 +136,7 @@ pub async fn change(
     let hash = state.passwords.hash(&form.new_password).await?;
     let current = super::sessions::current_hash(&cu)?;
     let audit = meta
-        .stamp(NewAudit::new("account.password_changed", now))
+        .stamp(NewAudit::new(AuditAction::AccountPasswordChanged, now))
         .actor(Some(&cu.user.id), &cu.user.email)
         .target("user", &cu.user.id, &cu.user.email)
         .details(serde_json::json!({ "signed_out_other_sessions": sign_out_others }));
@@ -165,7 +166,7 @@ pub async fn change(
     // This browser stays signed in, under a new session id and the account's new epoch.
     cu.session.cycle_id().await?;
     cu.session.insert(EPOCH, epoch).await?;
-    tracing::info!(event = "account.password_changed", user_id = %cu.user.id, signed_out_others = sign_out_others, "password changed");
+    tracing::info!(event = %AuditAction::AccountPasswordChanged, user_id = %cu.user.id, signed_out_others = sign_out_others, "password changed");
 
     let when = crate::templates::exact_utc(state.clock.now());
     let browser = super::useragent::label(&meta.user_agent);

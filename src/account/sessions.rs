@@ -1,5 +1,6 @@
 //! Settings → Account → Sessions.
 
+use crate::audit::AuditAction;
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::{
@@ -8,10 +9,10 @@ use axum::{
 };
 
 use crate::{
-    app::AppState,
     audit::ClientMeta,
     auth::{Chrome, CurrentUser},
     error::{AppError, Result},
+    state::AppState,
     store::sessions::session_id_hash,
     templates::TimeView,
 };
@@ -104,7 +105,7 @@ pub async fn revoke(
     }
     let audit = meta
         .stamp(crate::store::NewAudit::new(
-            "account.session_revoked",
+            AuditAction::AccountSessionRevoked,
             state.clock.unix(),
         ))
         .actor(Some(&cu.user.id), &cu.user.email)
@@ -120,7 +121,7 @@ pub async fn revoke(
     {
         return Err(AppError::NotFound);
     }
-    tracing::info!(event = "account.session_revoked", user_id = %cu.user.id, "session signed out");
+    tracing::info!(event = %AuditAction::AccountSessionRevoked, user_id = %cu.user.id, "session signed out");
     cu.flash(
         "success",
         format!(
@@ -141,7 +142,7 @@ pub async fn revoke_others(
     let current = current_hash(&cu)?;
     let audit = meta
         .stamp(crate::store::NewAudit::new(
-            "account.sessions_revoked",
+            AuditAction::AccountSessionsRevoked,
             state.clock.unix(),
         ))
         .actor(Some(&cu.user.id), &cu.user.email)
@@ -150,7 +151,7 @@ pub async fn revoke_others(
         .store
         .revoke_other_sessions(&cu.user.id, &current, &audit)
         .await?;
-    tracing::info!(event = "account.sessions_revoked", user_id = %cu.user.id, count = n, "other sessions signed out");
+    tracing::info!(event = %AuditAction::AccountSessionsRevoked, user_id = %cu.user.id, count = n, "other sessions signed out");
     cu.flash(
         "success",
         match n {

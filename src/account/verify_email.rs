@@ -6,6 +6,7 @@
 //! password and any second factor). Confirming is a POST from the link's page: mail
 //! scanners that fetch links do not confirm anything, and nothing changes on a GET.
 
+use crate::audit::AuditAction;
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::{
@@ -16,11 +17,11 @@ use axum::{
 use tower_sessions::Session;
 
 use crate::{
-    app::AppState,
     audit::ClientMeta,
     auth::{CurrentUser, extract::SignedInUser, session},
     error::{AppError, Result},
     members::{link_token_hash, new_link_token},
+    state::AppState,
     store::{NewAudit, User},
 };
 
@@ -98,7 +99,7 @@ pub async fn confirm(
     Path(token): Path<String>,
 ) -> Result<Response> {
     let now = state.clock.unix();
-    let audit = meta.stamp(NewAudit::new("account.email_verified", now));
+    let audit = meta.stamp(NewAudit::new(AuditAction::AccountEmailVerified, now));
     let Some(user) = state
         .store
         .verify_email(&link_token_hash(&token), now, audit)
@@ -112,7 +113,7 @@ pub async fn confirm(
         };
         return Ok((StatusCode::GONE, page).into_response());
     };
-    tracing::info!(event = "account.email_verified", user_id = %user.id, "email verified");
+    tracing::info!(event = %AuditAction::AccountEmailVerified, user_id = %user.id, "email verified");
     // Already signed in here as that account: back to the dashboard. Anyone else signs in
     // with their password (and second factor) as always.
     if let Some(SignedInUser(cu)) = cu

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, ApiResult, Caller, ErrorBody, SCOPE_READ};
-use crate::{app::AppState, orgs::Action, store::AuditFilter, templates::rfc3339};
+use crate::{orgs::Action, state::AppState, store::AuditFilter, templates::rfc3339};
 
 const MAX_PAGE: i64 = 200;
 const EXPORT_LIMIT: i64 = 100_000;

@@ -5,11 +5,10 @@
 //! (`keys:read`, `keys:write`). A key acts with its creator's current role in the key's
 //! organization, never grants scopes it does not hold, and may create or roll keys only when
 //! the organization allows it (Settings → Key defaults). Success is `{"data": …}`, failure
-//! `{"error": {"code", "message"}}`. Handlers share their checks with the dashboard's
-//! (`crate::keys::handlers`), so both doors enforce the same rules.
+//! `{"error": {"code", "message"}}`. The keys routes are the keys feature's API door
+//! (`crate::keys::api`); its rules live in the keys service, shared with the dashboard.
 
 mod audit;
-mod keys;
 pub mod openapi;
 
 use axum::{
@@ -23,11 +22,15 @@ use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 
 use crate::{
-    app::AppState,
     audit::ClientMeta,
-    auth::{CurrentUser, extract::AuthRejection, session},
+    auth::{
+        CurrentUser,
+        actor::{ActingKey, Actor, Door},
+        extract::AuthRejection,
+        session,
+    },
     orgs::{Action, Role},
-    store::{NewAudit, User},
+    state::AppState,
     verify::{VerifyCode, VerifyRequest, http as verify_http},
 };
 
@@ -149,16 +152,14 @@ pub fn data<T: Serialize>(status: StatusCode, value: T) -> Response {
     (status, Json(Data { data: value })).into_response()
 }
 
-/// Who is calling, in which organization, with which role.
-pub struct Caller {
-    pub user: User,
-    pub org_id: String,
-    pub role: Role,
-    /// Set when an API key authenticated the request: its id and scopes.
-    pub key: Option<(String, Vec<String>)>,
-    /// Whether the organization lets API keys create and roll keys.
-    pub keys_may_create: bool,
-    pub meta: ClientMeta,
+/// Who is calling: the [`Actor`] of the management API (a session or an API key).
+pub struct Caller(pub Actor);
+
+impl std::ops::Deref for Caller {
+    type Target = Actor;
+    fn deref(&self) -> &Actor {
+        &self.0
+    }
 }
 
 impl Caller {
@@ -178,66 +179,15 @@ impl Caller {
     pub fn require_scope(&self, scope: &str) -> ApiResult<()> {
         match &self.key {
             None => Ok(()),
-            Some((_, scopes))
-                if scopes.iter().any(|s| s == scope)
-                    || (scope == SCOPE_READ && scopes.iter().any(|s| s == SCOPE_WRITE)) =>
+            Some(k)
+                if k.scopes.iter().any(|s| s == scope)
+                    || (scope == SCOPE_READ && k.scopes.iter().any(|s| s == SCOPE_WRITE)) =>
             {
                 Ok(())
             }
             Some(_) => Err(ApiError::forbidden(format!(
                 "This API key lacks the scope {scope}."
             ))),
-        }
-    }
-
-    /// Minting a key (create, roll) by key needs the organization's permission, and the
-    /// new key's scopes must be ones the calling key holds.
-    pub fn may_mint(&self, scopes: &[String]) -> ApiResult<()> {
-        let Some((_, own)) = &self.key else {
-            return Ok(());
-        };
-        if !self.keys_may_create {
-            return Err(ApiError::forbidden(
-                "API keys may not create or roll keys in this organization. An admin can allow it under Settings → Key defaults.",
-            ));
-        }
-        self.within_own_scopes(scopes, own)
-    }
-
-    /// A key can never grant scopes it does not hold itself.
-    pub fn may_grant(&self, scopes: &[String]) -> ApiResult<()> {
-        match &self.key {
-            None => Ok(()),
-            Some((_, own)) => self.within_own_scopes(scopes, own),
-        }
-    }
-
-    fn within_own_scopes(&self, scopes: &[String], own: &[String]) -> ApiResult<()> {
-        match scopes.iter().find(|s| !own.contains(s)) {
-            None => Ok(()),
-            Some(s) => Err(ApiError::forbidden(format!(
-                "An API key cannot grant the scope {s}, which it does not hold."
-            ))),
-        }
-    }
-
-    /// An audit event by this caller (`via` tells a key from a session).
-    pub fn audit(&self, action: &str, now: i64) -> NewAudit {
-        let mut ev = self
-            .meta
-            .stamp(NewAudit::new(action, now))
-            .org(&self.org_id)
-            .actor(Some(&self.user.id), &self.user.email);
-        if let Some((id, _)) = &self.key {
-            ev.user_agent = format!("API key {id} · {}", ev.user_agent);
-        }
-        ev
-    }
-
-    pub fn via(&self) -> serde_json::Value {
-        match &self.key {
-            Some((id, _)) => serde_json::json!({ "api_key": id }),
-            None => serde_json::json!("session"),
         }
     }
 }
@@ -301,15 +251,10 @@ impl FromRequestParts<AppState> for Caller {
                 ));
             }
         }
-        let org = state.store.org(cu.org_id()).await?;
-        Ok(Caller {
-            keys_may_create: org.is_some_and(|o| o.api_keys_can_create_keys),
-            org_id: cu.org_id().to_string(),
-            role: cu.role,
-            user: cu.user,
-            key: None,
-            meta,
-        })
+        Ok(Caller(Actor {
+            door: Door::Api,
+            ..Actor::member(&cu, meta)
+        }))
     }
 }
 
@@ -368,12 +313,16 @@ async fn by_key(
     };
     let role = Role::parse(&m.role).ok_or_else(|| ApiError::forbidden("Unknown role."))?;
     let org = state.store.org(&org_id).await?;
-    Ok(Caller {
-        keys_may_create: org.is_some_and(|o| o.api_keys_can_create_keys),
+    Ok(Caller(Actor {
         user,
         org_id,
         role,
-        key: Some((key_id, scopes)),
+        key: Some(ActingKey {
+            id: key_id,
+            scopes,
+            may_mint: org.is_some_and(|o| o.api_keys_can_create_keys),
+        }),
         meta,
-    })
+        door: Door::Api,
+    }))
 }

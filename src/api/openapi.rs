@@ -11,8 +11,9 @@ use utoipa::{
 };
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{audit, keys};
-use crate::{app::AppState, verify::http as verify_http};
+use super::audit;
+use crate::keys::api as keys;
+use crate::{state::AppState, verify::http as verify_http};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -75,6 +76,7 @@ pub fn split() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(keys::get, keys::update))
         .routes(routes!(keys::roll))
         .routes(routes!(keys::revoke))
+        .routes(routes!(keys::revoke_current))
         .routes(routes!(audit::list))
         .routes(routes!(audit::export))
         .split_for_parts()

@@ -12,10 +12,10 @@ use time::{Date, macros::format_description};
 
 use super::action_label;
 use crate::{
-    app::AppState,
     auth::{Chrome, CurrentUser},
     error::{AppError, Result},
     orgs::Action,
+    state::AppState,
     store::{AuditEvent, AuditFilter},
     templates::{Pager, TimeView, query_string},
 };

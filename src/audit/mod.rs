@@ -2,7 +2,10 @@
 //! the transaction of the change it describes; this module provides the request metadata
 //! every event carries, and the Settings → Audit log page with its exports.
 
+pub mod action;
 mod handlers;
+
+pub use action::{AuditAction, action_label};
 
 pub use handlers::EventRow;
 pub(crate) use handlers::export_response;
@@ -16,7 +19,7 @@ use axum::{
     routing::get,
 };
 
-use crate::{app::AppState, auth::CurrentUser, store::NewAudit};
+use crate::{auth::CurrentUser, state::AppState, store::NewAudit};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -75,67 +78,9 @@ impl FromRequestParts<AppState> for ClientMeta {
 
 impl CurrentUser {
     /// An event by this user in the active organization.
-    pub fn audit(&self, action: &str, meta: &ClientMeta, now: i64) -> NewAudit {
+    pub fn audit(&self, action: AuditAction, meta: &ClientMeta, now: i64) -> NewAudit {
         meta.stamp(NewAudit::new(action, now))
             .org(self.org_id())
             .actor(Some(&self.user.id), &self.user.email)
-    }
-}
-
-/// Human names of the actions, for the page and its filter menu.
-pub fn action_label(action: &str) -> &str {
-    match action {
-        "key.created" => "Key created",
-        "key.updated" => "Key updated",
-        "key.rolled" => "Key rolled",
-        "key.created_by_roll" => "Key created by roll",
-        "key.revoked" => "Key revoked",
-        "key.reassigned" => "Key reassigned",
-        "key.disabled" => "Key paused",
-        "key.enabled" => "Key resumed",
-        "key.first_used" => "Key used for the first time",
-        "auth.signed_in" => "Signed in",
-        "auth.sign_in_failed" => "Sign-in failed",
-        "auth.password_disabled" => "Password disabled after repeated failures",
-        "auth.signed_out" => "Signed out",
-        "user.signed_up" => "Signed up",
-        "org.created" => "Organization created",
-        "org.defaults_updated" => "Default key limits changed",
-        "member.added" => "Member added",
-        "member.role_changed" => "Member's role changed",
-        "member.removed" => "Member removed",
-        "member.left" => "Member left",
-        "member.joined" => "Member joined through SSO",
-        "key.expiring" => "Key expiring soon",
-        "key.expired" => "Key expired",
-        "key.leaked" => "Key reported as leaked",
-        "webhook.created" => "Webhook endpoint added",
-        "webhook.deleted" => "Webhook endpoint deleted",
-        "org.api_key_management_changed" => "API key management setting changed",
-        "auth.sso_failed" => "SSO sign-in failed",
-        "account.sso_linked" => "SSO identity linked",
-        "account.sso_unlinked" => "SSO identity unlinked",
-        "sso.connection_created" => "SSO connection added",
-        "sso.connection_updated" => "SSO connection changed",
-        "sso.connection_deleted" => "SSO connection deleted",
-        "org.ownership_transferred" => "Ownership transferred",
-        "invitation.created" => "Invitation sent",
-        "invitation.resent" => "Invitation resent",
-        "invitation.revoked" => "Invitation revoked",
-        "invitation.accepted" => "Invitation accepted",
-        "auth.password_reset" => "Password reset",
-        "auth.password_reset_requested" => "Password reset requested",
-        "account.password_changed" => "Password changed",
-        "account.session_revoked" => "Session signed out",
-        "account.sessions_revoked" => "Other sessions signed out",
-        "account.email_verified" => "Email address confirmed",
-        "account.totp_enabled" => "Authenticator app set up",
-        "account.totp_removed" => "Authenticator app removed",
-        "account.passkey_added" => "Passkey added",
-        "account.passkey_removed" => "Passkey removed",
-        "account.recovery_codes_regenerated" => "Recovery codes regenerated",
-        "account.recovery_code_used" => "Recovery code used",
-        "org.two_step_policy_changed" => "Two-step verification policy changed",
-        other => other,
     }
 }

@@ -13,7 +13,7 @@ use axum::{
 use subtle::ConstantTimeEq;
 use tower_sessions::Session;
 
-use crate::{app::AppState, error::AppError};
+use crate::{error::AppError, state::AppState};
 
 /// Largest form body the dashboard accepts.
 pub const MAX_FORM_BYTES: usize = 256 * 1024;

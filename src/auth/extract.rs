@@ -11,9 +11,9 @@ use tower_sessions::Session;
 
 use super::session::{self, AUTHENTICATED_AT, EPOCH, Flash, ORG_ID, SEEN_AT, USER_ID};
 use crate::{
-    app::AppState,
     error::AppError,
     orgs::{Action, Role},
+    state::AppState,
     store::{Membership, User},
 };
 

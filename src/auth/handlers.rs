@@ -1,5 +1,6 @@
 //! Sign-up, sign-in and sign-out pages.
 
+use crate::audit::AuditAction;
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::{
@@ -19,10 +20,10 @@ use super::{
     throttle, valid_email,
 };
 use crate::{
-    app::AppState,
     audit::ClientMeta,
     config::SignupMode,
     error::{AppError, Result},
+    state::AppState,
     store::{NewAudit, NewUser, PasswordReset, SignInGate, StoreError},
 };
 
@@ -160,7 +161,7 @@ async fn failed_sign_in(
     // the account exists.
     let failure = user.filter(|_| gate != SignInGate::Closed).map(|u| {
         let audit = meta
-            .stamp(NewAudit::new("auth.sign_in_failed", now))
+            .stamp(NewAudit::new(AuditAction::AuthSignInFailed, now))
             .actor(Some(&u.id), &u.email)
             .target("user", &u.id, &u.email);
         (u, audit)
@@ -184,7 +185,7 @@ async fn failed_sign_in(
         drop(turns);
     });
     // Only the domain: people sometimes type their password into the email field.
-    tracing::info!(event = "auth.sign_in_failed", email_domain = %email.rsplit('@').next().unwrap_or(""), ip = %meta.ip, known, "sign-in failed");
+    tracing::info!(event = %AuditAction::AuthSignInFailed, email_domain = %email.rsplit('@').next().unwrap_or(""), ip = %meta.ip, known, "sign-in failed");
     let page = LoginPage::new(
         state,
         session,
@@ -296,7 +297,7 @@ pub async fn login(
             .map(|o| o.name)
             .unwrap_or_default();
         let audit = meta
-            .stamp(NewAudit::new("auth.sign_in_failed", now))
+            .stamp(NewAudit::new(AuditAction::AuthSignInFailed, now))
             .org(&conn.org_id)
             .actor(Some(&user.id), &user.email)
             .target("user", &user.id, &user.email)
@@ -350,7 +351,7 @@ pub async fn login(
         None
     };
     let audit = meta
-        .stamp(NewAudit::new("auth.signed_in", now))
+        .stamp(NewAudit::new(AuditAction::AuthSignedIn, now))
         .actor(Some(&user.id), &user.email)
         .target("user", &user.id, &user.email)
         .details(serde_json::json!({ "method": "password" }));
@@ -365,7 +366,7 @@ pub async fn login(
         )
         .await?;
     drop(turns);
-    tracing::info!(event = "auth.signed_in", user_id = %user.id, ip = %meta.ip, method = "password", "signed in");
+    tracing::info!(event = %AuditAction::AuthSignedIn, user_id = %user.id, ip = %meta.ip, method = "password", "signed in");
     session::sign_in(&session, &user, None, &meta, now).await?;
     Ok(with_device_cookie(
         Redirect::to(&safe_next(form.next.as_deref())).into_response(),
@@ -550,7 +551,7 @@ pub async fn signup(
         password_hash: Some(hash),
         email_verified_at: Some(now),
     };
-    let audit = meta.stamp(NewAudit::new("user.signed_up", now));
+    let audit = meta.stamp(NewAudit::new(AuditAction::UserSignedUp, now));
     let (user, personal_org) = match state.store.create_user(&new, &org_name, now, audit).await {
         Ok(created) => created,
         Err(StoreError::Conflict) => {
@@ -560,12 +561,12 @@ pub async fn signup(
         }
         Err(e) => return Err(e.into()),
     };
-    tracing::info!(event = "user.signed_up", user_id = %user.id, ip = %meta.ip, "signed up");
+    tracing::info!(event = %AuditAction::UserSignedUp, user_id = %user.id, ip = %meta.ip, "signed up");
     let mut active_org = personal_org;
     let mut welcome = "Welcome to Keyward! Create your first API key below.".to_string();
     {
         let audit = meta
-            .stamp(NewAudit::new("invitation.accepted", now))
+            .stamp(NewAudit::new(AuditAction::InvitationAccepted, now))
             .org(&inv.org_id)
             .actor(Some(&user.id), &user.email)
             .target("invitation", &inv.id, &inv.email)
@@ -615,10 +616,10 @@ async fn finish_open_signup(
         password_hash: Some(hash),
         email_verified_at: None,
     };
-    let audit = meta.stamp(NewAudit::new("user.signed_up", now));
+    let audit = meta.stamp(NewAudit::new(AuditAction::UserSignedUp, now));
     match state.store.create_user(&new, &org_name, now, audit).await {
         Ok((user, _)) => {
-            tracing::info!(event = "user.signed_up", user_id = %user.id, ip = %meta.ip, "signed up");
+            tracing::info!(event = %AuditAction::UserSignedUp, user_id = %user.id, ip = %meta.ip, "signed up");
             crate::account::send_verification(state, &user).await?;
         }
         Err(StoreError::Conflict) => {
@@ -654,11 +655,14 @@ pub async fn logout(
         && let Some(user) = state.store.user(&user_id).await?
     {
         let audit = meta
-            .stamp(NewAudit::new("auth.signed_out", state.clock.unix()))
+            .stamp(NewAudit::new(
+                AuditAction::AuthSignedOut,
+                state.clock.unix(),
+            ))
             .actor(Some(&user.id), &user.email)
             .target("user", &user.id, &user.email);
         state.store.record(&audit).await?;
-        tracing::info!(event = "auth.signed_out", user_id = %user.id, "signed out");
+        tracing::info!(event = %AuditAction::AuthSignedOut, user_id = %user.id, "signed out");
     }
     Ok(Redirect::to("/login?reason=signed_out").into_response())
 }
@@ -741,7 +745,7 @@ async fn send_reset(state: &AppState, email: &str, meta: ClientMeta) -> Result<(
         .create_password_reset(&user.id, &hash, now, now + RESET_TTL_SECS)
         .await?;
     let audit = meta
-        .stamp(NewAudit::new("auth.password_reset_requested", now))
+        .stamp(NewAudit::new(AuditAction::AuthPasswordResetRequested, now))
         .actor(Some(&user.id), &user.email)
         .target("user", &user.id, &user.email);
     state.store.record(&audit).await?;
@@ -842,7 +846,7 @@ pub async fn reset(
     let needs_two_step = new_password.chars().count() < state.config.min_password_length;
     let new_hash = state.passwords.hash(&f.password).await?;
     let audit = meta
-        .stamp(NewAudit::new("auth.password_reset", now))
+        .stamp(NewAudit::new(AuditAction::AuthPasswordReset, now))
         .actor(Some(&user.id), &user.email)
         .target("user", &user.id, &user.email);
     match state
@@ -868,7 +872,7 @@ pub async fn reset(
             return Ok((StatusCode::BAD_REQUEST, page).into_response());
         }
     }
-    tracing::info!(event = "auth.password_reset", user_id = %user.id, "password reset; other sessions signed out");
+    tracing::info!(event = %AuditAction::AuthPasswordReset, user_id = %user.id, "password reset; other sessions signed out");
     // Every other session ended with the new epoch; this browser starts signed out too.
     session.flush().await?;
     Ok(Redirect::to("/login?reason=password_reset").into_response())

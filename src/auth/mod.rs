@@ -1,5 +1,6 @@
 //! Accounts: sign-up, sign-in, sign-out; passwords, sessions and CSRF.
 
+pub mod actor;
 pub mod csrf;
 pub mod extract;
 mod handlers;
@@ -13,7 +14,7 @@ use axum::{
     routing::{get, post},
 };
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 pub use extract::{Chrome, CurrentUser};
 pub(crate) use handlers::login_page_with_error;

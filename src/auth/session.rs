@@ -84,8 +84,16 @@ pub async fn issue_form_token(session: &Session) -> Result<String> {
     Ok(t)
 }
 
-/// Consumes a one-time form token; false if it was never issued or already used.
-pub async fn consume_form_token(session: &Session, token: &str) -> Result<bool> {
+/// Consumes a one-time form token; false if it was never issued or already used. The
+/// session only says whether it issued the token: several identical submits arriving at
+/// once each load the session with the token still in it, so the store's claim decides
+/// which one of them uses it.
+pub async fn consume_form_token(
+    session: &Session,
+    store: &crate::store::Store,
+    token: &str,
+    now: i64,
+) -> Result<bool> {
     let mut tokens: Vec<String> = session.get(FORM_TOKENS).await?.unwrap_or_default();
     let before = tokens.len();
     tokens.retain(|t| t != token);
@@ -93,7 +101,7 @@ pub async fn consume_form_token(session: &Session, token: &str) -> Result<bool> 
         return Ok(false);
     }
     session.insert(FORM_TOKENS, tokens).await?;
-    Ok(true)
+    Ok(store.claim_once(token, now).await?)
 }
 
 /// Signs the user in on this session: a new session id (against fixation), a new CSRF

@@ -26,7 +26,7 @@ use super::{
     CurrentUser,
     session::{AUTHENTICATED_AT, REAUTHENTICATED_AT},
 };
-use crate::{app::AppState, error::Result};
+use crate::{error::Result, state::AppState};
 
 /// How recent a sign-in or confirmation must be.
 pub const WINDOW_SECS: i64 = 15 * 60;

@@ -34,7 +34,7 @@ use axum::{
 use sha2::{Digest, Sha256};
 use tower_sessions::cookie::{Cookie, SameSite};
 
-use crate::{app::AppState, audit::ClientMeta, error::AppError, store::FailureRules};
+use crate::{audit::ClientMeta, error::AppError, state::AppState, store::FailureRules};
 
 /// Failures in a row that cost nothing.
 pub const FREE_FAILURES: i64 = 5;

@@ -3,10 +3,11 @@
 //! `key.expired`, which webhooks subscribe to) and an email. "Once" holds across restarts
 //! and across nodes: the `key_notices` row is claimed in the same transaction as the event.
 
+use crate::audit::AuditAction;
 use std::time::Duration;
 
 use crate::{
-    app::AppState,
+    state::AppState,
     store::{ApiKey, NewAudit},
     templates::exact_utc,
 };
@@ -58,9 +59,9 @@ async fn notify(state: &AppState, key: &ApiKey, kind: &str, now: i64) -> anyhow:
         return Ok(false);
     };
     let action = if kind == "expired" {
-        "key.expired"
+        AuditAction::KeyExpired
     } else {
-        "key.expiring"
+        AuditAction::KeyExpiring
     };
     let audit = NewAudit::new(action, now)
         .org(&key.org_id)
@@ -110,7 +111,7 @@ async fn notify(state: &AppState, key: &ApiKey, kind: &str, now: i64) -> anyhow:
     for to in recipients(state, key).await? {
         state.mailer.send(&to, &subject, &body).await;
     }
-    tracing::info!(event = action, key_id = %key.id, notice = kind, "expiry notice sent");
+    tracing::info!(event = %action, key_id = %key.id, notice = kind, "expiry notice sent");
     Ok(true)
 }
 

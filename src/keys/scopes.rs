@@ -132,6 +132,15 @@ impl ScopeCatalog {
         self.scopes.iter().find(|s| s.name == name)
     }
 
+    /// The requested scopes the catalog knows, deduplicated, in catalog order.
+    pub fn in_catalog_order(&self, requested: &[String]) -> Vec<String> {
+        self.scopes
+            .iter()
+            .filter(|s| requested.contains(&s.name))
+            .map(|s| s.name.clone())
+            .collect()
+    }
+
     /// Scopes this role may put on a key.
     pub fn grantable_by(&self, role: Role) -> impl Iterator<Item = &ScopeDef> {
         self.scopes
@@ -148,12 +157,7 @@ impl ScopeCatalog {
                 return Err(ScopeError::NotGrantable(r.clone()));
             }
         }
-        let chosen: Vec<String> = self
-            .scopes
-            .iter()
-            .filter(|s| requested.contains(&s.name))
-            .map(|s| s.name.clone())
-            .collect();
+        let chosen = self.in_catalog_order(requested);
         if chosen.is_empty() {
             return Err(ScopeError::Empty);
         }
@@ -191,12 +195,7 @@ impl ScopeCatalog {
                 return Err(ScopeError::NotGrantable(c.clone()));
             }
         }
-        let chosen: Vec<String> = self
-            .scopes
-            .iter()
-            .filter(|s| requested.contains(&s.name))
-            .map(|s| s.name.clone())
-            .collect();
+        let chosen = self.in_catalog_order(requested);
         if chosen.is_empty() {
             return Err(ScopeError::Empty);
         }

@@ -10,6 +10,7 @@
 //! organization's admins are emailed. The answer is GitHub's format:
 //! `[{"token_raw", "token_type", "label": "true_positive" | "false_positive"}]`.
 
+use crate::audit::AuditAction;
 use std::path::Path;
 
 use anyhow::{Context, bail};
@@ -29,9 +30,9 @@ use p256::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    app::AppState,
     error::Result,
     keys::token::PlainKey,
+    state::AppState,
     store::{ApiKey, NewAudit},
 };
 
@@ -223,7 +224,7 @@ async fn handle_leak(state: &AppState, key: &ApiKey, r: &Reported) -> Result<()>
     let now = state.clock.unix();
     let revoke = state.config.leak_action == LeakAction::Revoke;
     let active = key.revoked_at.is_none_or(|t| t > now);
-    let leaked = NewAudit::new("key.leaked", now)
+    let leaked = NewAudit::new(AuditAction::KeyLeaked, now)
         .org(&key.org_id)
         .actor(None, "GitHub secret scanning")
         .target("api_key", &key.id, &key.name)
@@ -233,7 +234,7 @@ async fn handle_leak(state: &AppState, key: &ApiKey, r: &Reported) -> Result<()>
             "type": r.token_type,
             "action": if revoke && active { "revoked" } else { "notified" },
         }));
-    let revoked_audit = NewAudit::new("key.revoked", now)
+    let revoked_audit = NewAudit::new(AuditAction::KeyRevoked, now)
         .org(&key.org_id)
         .actor(None, "GitHub secret scanning")
         .target("api_key", &key.id, &key.name)
@@ -249,7 +250,7 @@ async fn handle_leak(state: &AppState, key: &ApiKey, r: &Reported) -> Result<()>
             (revoke && active).then_some(&revoked_audit),
         )
         .await?;
-    tracing::warn!(event = "key.leaked", key_id = %key.id, org_id = %key.org_id, revoked = revoke && active, "API key reported as leaked");
+    tracing::warn!(event = %AuditAction::KeyLeaked, key_id = %key.id, org_id = %key.org_id, revoked = revoke && active, "API key reported as leaked");
     let subject = format!("API key “{}” was found in public", key.name);
     let what = if revoke && active {
         "Keyward revoked it: requests using it are refused from now on. Create or roll a key to replace it."

@@ -1,3 +1,4 @@
+use crate::audit::AuditAction;
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::{
@@ -11,11 +12,11 @@ use serde_json::json;
 
 use super::{INVITATION_TTL_SECS, link_token_hash, new_link_token};
 use crate::{
-    app::AppState,
     audit::ClientMeta,
     auth::{Chrome, CurrentUser, normalize_email, session::ORG_ID, valid_email},
     error::{AppError, Result},
     orgs::{Action, Role},
+    state::AppState,
     store::{Invitation, MemberChange, NewAudit},
     templates::TimeView,
 };
@@ -200,7 +201,7 @@ pub async fn set_role(
         .ok_or(AppError::NotFound)?;
     let now = state.clock.unix();
     let audit = cu
-        .audit("member.role_changed", &meta, now)
+        .audit(AuditAction::MemberRoleChanged, &meta, now)
         .target("user", &user.id, &user.email)
         .details(json!({ "from": target.role, "to": f.role }));
     match state
@@ -246,9 +247,9 @@ pub async fn remove(
         .await?
         .ok_or(AppError::NotFound)?;
     let now = state.clock.unix();
-    let audit = cu
-        .audit("member.removed", &meta, now)
-        .target("user", &user.id, &user.email);
+    let audit =
+        cu.audit(AuditAction::MemberRemoved, &meta, now)
+            .target("user", &user.id, &user.email);
     match state.store.remove_member(cu.org_id(), &user_id, &audit).await? {
         MemberChange::Done => {
             cu.flash(
@@ -288,9 +289,9 @@ pub async fn transfer(
     }
     let user = state.store.user(&f.to).await?.ok_or(AppError::NotFound)?;
     let now = state.clock.unix();
-    let audit =
-        cu.audit("org.ownership_transferred", &meta, now)
-            .target("user", &user.id, &user.email);
+    let audit = cu
+        .audit(AuditAction::OrgOwnershipTransferred, &meta, now)
+        .target("user", &user.id, &user.email);
     match state
         .store
         .transfer_ownership(cu.org_id(), &cu.user.id, &f.to, &audit)
@@ -325,9 +326,9 @@ pub async fn leave(
         ));
     }
     let now = state.clock.unix();
-    let audit = cu
-        .audit("member.left", &meta, now)
-        .target("user", &cu.user.id, &cu.user.email);
+    let audit =
+        cu.audit(AuditAction::MemberLeft, &meta, now)
+            .target("user", &cu.user.id, &cu.user.email);
     match state
         .store
         .remove_member(cu.org_id(), &cu.user.id, &audit)
@@ -450,7 +451,7 @@ pub async fn invite(
         revoked_at: None,
     };
     let audit = cu
-        .audit("invitation.created", &meta, now)
+        .audit(AuditAction::InvitationCreated, &meta, now)
         .target("invitation", &inv.id, &email)
         .details(json!({ "role": f.role }));
     state.store.create_invitation(&inv, &hash, &audit).await?;
@@ -482,9 +483,11 @@ pub async fn revoke_invitation(
 ) -> Result<Response> {
     let inv = managed_invitation(&state, &cu, &id, &f.org).await?;
     let now = state.clock.unix();
-    let audit =
-        cu.audit("invitation.revoked", &meta, now)
-            .target("invitation", &inv.id, &inv.email);
+    let audit = cu.audit(AuditAction::InvitationRevoked, &meta, now).target(
+        "invitation",
+        &inv.id,
+        &inv.email,
+    );
     if state
         .store
         .revoke_invitation(cu.org_id(), &id, now, &audit)
@@ -514,9 +517,11 @@ pub async fn resend_invitation(
     let now = state.clock.unix();
     let (token, hash) = new_link_token().map_err(AppError::internal)?;
     let expires_at = now + INVITATION_TTL_SECS;
-    let audit = cu
-        .audit("invitation.resent", &meta, now)
-        .target("invitation", &inv.id, &inv.email);
+    let audit = cu.audit(AuditAction::InvitationResent, &meta, now).target(
+        "invitation",
+        &inv.id,
+        &inv.email,
+    );
     if !state
         .store
         .reissue_invitation(cu.org_id(), &id, &hash, expires_at, &audit)
@@ -639,7 +644,7 @@ pub async fn accept(
     }
     let now = state.clock.unix();
     let audit = meta
-        .stamp(NewAudit::new("invitation.accepted", now))
+        .stamp(NewAudit::new(AuditAction::InvitationAccepted, now))
         .org(&inv.org_id)
         .actor(Some(&cu.user.id), &cu.user.email)
         .target("invitation", &inv.id, &inv.email)

@@ -1,3 +1,4 @@
+use crate::audit::AuditAction;
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::{
@@ -9,12 +10,12 @@ use axum::{
 use serde::Deserialize;
 
 use crate::{
-    app::AppState,
     audit::ClientMeta,
     auth::{Chrome, CurrentUser, session::ORG_ID},
     error::{AppError, Result},
-    keys::handlers::{WINDOWS, optional_count, window_name},
+    keys::model::{RateWindow, optional_count},
     orgs::Action,
+    state::AppState,
 };
 
 #[derive(Template, WebTemplate)]
@@ -66,7 +67,12 @@ pub async fn create(
     let now = state.clock.unix();
     let org = state
         .store
-        .create_org(&cu.user.id, &name, now, cu.audit("org.created", &meta, now))
+        .create_org(
+            &cu.user.id,
+            &name,
+            now,
+            cu.audit(AuditAction::OrgCreated, &meta, now),
+        )
         .await?;
     cu.session.insert(ORG_ID, &org.id).await?;
     cu.flash(
@@ -108,6 +114,9 @@ struct SettingsPage {
     can_edit: bool,
     /// "API keys may create and roll keys".
     api_keys_can_create_keys: bool,
+    key_require_description: bool,
+    /// (value, label, selected) of the default expiries.
+    key_expiries: Vec<(&'static str, &'static str, bool)>,
     rate_limit: String,
     windows: Vec<(&'static str, &'static str, bool)>,
     daily_quota: String,
@@ -126,10 +135,15 @@ fn settings_page(
         chrome,
         can_edit,
         api_keys_can_create_keys: false,
-        rate_limit,
-        windows: WINDOWS
+        key_require_description: false,
+        key_expiries: DEFAULT_EXPIRIES
             .iter()
-            .map(|(v, l, _)| (*v, *l, *v == window))
+            .map(|(v, l)| (*v, *l, *v == "90d"))
+            .collect(),
+        rate_limit,
+        windows: RateWindow::ALL
+            .iter()
+            .map(|w| (w.name(), w.label(), w.name() == window))
             .collect(),
         daily_quota,
         error,
@@ -148,15 +162,74 @@ pub async fn settings(State(state): State<AppState>, cu: CurrentUser) -> Result<
         org.default_rate_limit
             .map(|n| n.to_string())
             .unwrap_or_default(),
-        window_name(org.default_rate_window_secs),
+        RateWindow::from_secs(org.default_rate_window_secs)
+            .unwrap_or_default()
+            .name(),
         org.default_daily_quota
             .map(|n| n.to_string())
             .unwrap_or_default(),
         None,
     );
     page.api_keys_can_create_keys = org.api_keys_can_create_keys;
+    page.key_require_description = org.key_require_description;
+    for e in &mut page.key_expiries {
+        e.2 = e.0 == org.key_default_expiry;
+    }
     Ok(page.into_response())
 }
+
+#[derive(Deserialize)]
+pub struct KeyPolicyForm {
+    #[serde(default)]
+    org: String,
+    require_description: Option<String>,
+    #[serde(default)]
+    default_expiry: String,
+}
+
+/// Settings → Key defaults → Key policy (admins and owners).
+pub async fn save_key_policy(
+    State(state): State<AppState>,
+    cu: CurrentUser,
+    meta: ClientMeta,
+    Form(f): Form<KeyPolicyForm>,
+) -> Result<Response> {
+    cu.require(Action::ManageMembers)?;
+    cu.same_org(&f.org)?;
+    if !DEFAULT_EXPIRIES.iter().any(|(v, _)| *v == f.default_expiry) {
+        return Err(AppError::bad_request(
+            "Choose a default expiry: 7 days, 30 days, 90 days, 1 year or no expiration.",
+        ));
+    }
+    let require = f.require_description.is_some();
+    let now = state.clock.unix();
+    let audit = cu
+        .audit(AuditAction::OrgKeyPolicyChanged, &meta, now)
+        .target("organization", cu.org_id(), &cu.org.org_name)
+        .details(serde_json::json!({
+            "require_description": require,
+            "default_expiry": f.default_expiry,
+        }));
+    state
+        .store
+        .set_key_policy(cu.org_id(), require, &f.default_expiry, &audit)
+        .await?;
+    cu.flash(
+        "success",
+        "Saved the key policy. It applies to keys created or edited from now on.",
+    )
+    .await?;
+    Ok(Redirect::to("/settings/organization").into_response())
+}
+
+/// The expiries a policy may preselect: the create form's, without "custom date".
+const DEFAULT_EXPIRIES: [(&str, &str); 5] = [
+    ("7d", "7 days"),
+    ("30d", "30 days"),
+    ("90d", "90 days"),
+    ("1y", "1 year"),
+    ("never", "No expiration"),
+];
 
 #[derive(Deserialize)]
 pub struct ApiAccessForm {
@@ -176,7 +249,7 @@ pub async fn save_api_access(
     let on = f.api_keys_can_create_keys.is_some();
     let now = state.clock.unix();
     let audit = cu
-        .audit("org.api_key_management_changed", &meta, now)
+        .audit(AuditAction::OrgApiKeyManagementChanged, &meta, now)
         .target("organization", cu.org_id(), &cu.org.org_name)
         .details(serde_json::json!({ "api_keys_can_create_keys": on }));
     state
@@ -212,13 +285,13 @@ pub async fn save_settings(
     Form(f): Form<DefaultsForm>,
 ) -> Result<Response> {
     cu.require(Action::ManageMembers)?;
-    let window = WINDOWS.iter().find(|(v, _, _)| *v == f.rate_window);
+    let window = RateWindow::from_name(&f.rate_window);
     let parsed = optional_count(&f.rate_limit, "The default rate limit")
         .and_then(|r| optional_count(&f.daily_quota, "The default daily quota").map(|q| (r, q)))
         .and_then(|rq| {
             window
-                .map(|w| (rq, w.2))
-                .ok_or_else(|| "Choose per second, per minute or per hour.".to_string())
+                .map(|w| (rq, w.secs()))
+                .ok_or_else(|| RateWindow::CHOOSE.to_string())
         });
     let ((rate, quota), secs) = match parsed {
         Ok(v) => v,
@@ -236,7 +309,7 @@ pub async fn save_settings(
     };
     let now = state.clock.unix();
     let audit = cu
-        .audit("org.defaults_updated", &meta, now)
+        .audit(AuditAction::OrgDefaultsUpdated, &meta, now)
         .target("organization", cu.org_id(), &cu.org.org_name)
         .details(serde_json::json!({ "rate_limit": rate, "rate_window_secs": secs, "daily_quota": quota }));
     state

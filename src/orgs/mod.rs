@@ -8,7 +8,7 @@ use axum::{
     routing::{get, post},
 };
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 pub use roles::{Action, Role};
 
@@ -24,5 +24,9 @@ pub fn router() -> Router<AppState> {
         .route(
             "/settings/organization/api-access",
             post(handlers::save_api_access),
+        )
+        .route(
+            "/settings/organization/key-policy",
+            post(handlers::save_key_policy),
         )
 }

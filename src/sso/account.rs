@@ -8,9 +8,9 @@ use axum::{
 };
 
 use crate::{
-    app::AppState,
     auth::{Chrome, CurrentUser},
     error::Result,
+    state::AppState,
     templates::TimeView,
 };
 

@@ -2,6 +2,7 @@
 //! becomes. Every way this can fail ends on a failure page: no session, and an audit row
 //! whenever the browser had a sign-in in flight.
 
+use crate::audit::AuditAction;
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::{
@@ -15,7 +16,6 @@ use tower_sessions::Session;
 
 use super::{OperatorProvider, Source, SsoFailure, VerifiedIdentity, oidc::Pending};
 use crate::{
-    app::AppState,
     audit::ClientMeta,
     auth::{
         CurrentUser, normalize_email,
@@ -24,6 +24,7 @@ use crate::{
     },
     config::SignupMode,
     error::{AppError, Result},
+    state::AppState,
     store::{NewAudit, SsoConnection, SsoIdentity, SsoJoin, StoreError, User},
 };
 
@@ -314,7 +315,10 @@ pub async fn unlink(
         return Ok(Redirect::to("/settings/account").into_response());
     }
     let audit = meta
-        .stamp(NewAudit::new("account.sso_unlinked", state.clock.unix()))
+        .stamp(NewAudit::new(
+            AuditAction::AccountSsoUnlinked,
+            state.clock.unix(),
+        ))
         .actor(Some(&cu.user.id), &cu.user.email)
         .target("user", &cu.user.id, &cu.user.email)
         .details(serde_json::json!({
@@ -362,7 +366,7 @@ pub async fn callback(
         if pending.is_empty() && signed_in.is_none() {
             // Nothing was started in this browser: a stray or forged request. Logged, but
             // not audited, so anonymous requests cannot fill the audit log.
-            tracing::warn!(event = "auth.sso_failed", reason = "invalid_state", ip = %meta.ip, "SSO callback without a sign-in in flight");
+            tracing::warn!(event = %AuditAction::AuthSsoFailed, reason = "invalid_state", ip = %meta.ip, "SSO callback without a sign-in in flight");
             return Ok(page(&SsoFailure::UnknownState, false));
         }
         let f = SsoFailure::UnknownState;
@@ -587,14 +591,14 @@ async fn create_account(
         default_role: c.default_role.clone(),
         invitation: invitation.map(|inv| {
             let audit = meta
-                .stamp(NewAudit::new("invitation.accepted", now))
+                .stamp(NewAudit::new(AuditAction::InvitationAccepted, now))
                 .org(&inv.org_id)
                 .target("invitation", &inv.id, &inv.email)
                 .details(serde_json::json!({ "role": inv.role, "via": "sso" }));
             (inv, audit)
         }),
         audit: meta
-            .stamp(NewAudit::new("member.joined", now))
+            .stamp(NewAudit::new(AuditAction::MemberJoined, now))
             .actor(None, email)
             .target("user", "", email)
             .details(serde_json::json!({ "via": "sso", "connection": c.name })),
@@ -606,7 +610,7 @@ async fn create_account(
         if name.is_empty() { email } else { name }
     );
     let signup = meta
-        .stamp(NewAudit::new("user.signed_up", now))
+        .stamp(NewAudit::new(AuditAction::UserSignedUp, now))
         .details(identity_details(source, id));
     let identity = identity_row(source, id, "", now);
     Ok(state
@@ -680,7 +684,7 @@ async fn link_to(
         return Err(SsoFailure::IssuerAlreadyLinked.into());
     }
     let mut audit = meta
-        .stamp(NewAudit::new("account.sso_linked", now))
+        .stamp(NewAudit::new(AuditAction::AccountSsoLinked, now))
         .actor(Some(&user.id), &user.email)
         .target("user", &user.id, &user.email)
         .details(serde_json::json!({
@@ -718,7 +722,7 @@ async fn finish_sign_in(
     let mut details = identity_details(source, id);
     details["account"] = serde_json::Value::from(how);
     let mut audit = meta
-        .stamp(NewAudit::new("auth.signed_in", now))
+        .stamp(NewAudit::new(AuditAction::AuthSignedIn, now))
         .actor(Some(&user.id), &user.email)
         .target("user", &user.id, &user.email)
         .details(details);
@@ -730,7 +734,7 @@ async fn finish_sign_in(
         _ => None,
     };
     state.store.sso_signed_in(&identity, &audit).await?;
-    tracing::info!(event = "auth.signed_in", user_id = %user.id, ip = %meta.ip, method = "sso", issuer = %id.issuer, "signed in");
+    tracing::info!(event = %AuditAction::AuthSignedIn, user_id = %user.id, ip = %meta.ip, method = "sso", issuer = %id.issuer, "signed in");
     session::sign_in(session, &user, landing_org.as_deref(), meta, now).await?;
     // An organization's two-step policy leaves sign-ins through its own connection to its
     // provider; any other SSO sign-in (an operator-wide provider, another organization's
@@ -841,7 +845,10 @@ async fn record_failure(
         .into();
     }
     let mut audit = meta
-        .stamp(NewAudit::new("auth.sso_failed", state.clock.unix()))
+        .stamp(NewAudit::new(
+            AuditAction::AuthSsoFailed,
+            state.clock.unix(),
+        ))
         .details(details);
     if let Some(u) = signed_in {
         audit = audit.actor(Some(&u.id), &u.email);
@@ -852,7 +859,7 @@ async fn record_failure(
             .target("sso_connection", &c.id, &c.name);
     }
     state.store.record(&audit).await?;
-    tracing::warn!(event = "auth.sso_failed", reason = f.reason(), detail = %f, ip = %meta.ip, "SSO sign-in failed");
+    tracing::warn!(event = %AuditAction::AuthSsoFailed, reason = f.reason(), detail = %f, ip = %meta.ip, "SSO sign-in failed");
     Ok(())
 }
 

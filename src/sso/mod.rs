@@ -27,7 +27,7 @@ use axum::{
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use crate::{app::AppState, store::SsoConnection};
+use crate::{state::AppState, store::SsoConnection};
 
 pub use crate::secretbox::SecretBox;
 pub(crate) use handlers::link_after_password;

@@ -1,6 +1,7 @@
 //! Settings → SSO: an organization's OpenID Connect connections (admins and owners).
 //! Client secrets are write-only: sealed on save, never rendered.
 
+use crate::audit::AuditAction;
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::{
@@ -13,11 +14,11 @@ use serde::Deserialize;
 
 use super::parse_domains;
 use crate::{
-    app::AppState,
     audit::ClientMeta,
     auth::{Chrome, CurrentUser},
     error::{AppError, Result},
     orgs::{Action, Role},
+    state::AppState,
     store::{NewAudit, SsoConnection, SsoConnectionInput},
     templates::TimeView,
 };
@@ -322,9 +323,9 @@ async fn save(
         None => None,
     };
     let action = if id.is_some() {
-        "sso.connection_updated"
+        AuditAction::SsoConnectionUpdated
     } else {
-        "sso.connection_created"
+        AuditAction::SsoConnectionCreated
     };
     let audit = meta
         .stamp(NewAudit::new(action, state.clock.unix()))
@@ -392,7 +393,10 @@ pub async fn delete(
     cu.same_org(&f.org)?;
     let c = connection(&state, &cu, &id).await?;
     let audit = meta
-        .stamp(NewAudit::new("sso.connection_deleted", state.clock.unix()))
+        .stamp(NewAudit::new(
+            AuditAction::SsoConnectionDeleted,
+            state.clock.unix(),
+        ))
         .org(cu.org_id())
         .actor(Some(&cu.user.id), &cu.user.email)
         .target("sso_connection", &c.id, &c.name)

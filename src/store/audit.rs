@@ -21,9 +21,11 @@ pub struct NewAudit {
 }
 
 impl NewAudit {
-    pub fn new(action: &str, occurred_at: i64) -> Self {
+    /// `action` is an [`AuditAction`](crate::audit::AuditAction); the application never
+    /// spells one out (tests and tools may pass the stored form).
+    pub fn new(action: impl AsRef<str>, occurred_at: i64) -> Self {
         Self {
-            action: action.to_string(),
+            action: action.as_ref().to_string(),
             occurred_at,
             details: "{}".into(),
             ..Self::default()

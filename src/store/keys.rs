@@ -232,6 +232,23 @@ macro_rules! commit_key_write {
     }};
 }
 
+/// One key write, in a transaction: `$update` (an `UPDATE … RETURNING key_hash` run on
+/// `$tx`) and, if it matched a key, the audit row, the NOTIFY and the commit. Evaluates to
+/// `Ok(whether it matched)`; an unmatched write rolls back and records nothing.
+macro_rules! write_key {
+    ($store:expr, $pool:expr, $audit:expr, |$tx:ident| $update:expr) => {{
+        let mut $tx = $pool.begin().await?;
+        let hash: Option<Vec<u8>> = $update;
+        match hash {
+            None => Ok(false),
+            Some(hash) => {
+                commit_key_write!($store, $tx, &hash, $audit);
+                Ok(true)
+            }
+        }
+    }};
+}
+
 /// Postgres channel on which key writes announce the changed hash (hex).
 pub const NOTIFY_CHANNEL: &str = "keyward_keys";
 
@@ -421,8 +438,8 @@ impl Store {
         audit: &NewAudit,
     ) -> Result<bool> {
         with_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            let hash: Option<Vec<u8>> = sqlx::query_scalar(
+            write_key!(self, pool, audit, |tx| {
+                sqlx::query_scalar(
                 "UPDATE api_keys SET name = $3, description = $4, scopes = $5, expires_at = $6, \
                  updated_at = $7, metadata = $8, rate_limit = $9, rate_window_secs = $10, \
                  rate_burst = $11, daily_quota = $12, ip_allowlist = $13, name_lower = $14 \
@@ -445,12 +462,8 @@ impl Store {
             .bind(&c.limits.ip_allowlist)
             .bind(c.name.to_lowercase())
             .fetch_optional(&mut *tx)
-            .await?;
-            let Some(hash) = hash else {
-                return Ok(false);
-            };
-            commit_key_write!(self, tx, &hash, audit);
-            Ok(true)
+            .await?
+            })
         })
     }
 
@@ -465,8 +478,8 @@ impl Store {
         audit: &NewAudit,
     ) -> Result<bool> {
         with_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            let hash: Option<Vec<u8>> = sqlx::query_scalar(
+            write_key!(self, pool, audit, |tx| {
+                sqlx::query_scalar(
                 "UPDATE api_keys SET enabled = $3, updated_at = $4 \
                  WHERE id = $1 AND org_id = $2 AND enabled <> $3 \
                    AND (revoked_at IS NULL OR revoked_at > $4) AND (expires_at IS NULL OR expires_at > $4) \
@@ -477,12 +490,8 @@ impl Store {
             .bind(enabled)
             .bind(now)
             .fetch_optional(&mut *tx)
-            .await?;
-            let Some(hash) = hash else {
-                return Ok(false);
-            };
-            commit_key_write!(self, tx, &hash, audit);
-            Ok(true)
+            .await?
+            })
         })
     }
 
@@ -496,8 +505,7 @@ impl Store {
         audit: &NewAudit,
     ) -> Result<bool> {
         with_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            let hash: Option<Vec<u8>> = sqlx::query_scalar(
+            write_key!(self, pool, audit, |tx| sqlx::query_scalar(
                 "UPDATE api_keys SET revoked_at = $3, updated_at = $3 \
                  WHERE id = $1 AND org_id = $2 AND (revoked_at IS NULL OR revoked_at > $3) \
                  RETURNING key_hash",
@@ -506,12 +514,7 @@ impl Store {
             .bind(org_id)
             .bind(now)
             .fetch_optional(&mut *tx)
-            .await?;
-            let Some(hash) = hash else {
-                return Ok(false);
-            };
-            commit_key_write!(self, tx, &hash, audit);
-            Ok(true)
+            .await?)
         })
     }
 

@@ -141,6 +141,30 @@ impl Store {
     }
 
     /// A cheap round trip, for readiness checks.
+    /// Claims a one-time token: true the first time, false ever after. A primary-key
+    /// insert, so of several concurrent claims exactly one wins (on both backends). Claims
+    /// older than a day are forgotten (form tokens live in sessions that expire sooner).
+    pub async fn claim_once(&self, token: &str, now: i64) -> Result<bool> {
+        use sha2::Digest;
+        let hash = hex::encode(sha2::Sha256::digest(token.as_bytes()));
+        with_pool!(self, |pool| {
+            sqlx::query("DELETE FROM used_form_tokens WHERE used_at < $1")
+                .bind(now - 86_400)
+                .execute(pool)
+                .await?;
+            let claimed = sqlx::query(
+                "INSERT INTO used_form_tokens (token_hash, used_at) VALUES ($1, $2) \
+                 ON CONFLICT (token_hash) DO NOTHING",
+            )
+            .bind(&hash)
+            .bind(now)
+            .execute(pool)
+            .await?
+            .rows_affected();
+            Ok(claimed == 1)
+        })
+    }
+
     pub async fn ping(&self) -> Result<()> {
         with_pool!(self, |pool| {
             sqlx::query("SELECT 1").execute(pool).await?;

@@ -17,6 +17,10 @@ pub struct Org {
     pub api_keys_can_create_keys: bool,
     /// Members who sign in with a password must have a second factor.
     pub require_two_step: bool,
+    /// Key policy: every key needs a description.
+    pub key_require_description: bool,
+    /// Key policy: the expiry the create form starts on (`7d`, `30d`, `90d`, `1y`, `never`).
+    pub key_default_expiry: String,
 }
 
 /// A user's membership, with the organization's name.

@@ -2,6 +2,7 @@
 //! verifier (about once a second) so that a verification costs no database write.
 
 use super::{NewAudit, Result, Store, audit::insert_audit, with_pool};
+use crate::audit::AuditAction;
 
 /// Verifications of one key on one UTC day since the last flush.
 #[derive(Debug, Clone)]
@@ -48,7 +49,7 @@ impl Store {
                 .rows_affected()
                     == 1;
                 if first {
-                    let audit = NewAudit::new("key.first_used", d.first_used_at)
+                    let audit = NewAudit::new(AuditAction::KeyFirstUsed, d.first_used_at)
                         .org(&d.org_id)
                         .target("api_key", &d.key_id, &d.key_name);
                     insert_audit!(&mut *tx, &audit)?;

@@ -3,6 +3,7 @@
 use super::{
     NewAudit, Result, Store, audit::insert_audit, two_step::lock_and_has_factor, with_pool,
 };
+use crate::audit::AuditAction;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct User {
@@ -241,7 +242,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             if pending > 0 {
-                let mut failed = NewAudit::new("auth.sign_in_failed", now)
+                let mut failed = NewAudit::new(AuditAction::AuthSignInFailed, now)
                     .actor(Some(user_id), &email)
                     .target("user", user_id, &email)
                     .details(serde_json::json!({ "count": pending }));
@@ -351,7 +352,7 @@ impl Store {
                 let mut disabled = audit.clone().details(serde_json::json!({
                     "consecutive": rules.disable_after,
                 }));
-                disabled.action = "auth.password_disabled".into();
+                disabled.action = AuditAction::AuthPasswordDisabled.as_str().into();
                 insert_audit!(&mut *tx, &disabled)?;
             }
             tx.commit().await?;

@@ -1,6 +1,7 @@
 //! Settings → Account → Security (authenticator app, recovery codes), the step-up confirm
 //! page, and the second step of a password sign-in.
 
+use crate::audit::AuditAction;
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::{
@@ -15,13 +16,13 @@ use tower_sessions::Session;
 
 use super::{CodeCheck, MAX_ATTEMPTS, SECURITY_PATH, account_audit, recovery, totp};
 use crate::{
-    app::AppState,
     audit::ClientMeta,
     auth::{
         Chrome, CurrentUser, session,
         stepup::{self, SteppedUp},
     },
     error::{AppError, Result},
+    state::AppState,
     store::FactorRemoval,
     templates::TimeView,
 };
@@ -191,7 +192,7 @@ pub async fn totp_enable(
     } else {
         None
     };
-    let audit = account_audit(&cu, &meta, "account.totp_enabled", now);
+    let audit = account_audit(&cu, &meta, AuditAction::AccountTotpEnabled, now);
     let sealed = super::seal_secret(&state, &secret, &cu.user.id)?;
     if !state
         .store
@@ -209,7 +210,7 @@ pub async fn totp_enable(
         return Ok(Redirect::to(SECURITY_PATH).into_response());
     }
     cu.session.remove::<String>(ENROLLING).await?;
-    tracing::info!(event = "account.totp_enabled", user_id = %cu.user.id, "authenticator app enrolled");
+    tracing::info!(event = %AuditAction::AccountTotpEnabled, user_id = %cu.user.id, "authenticator app enrolled");
     if let Some((plain, _)) = codes {
         show_codes_once(&state, &cu, plain).await?;
         return Ok(Redirect::to("/settings/account/security/recovery-codes").into_response());
@@ -237,10 +238,10 @@ pub async fn totp_remove(
     meta: ClientMeta,
 ) -> Result<Response> {
     let now = state.clock.unix();
-    let audit = account_audit(&cu, &meta, "account.totp_removed", now);
+    let audit = account_audit(&cu, &meta, AuditAction::AccountTotpRemoved, now);
     match state.store.remove_totp(&cu.user.id, &audit).await? {
         FactorRemoval::Removed => {
-            tracing::info!(event = "account.totp_removed", user_id = %cu.user.id, "authenticator app removed");
+            tracing::info!(event = %AuditAction::AccountTotpRemoved, user_id = %cu.user.id, "authenticator app removed");
             cu.flash("success", "Authenticator app removed.").await?;
         }
         FactorRemoval::NotFound => {
@@ -312,14 +313,14 @@ pub async fn recovery_codes_regenerate(
     let audit = account_audit(
         &cu,
         &meta,
-        "account.recovery_codes_regenerated",
+        AuditAction::AccountRecoveryCodesRegenerated,
         state.clock.unix(),
     );
     state
         .store
         .regenerate_recovery_codes(&cu.user.id, &hashes, &audit)
         .await?;
-    tracing::info!(event = "account.recovery_codes_regenerated", user_id = %cu.user.id, "new recovery codes");
+    tracing::info!(event = %AuditAction::AccountRecoveryCodesRegenerated, user_id = %cu.user.id, "new recovery codes");
     show_codes_once(&state, &cu, plain).await?;
     Ok(Redirect::to("/settings/account/security/recovery-codes").into_response())
 }
@@ -471,7 +472,7 @@ pub(crate) async fn confirm_failed(cu: &CurrentUser) -> Result<Option<Response>>
     }
     // (Wrong passwords and codes were counted as failed sign-ins as they came.)
     cu.session.flush().await?;
-    tracing::warn!(event = "auth.sign_in_failed", user_id = %cu.user.id, reason = "step_up", "too many wrong confirmations; signed out");
+    tracing::warn!(event = %AuditAction::AuthSignInFailed, user_id = %cu.user.id, reason = "step_up", "too many wrong confirmations; signed out");
     Ok(Some(Redirect::to("/login?reason=expired").into_response()))
 }
 
@@ -553,7 +554,7 @@ pub async fn two_step_submit(
     if !f.recovery_code.trim().is_empty() {
         let audit = meta
             .stamp(crate::store::NewAudit::new(
-                "account.recovery_code_used",
+                AuditAction::AccountRecoveryCodeUsed,
                 now,
             ))
             .actor(Some(&user.id), &user.email)
@@ -567,7 +568,7 @@ pub async fn two_step_submit(
             )
             .await?
         {
-            tracing::info!(event = "account.recovery_code_used", user_id = %user.id, remaining = left, "recovery code used");
+            tracing::info!(event = %AuditAction::AccountRecoveryCodeUsed, user_id = %user.id, remaining = left, "recovery code used");
             let to = super::complete(
                 &state,
                 &session,

@@ -6,6 +6,7 @@
 //! go next, wrong attempts), and `/login/two-step` finishes it with a code, a passkey or a
 //! recovery code ([`complete`]), or drops it after [`MAX_ATTEMPTS`] wrong ones.
 
+use crate::audit::AuditAction;
 mod handlers;
 mod passkeys;
 mod policy;
@@ -22,10 +23,10 @@ use serde::{Deserialize, Serialize};
 use tower_sessions::Session;
 
 use crate::{
-    app::AppState,
     audit::ClientMeta,
     auth::{CurrentUser, session, throttle},
     error::{AppError, Result},
+    state::AppState,
     store::{NewAudit, SignInGate, User},
 };
 
@@ -182,7 +183,7 @@ pub(crate) async fn complete(
     let next = &pending.next;
     let now = state.clock.unix();
     let audit = meta
-        .stamp(NewAudit::new("auth.signed_in", now))
+        .stamp(NewAudit::new(AuditAction::AuthSignedIn, now))
         .actor(Some(&user.id), &user.email)
         .target("user", &user.id, &user.email)
         .details(serde_json::json!({ "method": method }));
@@ -190,7 +191,7 @@ pub(crate) async fn complete(
         .store
         .login_succeeded(&user.id, &pending.device, None, throttle::RULES, &audit)
         .await?;
-    tracing::info!(event = "auth.signed_in", user_id = %user.id, ip = %meta.ip, method, "signed in");
+    tracing::info!(event = %AuditAction::AuthSignedIn, user_id = %user.id, ip = %meta.ip, method, "signed in");
     session::sign_in(session, user, None, meta, now).await?;
     session::set_sign_in_method(session, method).await?;
     Ok(session::safe_next(Some(next)))
@@ -223,7 +224,10 @@ pub(crate) async fn count_wrong_answer(
     reason: &str,
 ) -> Result<()> {
     let audit = meta
-        .stamp(NewAudit::new("auth.sign_in_failed", state.clock.unix()))
+        .stamp(NewAudit::new(
+            AuditAction::AuthSignInFailed,
+            state.clock.unix(),
+        ))
         .actor(Some(&user.id), &user.email)
         .target("user", &user.id, &user.email)
         .details(serde_json::json!({ "reason": reason }));
@@ -255,7 +259,7 @@ pub(crate) async fn failed_attempt(
         return Ok(false);
     }
     session.remove::<Pending>(PENDING).await?;
-    tracing::warn!(event = "auth.sign_in_failed", user_id = %user.id, ip = %meta.ip, reason = "two_step", "too many wrong second-step codes");
+    tracing::warn!(event = %AuditAction::AuthSignInFailed, user_id = %user.id, ip = %meta.ip, reason = "two_step", "too many wrong second-step codes");
     Ok(true)
 }
 
@@ -351,7 +355,7 @@ pub async fn policy_blocks(state: &AppState, cu: &CurrentUser) -> Result<Option<
 pub(crate) fn account_audit(
     cu: &CurrentUser,
     meta: &ClientMeta,
-    action: &str,
+    action: AuditAction,
     now: i64,
 ) -> NewAudit {
     meta.stamp(NewAudit::new(action, now))

@@ -6,6 +6,7 @@
 //! `navigator.credentials.create/get`, and posts the result back as JSON with the CSRF
 //! token in `X-CSRF-Token`. Every ceremony's state stays in the server-side session.
 
+use crate::audit::AuditAction;
 use axum::{
     Json,
     extract::{Path, State},
@@ -22,13 +23,13 @@ use webauthn_rs::prelude::{
 
 use super::{SECURITY_PATH, account_audit, recovery};
 use crate::{
-    app::AppState,
     audit::ClientMeta,
     auth::{
         CurrentUser, session,
         stepup::{self, SteppedUp},
     },
     error::{AppError, Result},
+    state::AppState,
     store::{FactorRemoval, NewAudit, PasskeyRow, User},
 };
 
@@ -213,7 +214,7 @@ pub async fn register(
         created_at: now,
         last_used_at: None,
     };
-    let audit = account_audit(&cu, &meta, "account.passkey_added", now)
+    let audit = account_audit(&cu, &meta, AuditAction::AccountPasskeyAdded, now)
         .details(serde_json::json!({ "passkey": name }));
     match state
         .store
@@ -230,7 +231,7 @@ pub async fn register(
         }
         Err(e) => return Err(e.into()),
     }
-    tracing::info!(event = "account.passkey_added", user_id = %cu.user.id, "passkey added");
+    tracing::info!(event = %AuditAction::AccountPasskeyAdded, user_id = %cu.user.id, "passkey added");
     if let Some((plain, _)) = codes {
         super::handlers::show_codes_once(&state, &cu, plain).await?;
         return Ok(go("/settings/account/security/recovery-codes"));
@@ -254,11 +255,16 @@ pub async fn remove(
         .find(|p| p.id == id)
         .map(|p| p.name)
         .ok_or(AppError::NotFound)?;
-    let audit = account_audit(&cu, &meta, "account.passkey_removed", state.clock.unix())
-        .details(serde_json::json!({ "passkey": name }));
+    let audit = account_audit(
+        &cu,
+        &meta,
+        AuditAction::AccountPasskeyRemoved,
+        state.clock.unix(),
+    )
+    .details(serde_json::json!({ "passkey": name }));
     match state.store.remove_passkey(&cu.user.id, &id, &audit).await? {
         FactorRemoval::Removed => {
-            tracing::info!(event = "account.passkey_removed", user_id = %cu.user.id, "passkey removed");
+            tracing::info!(event = %AuditAction::AccountPasskeyRemoved, user_id = %cu.user.id, "passkey removed");
             cu.flash("success", format!("Passkey “{name}” removed."))
                 .await?;
         }
@@ -507,7 +513,7 @@ async fn passwordless_signed_in(
 ) -> Result<()> {
     let now = state.clock.unix();
     let audit = meta
-        .stamp(NewAudit::new("auth.signed_in", now))
+        .stamp(NewAudit::new(AuditAction::AuthSignedIn, now))
         .actor(Some(&user.id), &user.email)
         .target("user", &user.id, &user.email)
         .details(serde_json::json!({ "method": "passkey" }));
@@ -521,7 +527,7 @@ async fn passwordless_signed_in(
             &audit,
         )
         .await?;
-    tracing::info!(event = "auth.signed_in", user_id = %user.id, ip = %meta.ip, method = "passkey", "signed in");
+    tracing::info!(event = %AuditAction::AuthSignedIn, user_id = %user.id, ip = %meta.ip, method = "passkey", "signed in");
     session::sign_in(session, user, None, meta, now).await?;
     session::set_sign_in_method(session, "passkey").await?;
     Ok(())

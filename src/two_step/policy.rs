@@ -1,6 +1,7 @@
 //! Settings → Members: an owner requires two-step verification of the organization's
 //! members who sign in with a password (SSO sign-ins are the provider's business).
 
+use crate::audit::AuditAction;
 use axum::{
     Form,
     extract::State,
@@ -9,11 +10,11 @@ use axum::{
 use serde::Deserialize;
 
 use crate::{
-    app::AppState,
     audit::ClientMeta,
     auth::{CurrentUser, session},
     error::{AppError, Result},
     orgs::Action,
+    state::AppState,
 };
 
 #[derive(Deserialize)]
@@ -52,14 +53,18 @@ pub async fn set_policy(
         return Ok(Redirect::to("/settings/members").into_response());
     }
     let audit = cu
-        .audit("org.two_step_policy_changed", &meta, state.clock.unix())
+        .audit(
+            AuditAction::OrgTwoStepPolicyChanged,
+            &meta,
+            state.clock.unix(),
+        )
         .target("organization", cu.org_id(), &cu.org.org_name)
         .details(serde_json::json!({ "required": f.required }));
     state
         .store
         .set_require_two_step(cu.org_id(), f.required, &audit)
         .await?;
-    tracing::info!(event = "org.two_step_policy_changed", org_id = %cu.org_id(), required = f.required, "two-step policy changed");
+    tracing::info!(event = %AuditAction::OrgTwoStepPolicyChanged, org_id = %cu.org_id(), required = f.required, "two-step policy changed");
     cu.flash(
         "success",
         if f.required {

@@ -23,8 +23,8 @@ use tower_http::set_header::SetResponseHeaderLayer;
 
 use super::{Verification, VerifyCode, VerifyRequest, ratelimit::Decision};
 use crate::{
-    app::AppState,
     error::{AppError, Result},
+    state::AppState,
 };
 
 /// Largest verify request body.

@@ -1,5 +1,6 @@
 //! Settings → Webhooks: endpoints, their events, recent deliveries, "Send test event".
 
+use crate::audit::AuditAction;
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::{
@@ -11,13 +12,13 @@ use axum::{
 use axum_extra::extract::Form as MultiForm;
 use serde::Deserialize;
 
-use super::{EVENT_TYPES, TEST_EVENT};
+use super::TEST_EVENT;
 use crate::{
-    app::AppState,
     audit::ClientMeta,
     auth::{Chrome, CurrentUser, session},
     error::{AppError, Result},
     orgs::Action,
+    state::AppState,
     store::{
         NewAudit,
         webhooks::{Delivery, Webhook},
@@ -90,9 +91,9 @@ async fn render(
     Ok(Page {
         chrome: cu.chrome("webhooks").await?,
         endpoints,
-        events: EVENT_TYPES
+        events: AuditAction::WEBHOOK_EVENTS
             .iter()
-            .map(|(t, d)| (*t, *d, chosen.iter().any(|c| c == t)))
+            .map(|(e, d)| (e.as_str(), *d, chosen.iter().any(|c| c == e.as_str())))
             .collect(),
         url: form.map(|f| f.url.clone()).unwrap_or_default(),
         description: form.map(|f| f.description.clone()).unwrap_or_default(),
@@ -174,7 +175,9 @@ pub async fn create(
 ) -> Result<Response> {
     cu.require(Action::ManageWebhooks)?;
     cu.same_org(&f.org)?;
-    if !session::consume_form_token(&cu.session, &f.form_token).await? {
+    if !session::consume_form_token(&cu.session, &state.store, &f.form_token, state.clock.unix())
+        .await?
+    {
         cu.flash(
             "info",
             "That form was already submitted; the endpoint's secret was shown once then.",
@@ -189,8 +192,12 @@ pub async fn create(
     let description: String = f.description.trim().chars().take(200).collect();
     let mut events: Vec<&str> = Vec::new();
     for e in &f.events {
-        match EVENT_TYPES.iter().find(|(t, _)| t == e) {
-            Some((t, _)) if !events.contains(t) => events.push(t),
+        match AuditAction::WEBHOOK_EVENTS
+            .iter()
+            .map(|(a, _)| a.as_str())
+            .find(|t| t == e)
+        {
+            Some(t) if !events.contains(&t) => events.push(t),
             Some(_) => {}
             None => return refuse(format!("Unknown event type “{e}”.")).await,
         }
@@ -219,7 +226,7 @@ pub async fn create(
         created_at: now,
     };
     let audit = meta
-        .stamp(NewAudit::new("webhook.created", now))
+        .stamp(NewAudit::new(AuditAction::WebhookCreated, now))
         .org(cu.org_id())
         .actor(Some(&cu.user.id), &cu.user.email)
         .target("webhook", &id, &endpoint_label(&url))
@@ -253,7 +260,10 @@ pub async fn delete(
     cu.same_org(&f.org)?;
     let w = endpoint(&state, &cu, &id).await?;
     let audit = meta
-        .stamp(NewAudit::new("webhook.deleted", state.clock.unix()))
+        .stamp(NewAudit::new(
+            AuditAction::WebhookDeleted,
+            state.clock.unix(),
+        ))
         .org(cu.org_id())
         .actor(Some(&cu.user.id), &cu.user.email)
         .target("webhook", &w.id, &endpoint_label(&w.url));
@@ -289,7 +299,7 @@ pub async fn test(
     let now = state.clock.unix();
     let event_id = format!("evt_{}", uuid::Uuid::now_v7().simple());
     let ev = meta
-        .stamp(NewAudit::new(TEST_EVENT, now))
+        .stamp(NewAudit::new(AuditAction::WebhookTest, now))
         .org(cu.org_id())
         .actor(Some(&cu.user.id), &cu.user.email)
         .target("webhook", &w.id, &endpoint_label(&w.url))

@@ -18,7 +18,8 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::{
-    app::AppState,
+    audit::AuditAction,
+    state::AppState,
     store::{NewAudit, webhooks::Attempt},
 };
 
@@ -32,33 +33,8 @@ pub fn router() -> Router<AppState> {
         .route("/settings/webhooks/{id}/test", post(handlers::test))
 }
 
-/// The events an endpoint can subscribe to, with what they mean.
-pub const EVENT_TYPES: [(&str, &str); 12] = [
-    ("key.created", "A key was created"),
-    (
-        "key.updated",
-        "A key's settings changed, or it was paused or resumed",
-    ),
-    ("key.rolled", "A key was rolled (replaced by a new one)"),
-    ("key.revoked", "A key was revoked"),
-    (
-        "key.expiring",
-        "A key expires within 7 days, and again within 1 day",
-    ),
-    ("key.expired", "A key expired"),
-    (
-        "key.leaked",
-        "A key was reported as leaked (e.g. by GitHub secret scanning)",
-    ),
-    ("member.added", "Someone was added to the organization"),
-    ("member.joined", "Someone joined through single sign-on"),
-    ("member.role_changed", "A member's role changed"),
-    ("member.removed", "A member was removed"),
-    ("member.left", "A member left"),
-];
-
 /// The event sent by "Send test event".
-pub const TEST_EVENT: &str = "webhook.test";
+pub const TEST_EVENT: &str = AuditAction::WebhookTest.as_str();
 
 /// Deliveries claimed per pass.
 const BATCH: i64 = 10;
@@ -66,14 +42,12 @@ const BATCH: i64 = 10;
 /// Attempts before a delivery is given up.
 pub const MAX_ATTEMPTS: i64 = 10;
 
-/// The webhook event an audit action announces, if any.
+/// The webhook event a stored audit action announces, if any (see
+/// [`AuditAction::webhook_event`]).
 pub fn event_type_for(action: &str) -> Option<&'static str> {
-    let action = match action {
-        "key.disabled" | "key.enabled" | "key.reassigned" => "key.updated",
-        "invitation.accepted" => "member.added",
-        other => other,
-    };
-    EVENT_TYPES.iter().map(|(t, _)| *t).find(|t| *t == action)
+    AuditAction::parse(action)?
+        .webhook_event()
+        .map(AuditAction::as_str)
 }
 
 /// The JSON body every endpoint receives.

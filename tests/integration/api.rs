@@ -11,7 +11,7 @@ use crate::{
 };
 
 /// Calls the API with an API key.
-async fn call(
+pub async fn call(
     app: &TestApp,
     key: &str,
     method: Method,
@@ -34,7 +34,7 @@ async fn call(
 }
 
 /// A key with custom scopes (and optional limits) created in the dashboard.
-async fn dashboard_key(
+pub async fn dashboard_key(
     b: &mut Browser,
     name: &str,
     scopes: &[&str],
@@ -55,7 +55,7 @@ async fn dashboard_key(
     (page.key_id(), page.new_key().unwrap())
 }
 
-async fn allow_key_minting(b: &mut Browser, on: bool) {
+pub async fn allow_key_minting(b: &mut Browser, on: bool) {
     b.get("/settings/organization").await;
     let fields: &[(&str, &str)] = if on {
         &[("api_keys_can_create_keys", "1")]
@@ -639,6 +639,7 @@ async fn openapi_covers_every_route(app: TestApp) {
         ("patch", "/api/v1/keys/{id}"),
         ("post", "/api/v1/keys/{id}/roll"),
         ("post", "/api/v1/keys/{id}/revoke"),
+        ("delete", "/api/v1/keys/current"),
         ("get", "/api/v1/audit-events"),
         ("get", "/api/v1/audit-events/export"),
         ("post", "/v1/keys/verify"),

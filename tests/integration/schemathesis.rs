@@ -69,6 +69,10 @@ async fn schemathesis_finds_nothing() {
                 "--workers",
                 "1",
                 "--no-color",
+                // Self-revocation revokes the very key the fuzzer authenticates with: it
+                // has its own tests (`key_rules`), and here it would end the run early.
+                "--exclude-name",
+                "DELETE /api/v1/keys/current",
             ])
             .env("SCHEMATHESIS_HOOKS", "")
             .output()

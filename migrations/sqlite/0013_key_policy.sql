@@ -1,0 +1,5 @@
+-- Settings → Key defaults → Key policy: every new key needs a description; the expiry the
+-- create form starts on.
+ALTER TABLE organizations ADD COLUMN key_require_description INTEGER NOT NULL DEFAULT 0
+    CHECK (key_require_description IN (0, 1));
+ALTER TABLE organizations ADD COLUMN key_default_expiry TEXT NOT NULL DEFAULT '90d';
