@@ -6,6 +6,8 @@ pub mod api;
 mod expiry;
 pub mod model;
 pub mod notices;
+mod hygiene;
+pub mod policy;
 mod rules;
 pub mod scopes;
 pub mod service;
@@ -27,6 +29,10 @@ pub fn router() -> Router<AppState> {
         .route("/settings/api-keys", get(web::list).post(web::create))
         .route("/settings/api-keys/new", get(web::new_page))
         .route("/settings/api-keys/bulk", post(web::bulk))
+        .route(
+            "/settings/api-keys/hygiene",
+            get(hygiene::page).post(hygiene::apply),
+        )
         .route(
             "/settings/api-keys/{id}",
             get(web::detail).post(web::update),

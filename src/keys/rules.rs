@@ -192,6 +192,7 @@ mod tests {
             rate_burst: None,
             daily_quota: Some(1_000),
             ip_allowlist: "10.0.0.0/8".into(),
+            lifetime: Default::default(),
         }
     }
 

@@ -16,7 +16,7 @@ use super::{
     ExpiryChoice, GraceChoice,
     model::{
         Field, FieldErrors, KeyInput, KeyPatch, Metadata, Rate, RateWindow, Revocation,
-        RevocationReason, scope_message,
+        scope_message,
     },
     token::{Environment, PlainKey},
 };
@@ -27,7 +27,7 @@ use crate::{
     config::Config,
     error::AppError,
     orgs::{Action, Role},
-    store::{ApiKey, KeyChanges, NewKey, Store, StoreError},
+    store::{ApiKey, KeyChanges, NewKey, Org, Store, StoreError},
 };
 
 /// Why a key operation was refused. Each door renders it (a page, or a JSON error).
@@ -46,6 +46,8 @@ pub enum KeyError {
     Refused(String),
     /// Settings that are not acceptable, by field.
     Invalid(FieldErrors),
+    /// The organization's key policy forbids this (the message says which rule).
+    Policy(String),
     Internal(AppError),
 }
 
@@ -200,13 +202,12 @@ impl Keys<'_> {
         Ok(())
     }
 
-    /// The organization's key policy: every key needs a description.
-    async fn requires_description(&self, actor: &Actor) -> KeyResult<bool> {
-        Ok(self
-            .store
+    /// The actor's organization, for its key policy.
+    async fn org(&self, actor: &Actor) -> KeyResult<Org> {
+        self.store
             .org(&actor.org_id)
             .await?
-            .is_some_and(|o| o.key_require_description))
+            .ok_or(KeyError::NotFound)
     }
 
     // --------------------------------------------------------------------- create
@@ -223,11 +224,17 @@ impl Keys<'_> {
         {
             errors.add(Field::Scopes, scope_message(&e));
         }
+        let org = self.org(actor).await?;
         let expires_at = errors.take(
             Field::Expiry,
             resolve_expiry(input.expiry, &input.custom_date, None, now),
         );
-        if input.description.as_str().is_empty() && self.requires_description(actor).await? {
+        if let Some(e) = expires_at
+            && !org.lifetime.allows(e, now)
+        {
+            errors.add(Field::Expiry, org.lifetime.message());
+        }
+        if input.description.as_str().is_empty() && org.key_require_description {
             errors.add(Field::Description, REQUIRE_DESCRIPTION);
         }
         if !errors.is_empty() {
@@ -283,6 +290,7 @@ impl Keys<'_> {
             within_own_scopes(actor, s.as_slice())?;
         }
         let mut errors = FieldErrors::default();
+        let org = self.org(actor).await?;
         let current = key.scope_list();
         let scopes = match &patch.scopes {
             None => current.clone(),
@@ -306,6 +314,10 @@ impl Keys<'_> {
                 ),
             )
             .unwrap_or(key.expires_at);
+        // No key is extended (or given a new expiry) beyond the maximum lifetime.
+        if expires_at != key.expires_at && !org.lifetime.allows(expires_at, now) {
+            errors.add(Field::Expiry, org.lifetime.message());
+        }
         let rate = Rate {
             limit: patch.rate_limit.unwrap_or(key.rate_limit),
             window: patch
@@ -320,7 +332,7 @@ impl Keys<'_> {
             .description
             .as_ref()
             .is_some_and(|d| d.as_str().is_empty())
-            && self.requires_description(actor).await?
+            && org.key_require_description
         {
             errors.add(Field::Description, REQUIRE_DESCRIPTION);
         }
@@ -427,6 +439,12 @@ impl Keys<'_> {
             return Err(KeyError::Forbidden(above_role(actor, s)));
         }
         let now = self.now();
+        if !old.lifetime.allows(old.expires_at, now) {
+            return Err(KeyError::Policy(format!(
+                "{} Edit the key to expire within the maximum, then roll it.",
+                beyond_lifetime(&old.lifetime)
+            )));
+        }
         let env = Environment::parse(&old.environment)
             .ok_or_else(|| AppError::internal(anyhow::anyhow!("bad stored environment")))?;
         let secret = self.generate(env)?;
@@ -557,20 +575,77 @@ impl Keys<'_> {
 
     // ----------------------------------------------------------------------- bulk
 
-    /// Revokes the given keys of former members (admins), with the reason "member left";
-    /// returns how many were revoked now.
-    pub async fn bulk_revoke(&self, actor: &Actor, ids: &[String]) -> KeyResult<usize> {
+    /// Revokes the given keys (admins), each audited with the reason given; returns how
+    /// many were revoked now (keys already revoked are skipped).
+    pub async fn bulk_revoke(
+        &self,
+        actor: &Actor,
+        ids: &[String],
+        why: &Revocation,
+    ) -> KeyResult<usize> {
         self.require(actor, Action::ManageAnyKey)?;
         let mut n = 0;
-        let why = Revocation::because(RevocationReason::MemberLeft);
         for key in self.load_all(actor, ids).await? {
-            match self.write_revoke(actor, &key, &why).await {
+            within_own_scopes(actor, &key.scope_list())?;
+            match self.write_revoke(actor, &key, why).await {
                 Ok(()) => n += 1,
                 Err(KeyError::AlreadyRevoked) => {}
                 Err(e) => return Err(e),
             }
         }
         Ok(n)
+    }
+
+    /// Gives the given keys an expiry (admins) — only ever an earlier one: keys that
+    /// already expire by then, and closed keys, are left as they are. The expiry must fit
+    /// the organization's maximum lifetime. Returns (changed, left as they were).
+    pub async fn bulk_expire(
+        &self,
+        actor: &Actor,
+        ids: &[String],
+        choice: ExpiryChoice,
+        custom_date: &str,
+    ) -> KeyResult<(usize, usize)> {
+        self.require(actor, Action::ManageAnyKey)?;
+        let now = self.now();
+        let mut errors = FieldErrors::default();
+        let at = match resolve_expiry(choice, custom_date, None, now) {
+            Ok(Some(at)) => Some(at),
+            Ok(None) => {
+                errors.add(Field::Expiry, "Choose a date: keys cannot be set to never expire in bulk.");
+                None
+            }
+            Err(e) => {
+                errors.add(Field::Expiry, e);
+                None
+            }
+        };
+        let org = self.org(actor).await?;
+        if let Some(at) = at
+            && !org.lifetime.allows(Some(at), now)
+        {
+            errors.add(Field::Expiry, org.lifetime.message());
+        }
+        let Some(at) = at.filter(|_| errors.is_empty()) else {
+            return Err(KeyError::Invalid(errors));
+        };
+        let (mut changed, mut left) = (0, 0);
+        for key in self.load_all(actor, ids).await? {
+            if require_open(&key, now).is_err() || key.expires_at.is_some_and(|e| e <= at) {
+                left += 1;
+                continue;
+            }
+            let patch = KeyPatch {
+                expiry: Some(ExpiryChoice::Exact(Some(at))),
+                ..KeyPatch::default()
+            };
+            match self.update(actor, &key.id, patch).await {
+                Ok(u) if u.changed => changed += 1,
+                Ok(_) | Err(KeyError::Closed) => left += 1,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((changed, left))
     }
 
     /// Hands the given keys to another member (not a viewer); returns the count and the
@@ -627,6 +702,14 @@ impl Keys<'_> {
             )))
         })
     }
+}
+
+/// Why a key beyond the maximum lifetime cannot be rolled as it is.
+pub fn beyond_lifetime(policy: &super::policy::LifetimePolicy) -> String {
+    format!(
+        "This key's expiry is beyond the organization's maximum key lifetime of {}.",
+        super::policy::days_label(policy.max_lifetime_days.unwrap_or_default())
+    )
 }
 
 const REQUIRE_DESCRIPTION: &str = "This organization requires a description: say what the key is for (Settings → Key defaults → Key policy).";

@@ -14,7 +14,7 @@ use super::{
     ExpiryChoice, GraceChoice,
     model::{
         Field, FieldErrors, IpAllowlist, KeyDraft, KeyInput, KeyPatch, MAX_NAME, Metadata, Rate,
-        RateWindow, Revocation, optional_count,
+        RateWindow, Revocation, RevocationReason, optional_count,
     },
     service::{KeyError, Rolled},
     token::Environment,
@@ -61,6 +61,7 @@ impl From<KeyError> for AppError {
             KeyError::Closed => AppError::Conflict(KeyError::CLOSED.into()),
             KeyError::AlreadyRevoked => AppError::bad_request(KeyError::ALREADY_REVOKED),
             KeyError::Refused(m) => AppError::bad_request(m),
+            KeyError::Policy(m) => AppError::Conflict(m),
             KeyError::Invalid(errors) => AppError::bad_request(
                 errors
                     .iter()
@@ -148,6 +149,7 @@ pub async fn list(
             && q.q.is_empty()
             && q.creator.is_empty()),
         can_create: cu.role.can(Action::CreateKey),
+        can_review: cu.role.can(Action::ManageAnyKey),
         bulk,
         members,
         q,
@@ -342,7 +344,15 @@ pub async fn new_page(State(state): State<AppState>, cu: CurrentUser) -> Result<
         ..KeyForm::default()
     };
     Ok(NewPage {
-        form: FormView::build(&state, &cu, &blank, &FieldErrors::default(), token, false),
+        form: FormView::build(
+            &state,
+            &cu,
+            &blank,
+            &FieldErrors::default(),
+            token,
+            false,
+            org.lifetime,
+        ),
         chrome: cu.chrome("api-keys").await?,
     }
     .into_response())
@@ -379,8 +389,14 @@ pub async fn create(
         }
         Err(KeyError::Invalid(errors)) => {
             let token = session::issue_form_token(&cu.session).await?;
+            let lifetime = state
+                .store
+                .org(cu.org_id())
+                .await?
+                .map(|o| o.lifetime)
+                .unwrap_or_default();
             let page = NewPage {
-                form: FormView::build(&state, &cu, &f, &errors, token, false),
+                form: FormView::build(&state, &cu, &f, &errors, token, false, lifetime),
                 chrome: cu.chrome("api-keys").await?,
             };
             Ok((StatusCode::BAD_REQUEST, page).into_response())
@@ -525,7 +541,8 @@ pub async fn bulk(
             format!("Reassigned {n} key(s) to {email}.")
         }
         "revoke" => {
-            let n = keys.bulk_revoke(&actor, &f.keys).await?;
+            let why = Revocation::because(RevocationReason::MemberLeft);
+            let n = keys.bulk_revoke(&actor, &f.keys, &why).await?;
             format!("Revoked {n} key(s).")
         }
         _ => {

@@ -12,6 +12,7 @@ mod audit;
 mod cli;
 mod email;
 mod in_process;
+mod key_policy;
 mod key_rules;
 mod leaks;
 mod nginx;
