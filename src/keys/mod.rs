@@ -4,9 +4,9 @@
 
 pub mod api;
 mod expiry;
+mod hygiene;
 pub mod model;
 pub mod notices;
-mod hygiene;
 pub mod policy;
 mod rules;
 pub mod scopes;

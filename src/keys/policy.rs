@@ -270,7 +270,10 @@ mod tests {
         // Beyond the maximum: working until the enforcement date, refused from it.
         assert!(!p.blocks(None, 999));
         assert!(p.blocks(None, 1_000));
-        assert!(!p.blocks(Some(DAY), 1_000), "a compliant key is never blocked");
+        assert!(
+            !p.blocks(Some(DAY), 1_000),
+            "a compliant key is never blocked"
+        );
         let kept = LifetimePolicy {
             lifetime_enforced_at: None,
             ..p

@@ -612,7 +612,10 @@ impl Keys<'_> {
         let at = match resolve_expiry(choice, custom_date, None, now) {
             Ok(Some(at)) => Some(at),
             Ok(None) => {
-                errors.add(Field::Expiry, "Choose a date: keys cannot be set to never expire in bulk.");
+                errors.add(
+                    Field::Expiry,
+                    "Choose a date: keys cannot be set to never expire in bulk.",
+                );
                 None
             }
             Err(e) => {

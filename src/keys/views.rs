@@ -253,16 +253,14 @@ impl FormView {
         }
         // Only the expiries the lifetime policy allows are offered (a custom date is checked
         // when submitted).
-        options.extend(
-            ExpiryChoice::CREATE_OPTIONS
-                .into_iter()
-                .filter(|(v, _)| match (lifetime.max_lifetime_days, ExpiryChoice::parse(v)) {
-                    (None, _) => true,
-                    (Some(_), Some(ExpiryChoice::Never)) => false,
-                    (Some(max), Some(ExpiryChoice::Days(d))) => d <= max,
-                    _ => true,
-                }),
-        );
+        options.extend(ExpiryChoice::CREATE_OPTIONS.into_iter().filter(|(v, _)| {
+            match (lifetime.max_lifetime_days, ExpiryChoice::parse(v)) {
+                (None, _) => true,
+                (Some(_), Some(ExpiryChoice::Never)) => false,
+                (Some(max), Some(ExpiryChoice::Days(d))) => d <= max,
+                _ => true,
+            }
+        }));
         let default_expiry = if editing { "keep" } else { "90d" };
         let chosen = if f.expiry.is_empty() {
             default_expiry
@@ -474,7 +472,10 @@ pub async fn detail_page(
     let beyond_lifetime = if view.is_open() && !key.lifetime.allows(key.expires_at, now) {
         let max = super::policy::days_label(key.lifetime.max_lifetime_days.unwrap_or_default());
         let when = match key.lifetime.lifetime_enforced_at {
-            Some(t) if t <= now => "It no longer verifies: requests with it are refused with EXCEEDS_MAX_LIFETIME.".to_string(),
+            Some(t) if t <= now => {
+                "It no longer verifies: requests with it are refused with EXCEEDS_MAX_LIFETIME."
+                    .to_string()
+            }
             Some(t) => format!(
                 "It keeps working until {}, then requests with it are refused with EXCEEDS_MAX_LIFETIME.",
                 TimeView::new(t, now).exact
@@ -487,15 +488,13 @@ pub async fn detail_page(
     } else {
         String::new()
     };
-    let roll_token = if view.can_manage
-        && view.is_open()
-        && above_role.is_empty()
-        && beyond_lifetime.is_empty()
-    {
-        session::issue_form_token(&cu.session).await?
-    } else {
-        String::new()
-    };
+    let roll_token =
+        if view.can_manage && view.is_open() && above_role.is_empty() && beyond_lifetime.is_empty()
+        {
+            session::issue_form_token(&cu.session).await?
+        } else {
+            String::new()
+        };
     let revocation = events
         .iter()
         .find(|e| e.action == AuditAction::KeyRevoked.as_str())

@@ -30,7 +30,9 @@ use sqlx::{
 };
 
 pub use audit::{AuditEvent, AuditFilter, NewAudit};
-pub use keys::{ApiKey, Hygiene, HygieneCounts, KeyChanges, KeyFilter, KeyLimits, KeyStatus, NewKey};
+pub use keys::{
+    ApiKey, Hygiene, HygieneCounts, KeyChanges, KeyFilter, KeyLimits, KeyStatus, NewKey,
+};
 pub use orgs::{KeyPolicy, Membership, Org};
 pub use sso::{SsoConnection, SsoConnectionInput, SsoIdentity, SsoJoin};
 pub use teams::{Invitation, Member, MemberChange, OutboxEmail, PasswordReset};

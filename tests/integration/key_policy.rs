@@ -69,7 +69,10 @@ async fn a_maximum_lifetime_bounds_new_extended_and_rolled_keys(app: TestApp) {
     // The create form offers only what the policy allows, and says why.
     let form = owner.get("/settings/api-keys/new").await;
     assert!(form.shows("keys live at most 60 days"), "{}", form.body);
-    assert!(!form.body.contains(r#"value="never""#), "no “never” offered");
+    assert!(
+        !form.body.contains(r#"value="never""#),
+        "no “never” offered"
+    );
     assert!(!form.body.contains(r#"value="90d""#), "no 90 days offered");
     assert!(form.body.contains(r#"value="30d" selected"#), "the default");
     // A forged choice beyond the maximum is refused with the reason.
@@ -86,7 +89,7 @@ async fn a_maximum_lifetime_bounds_new_extended_and_rolled_keys(app: TestApp) {
             ("scopes", "read"),
         ];
         for (k, v) in &expiry {
-            fields.push((k, if *v == "" { date.as_str() } else { v }));
+            fields.push((k, if v.is_empty() { date.as_str() } else { v }));
         }
         let page = owner.create_key(&fields).await;
         assert_eq!(page.status, StatusCode::BAD_REQUEST, "{expiry:?}");
@@ -174,7 +177,11 @@ async fn a_maximum_lifetime_bounds_new_extended_and_rolled_keys(app: TestApp) {
     assert_eq!(s, StatusCode::CONFLICT, "{e}");
     assert!(e.to_string().contains("maximum key lifetime"), "{e}");
     let detail = admin_ui.get(&format!("/settings/api-keys/{api_id}")).await;
-    assert!(detail.shows("Beyond the maximum key lifetime"), "{}", detail.body);
+    assert!(
+        detail.shows("Beyond the maximum key lifetime"),
+        "{}",
+        detail.body
+    );
     assert!(!detail.body.contains("/roll\""), "no roll form offered");
 }
 both!(a_maximum_lifetime_bounds_new_extended_and_rolled_keys);
@@ -303,7 +310,11 @@ async fn blocking_existing_keys_at_once_and_lifting_the_policy(app: TestApp) {
         .iter()
         .find(|e| e.action == "org.key_policy_changed")
         .expect("audited");
-    assert!(e.details.contains("\"max_lifetime_days\":90"), "{}", e.details);
+    assert!(
+        e.details.contains("\"max_lifetime_days\":90"),
+        "{}",
+        e.details
+    );
     // Lifting the maximum lets it work again.
     let res = set_policy(
         &mut owner,
@@ -403,15 +414,23 @@ async fn key_hygiene_groups_and_bulk_revoke(app: TestApp) {
     assert_eq!(counts(&page.body, "Never used"), 2);
     assert_eq!(counts(&page.body, "Created by former members"), 1);
     assert_eq!(counts(&page.body, "Unused for 90 days"), 0);
-    assert!(!page.shows("Beyond the maximum lifetime"), "no policy, no group");
+    assert!(
+        !page.shows("Beyond the maximum lifetime"),
+        "no policy, no group"
+    );
     // 31 days on, the unused ones (created then, used never or not since) show.
     app.clock.advance(time::Duration::days(31));
     owner.sign_in("hygiene@example.com", PASSWORD).await;
     switch_to(&mut owner, &org).await;
-    let page = owner.get("/settings/api-keys/hygiene?show=unused&days=30").await;
+    let page = owner
+        .get("/settings/api-keys/hygiene?show=unused&days=30")
+        .await;
     assert_eq!(counts(&page.body, "Unused for 30 days"), 2, "{}", page.body);
     assert!(page.body.contains(&forever_id) && page.body.contains(&left_id));
-    assert!(!page.body.contains(&used_id), "used and since expired: not open");
+    assert!(
+        !page.body.contains(&used_id),
+        "used and since expired: not open"
+    );
 
     // Bulk revoke asks for a reason, and records it per key.
     let res = owner
@@ -453,7 +472,11 @@ async fn key_hygiene_groups_and_bulk_revoke(app: TestApp) {
         .filter(|e| e.action == "key.revoked")
         .collect();
     assert_eq!(revoked.len(), 2);
-    assert!(revoked.iter().all(|e| e.details.contains("no_longer_needed")));
+    assert!(
+        revoked
+            .iter()
+            .all(|e| e.details.contains("no_longer_needed"))
+    );
     // Keys of another organization cannot be slipped in.
     let mut other = app.signed_up("other-hygiene@example.com").await;
     let (foreign, foreign_key) = key_with(&mut other, "foreign", &["read"], &[]).await;
