@@ -3,6 +3,7 @@
 //! management API ([`api`]).
 
 pub mod api;
+mod bulk;
 mod expiry;
 mod hygiene;
 pub mod model;
