@@ -10,12 +10,7 @@ use super::{
     rules::{require_open, resolve_expiry, within_own_scopes},
     service::{KeyError, KeyResult, Keys},
 };
-use crate::{
-    audit::AuditAction,
-    auth::actor::Actor,
-    orgs::Action,
-    store::ApiKey,
-};
+use crate::{audit::AuditAction, auth::actor::Actor, orgs::Action, store::ApiKey};
 
 impl Keys<'_> {
     /// Revokes the given keys (admins), each audited with the reason given; returns how

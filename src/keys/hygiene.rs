@@ -23,7 +23,7 @@ use super::{
 use crate::{
     audit::ClientMeta,
     auth::{Chrome, CurrentUser, actor::Actor},
-    error::{AppError, Result},
+    error::Result,
     orgs::Action,
     state::AppState,
     store::{Hygiene, HygieneCounts},
@@ -108,11 +108,7 @@ pub async fn page(
     Query(q): Query<HygieneQuery>,
 ) -> Result<Response> {
     cu.require(Action::ManageAnyKey)?;
-    let org = state
-        .store
-        .org(cu.org_id())
-        .await?
-        .ok_or(AppError::NotFound)?;
+    let org = cu.organization(&state.store).await?;
     let now = state.clock.unix();
     let days = q.days();
     let max = org.lifetime.max_lifetime_days;

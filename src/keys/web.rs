@@ -322,11 +322,7 @@ pub async fn new_page(State(state): State<AppState>, cu: CurrentUser) -> Result<
     cu.require(Action::CreateKey)?;
     let token = session::issue_form_token(&cu.session).await?;
     // New keys start with the organization's default limits.
-    let org = state
-        .store
-        .org(cu.org_id())
-        .await?
-        .ok_or(AppError::NotFound)?;
+    let org = cu.organization(&state.store).await?;
     let blank = KeyForm {
         rate_limit: org
             .default_rate_limit
@@ -389,12 +385,7 @@ pub async fn create(
         }
         Err(KeyError::Invalid(errors)) => {
             let token = session::issue_form_token(&cu.session).await?;
-            let lifetime = state
-                .store
-                .org(cu.org_id())
-                .await?
-                .map(|o| o.lifetime)
-                .unwrap_or_default();
+            let lifetime = cu.organization(&state.store).await?.lifetime;
             let page = NewPage {
                 form: FormView::build(&state, &cu, &f, &errors, token, false, lifetime),
                 chrome: cu.chrome("api-keys").await?,

@@ -159,11 +159,7 @@ impl KeyPolicyView {
 
 /// The settings page as saved for `org`; callers replace what was just submitted.
 async fn settings_page(state: &AppState, cu: &CurrentUser) -> Result<SettingsPage> {
-    let org = state
-        .store
-        .org(cu.org_id())
-        .await?
-        .ok_or(AppError::NotFound)?;
+    let org = cu.organization(&state.store).await?;
     let now = state.clock.unix();
     let mut policy = KeyPolicyView::new(&org.key_default_expiry);
     policy.require_description = org.key_require_description;

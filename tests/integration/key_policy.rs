@@ -27,6 +27,13 @@ async fn key_expiring(b: &mut Browser, name: &str, expiry: &str) -> (String, Str
     (page.key_id(), page.new_key().unwrap())
 }
 
+/// Submits Key hygiene's bulk form and follows the redirect to the page it lands on.
+async fn bulk(b: &mut Browser, fields: &[(&str, &str)]) -> crate::helpers::Page {
+    let res = b.post("/settings/api-keys/hygiene", fields).await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+    b.get(res.location()).await
+}
+
 async fn verify(app: &TestApp, key: &str) -> (bool, String) {
     let v = app.state.verifier.verify(Some(key), &[]).await.unwrap();
     (v.valid, format!("{:?}", v.code))
@@ -247,35 +254,30 @@ async fn existing_keys_beyond_the_maximum_keep_working_until_the_date(app: TestA
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.shows("forever"), "{}", page.body);
     assert!(!page.body.contains(">month</a>"), "{}", page.body);
-    let res = owner
-        .post(
-            "/settings/api-keys/hygiene",
-            &[
-                ("show", "beyond_lifetime"),
-                ("keys", &forever_id),
-                ("action", "expire"),
-                ("expiry", "7d"),
-            ],
-        )
-        .await;
-    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
-    let page = owner.get(res.location()).await;
+    let page = bulk(
+        &mut owner,
+        &[
+            ("show", "beyond_lifetime"),
+            ("keys", &forever_id),
+            ("action", "expire"),
+            ("expiry", "7d"),
+        ],
+    )
+    .await;
     assert!(page.shows("Set the expiry of 1 key(s)."), "{}", page.body);
     assert_eq!(verify(&app, &forever).await, (true, "Valid".into()));
     // A bulk expiry beyond the maximum is refused with the reason.
-    let res = owner
-        .post(
-            "/settings/api-keys/hygiene",
-            &[
-                ("show", "never_expires"),
-                ("keys", &forever_id),
-                ("action", "expire"),
-                ("expiry", "custom"),
-                ("custom_date", &date_in(&app, 30)),
-            ],
-        )
-        .await;
-    let page = owner.get(res.location()).await;
+    let page = bulk(
+        &mut owner,
+        &[
+            ("show", "never_expires"),
+            ("keys", &forever_id),
+            ("action", "expire"),
+            ("expiry", "custom"),
+            ("custom_date", &date_in(&app, 30)),
+        ],
+    )
+    .await;
     assert!(page.shows("at most 14 days"), "{}", page.body);
 }
 both!(existing_keys_beyond_the_maximum_keep_working_until_the_date);
@@ -433,33 +435,29 @@ async fn key_hygiene_groups_and_bulk_revoke(app: TestApp) {
     );
 
     // Bulk revoke asks for a reason, and records it per key.
-    let res = owner
-        .post(
-            "/settings/api-keys/hygiene",
-            &[
-                ("show", "unused"),
-                ("keys", &forever_id),
-                ("keys", &left_id),
-                ("action", "revoke"),
-                ("reason", "other"),
-            ],
-        )
-        .await;
-    let page = owner.get(res.location()).await;
+    let page = bulk(
+        &mut owner,
+        &[
+            ("show", "unused"),
+            ("keys", &forever_id),
+            ("keys", &left_id),
+            ("action", "revoke"),
+            ("reason", "other"),
+        ],
+    )
+    .await;
     assert!(page.shows("Say why in the note"), "{}", page.body);
-    let res = owner
-        .post(
-            "/settings/api-keys/hygiene",
-            &[
-                ("show", "unused"),
-                ("keys", &forever_id),
-                ("keys", &left_id),
-                ("action", "revoke"),
-                ("reason", "no_longer_needed"),
-            ],
-        )
-        .await;
-    let page = owner.get(res.location()).await;
+    let page = bulk(
+        &mut owner,
+        &[
+            ("show", "unused"),
+            ("keys", &forever_id),
+            ("keys", &left_id),
+            ("action", "revoke"),
+            ("reason", "no_longer_needed"),
+        ],
+    )
+    .await;
     assert!(page.shows("Revoked 2 key(s)."), "{}", page.body);
     assert!(page.shows("No keys in this group"), "{}", page.body);
     let (events, _) = app
