@@ -10,6 +10,7 @@
 pub mod http;
 pub mod layer;
 pub mod ratelimit;
+pub mod shared;
 pub mod usage;
 
 use std::{net::IpAddr, sync::Arc, time::Duration};
@@ -19,6 +20,7 @@ use serde::Serialize;
 
 use self::{
     ratelimit::{Decision, Limit, RateLimiter},
+    shared::SharedLimits,
     usage::{QuotaState, Usage},
 };
 use crate::{
@@ -130,17 +132,20 @@ pub struct VerifyRequest<'a> {
 }
 
 /// Tuning of the verifier.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct VerifierOptions {
     /// Invalid keys (malformed or unknown) one source may present per minute before it is
     /// answered `RATE_LIMITED` without a lookup.
     pub invalid_attempts_per_minute: i64,
+    /// Rate limits shared by every node through Redis (`None`: each node its own).
+    pub shared: Option<Arc<SharedLimits>>,
 }
 
 impl Default for VerifierOptions {
     fn default() -> Self {
         Self {
             invalid_attempts_per_minute: 60,
+            shared: None,
         }
     }
 }
@@ -312,7 +317,13 @@ impl Verifier {
                 window_secs: found.rate_window_secs,
                 burst: found.rate_burst.unwrap_or(limit),
             };
-            let d = me.limiter.check(&found.id, l, now_f);
+            let d = match &me.options.shared {
+                Some(shared) => shared
+                    .check(&found.id, l, now_f, &me.limiter)
+                    .await
+                    .map_err(|e| StoreError::Unavailable(e.to_string()))?,
+                None => me.limiter.check(&found.id, l, now_f),
+            };
             result.ratelimit = Some(d);
             if !d.allowed {
                 result.valid = false;
@@ -338,6 +349,9 @@ impl Verifier {
     pub async fn flush(&self) -> Result<usize, StoreError> {
         let now = self.0.clock.unix();
         self.0.limiter.prune(now as f64);
+        if let Some(shared) = &self.0.options.shared {
+            shared.prune(now as f64);
+        }
         self.0.sources.prune(now as f64);
         self.0.usage.flush(&self.0.store, now).await
     }
