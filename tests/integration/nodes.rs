@@ -323,3 +323,91 @@ async fn a_redis_outage_degrades_to_local_limits_and_heals() {
     );
     drop(redis);
 }
+
+/// Offers `rate` verifications per second of `key` for `secs`, round-robin over `nodes`;
+/// returns (offered, valid).
+async fn offer(nodes: &[String], key: &str, rate: u64, secs: u64) -> (u64, u64) {
+    let client = reqwest::Client::new();
+    let total = rate * secs;
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut tasks = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        tick.tick().await;
+        let node = nodes[i as usize % nodes.len()].clone();
+        let client = client.clone();
+        let key = key.to_string();
+        tasks.push(tokio::spawn(async move {
+            verify(&client, &node, &key).await.1["valid"] == true
+        }));
+    }
+    let mut valid = 0;
+    for t in tasks {
+        if t.await.unwrap() {
+            valid += 1;
+        }
+    }
+    (total, valid)
+}
+
+/// The accuracy table the README publishes (by hand: `scripts/accuracy.sh`): a key limited
+/// to 6,000/minute (100/s, burst 100), offered 100 %, 200 % and 1,000 % of that for
+/// `ACCURACY_SECS` (default 10) seconds, spread over 1, 3 and 5 nodes, with Redis and
+/// without. "Allowed by the limit" is min(offered, burst + rate × duration).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: run by scripts/accuracy.sh"]
+async fn accuracy_table() {
+    if !redis_here() {
+        return;
+    }
+    let Some(app) = TestApp::spawn(Backend::Postgres).await else {
+        return;
+    };
+    let secs: u64 = std::env::var("ACCURACY_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let prefix = format!("kwacc:{}:", uuid::Uuid::new_v4().simple());
+    let mut with = Vec::new();
+    let mut without = Vec::new();
+    for _ in 0..5 {
+        with.push(node(&app, "redis://127.0.0.1:6379", &prefix, "local").await);
+        without.push(node(&app, "", &prefix, "local").await);
+    }
+    let mut b = app.signed_up("accuracy@example.com").await;
+    let (rate, burst) = (100u64, 100u64);
+    println!(
+        "\n| nodes | offered | offered requests | allowed by the limit | allowed, Redis | overshoot, Redis | allowed, no Redis | overshoot, no Redis |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for n in [1usize, 3, 5] {
+        for load in [100u64, 200, 1000] {
+            let mut row = Vec::new();
+            for nodes in [&with, &without] {
+                let (_, key) = key_with(
+                    &mut b,
+                    &format!("acc-{n}-{load}-{}", row.len()),
+                    &["read"],
+                    &[
+                        ("rate_limit", "6000"),
+                        ("rate_window", "minute"),
+                        ("rate_burst", "100"),
+                    ],
+                )
+                .await;
+                let bases: Vec<String> = nodes[..n].iter().map(|x| x.base.clone()).collect();
+                row.push(offer(&bases, &key, rate * load / 100, secs).await);
+            }
+            let offered = row[0].0;
+            let limit = offered.min(burst + rate * secs);
+            let pct = |v: u64| format!("{:+.1} %", (v as f64 / limit as f64 - 1.0) * 100.0);
+            println!(
+                "| {n} | {load} % | {offered} | {limit} | {} | {} | {} | {} |",
+                row[0].1,
+                pct(row[0].1),
+                row[1].1,
+                pct(row[1].1)
+            );
+        }
+    }
+}
