@@ -332,7 +332,33 @@ impl Verifier {
                 return Ok(result);
             }
         }
-        if let Some((q, ok)) = me.usage.take_quota(&me.store, &found, now).await? {
+        // With Redis, a daily quota is one counter for every node; without it (or when
+        // Redis is away and quotas may fall back), each node counts as below.
+        let mut counted = false;
+        if let (Some(shared), Some(quota)) = (&me.options.shared, found.daily_quota) {
+            let day = usage::day_of(now);
+            let stored = || async { me.store.usage_count(&found.id, day).await.ok() };
+            if let Some((ok, left)) = shared
+                .take_quota(&found.id, quota, day, now_f, stored)
+                .await
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?
+            {
+                counted = true;
+                let q = QuotaState {
+                    limit: quota,
+                    remaining: left,
+                    reset: (day + 1) * 86_400,
+                };
+                result.quota = Some(q);
+                if !ok {
+                    result.valid = false;
+                    result.code = VerifyCode::QuotaExceeded;
+                    result.retry_after = Some((q.reset - now).max(1));
+                    return Ok(result);
+                }
+            }
+        }
+        if !counted && let Some((q, ok)) = me.usage.take_quota(&me.store, &found, now).await? {
             result.quota = Some(q);
             if !ok {
                 result.valid = false;
