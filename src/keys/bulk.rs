@@ -65,7 +65,7 @@ impl Keys<'_> {
         if let Some(at) = at
             && !org.lifetime.allows(Some(at), now)
         {
-            errors.add(Field::Expiry, org.lifetime.message());
+            errors.add(Field::Expiry, org.lifetime.message(now));
         }
         let Some(at) = at.filter(|_| errors.is_empty()) else {
             return Err(KeyError::Invalid(errors));

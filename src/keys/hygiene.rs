@@ -236,7 +236,9 @@ pub async fn apply(
                 Ok(_) => Err("Choose why the selected keys are revoked.".into()),
                 Err(msg) => Err(msg),
             },
-            _ => Err("Choose to set an expiry or to revoke the selected keys.".into()),
+            _ => Err(
+                "Choose what to do with the selected keys: set an expiry, or revoke them.".into(),
+            ),
         }
     };
     match outcome {

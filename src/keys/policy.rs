@@ -14,6 +14,9 @@ use crate::store::KeyPolicy;
 pub const DAY: i64 = 86_400;
 /// The longest maximum an organization may set (the create form's custom-date bound).
 pub const MAX_DAYS: i64 = super::expiry::MAX_CUSTOM_DAYS;
+/// The shortest: the create form's shortest expiry (7 days) must fit, since a default
+/// expiry is required under a maximum.
+pub const MIN_DAYS: i64 = 7;
 
 /// An organization's lifetime policy, as stored on the organization and joined onto every
 /// key it owns (so the verifier needs no second lookup).
@@ -28,9 +31,12 @@ pub struct LifetimePolicy {
 }
 
 impl LifetimePolicy {
-    /// The latest expiry a key may be given at `now` (`None`: no maximum).
+    /// The latest expiry a key may be given at `now` (`None`: no maximum): the end of the
+    /// UTC day `max` days from today — whole days, like the forms' dates, so "a custom
+    /// date 90 days ahead" and "90 days" both fit a 90-day maximum.
     pub fn latest_expiry(&self, now: i64) -> Option<i64> {
-        self.max_lifetime_days.map(|d| now + d * DAY)
+        self.max_lifetime_days
+            .map(|d| (now.div_euclid(DAY) + d + 1) * DAY)
     }
 
     /// Whether a key expiring at `expires_at` (`None`: never) complies at `now`.
@@ -46,11 +52,16 @@ impl LifetimePolicy {
         !self.allows(expires_at, now) && self.lifetime_enforced_at.is_some_and(|t| t <= now)
     }
 
-    /// The refusal a form or the API shows for an expiry beyond the maximum.
-    pub fn message(&self) -> String {
+    /// The refusal a form or the API shows for an expiry beyond the maximum, at `now`.
+    pub fn message(&self, now: i64) -> String {
         let days = self.max_lifetime_days.unwrap_or_default();
+        let last = self
+            .latest_expiry(now)
+            .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t - 1).ok())
+            .map(|d| d.date().to_string())
+            .unwrap_or_default();
         format!(
-            "This organization's key policy allows keys to live at most {} (Settings → Key policy): choose an expiry within that.",
+            "This organization's key policy allows keys to live at most {} (Settings → Organization → Key policy): choose an expiry on or before {last} (UTC).",
             days_label(days)
         )
     }
@@ -90,8 +101,10 @@ pub struct PolicyForm<'a> {
 /// How long keys beyond a new maximum may be allowed to keep working.
 pub const MAX_GRACE_DAYS: i64 = 365;
 
-/// Parses and checks the policy form at `now`.
-pub fn parse_policy(f: &PolicyForm<'_>, now: i64) -> Result<KeyPolicy, String> {
+/// Parses and checks the policy form at `now`. `affected`: whether any open key lives
+/// longer than the typed maximum; when none does, what happens to such keys needs no
+/// answer (they are stopped from now on: there are none, and no new one can exceed it).
+pub fn parse_policy(f: &PolicyForm<'_>, now: i64, affected: bool) -> Result<KeyPolicy, String> {
     let Some(&(_, _, default_days)) = DEFAULT_EXPIRIES.iter().find(|e| e.0 == f.default_expiry)
     else {
         return Err(
@@ -101,10 +114,10 @@ pub fn parse_policy(f: &PolicyForm<'_>, now: i64) -> Result<KeyPolicy, String> {
     let max = match f.max_lifetime_days.trim() {
         "" => None,
         t => match t.parse::<i64>() {
-            Ok(d) if (1..=MAX_DAYS).contains(&d) => Some(d),
+            Ok(d) if (MIN_DAYS..=MAX_DAYS).contains(&d) => Some(d),
             _ => {
                 return Err(format!(
-                    "Enter the maximum lifetime as a number of days from 1 to {MAX_DAYS}, or leave it empty for no maximum."
+                    "Enter the maximum lifetime as a number of days from {MIN_DAYS} to {MAX_DAYS}, or leave it empty for no maximum."
                 ));
             }
         },
@@ -119,6 +132,7 @@ pub fn parse_policy(f: &PolicyForm<'_>, now: i64) -> Result<KeyPolicy, String> {
                 ));
             }
             Some(match f.existing {
+                _ if !affected => now,
                 "block" => now,
                 "until" => {
                     let fmt = time::macros::format_description!("[year]-[month]-[day]");
@@ -130,7 +144,7 @@ pub fn parse_policy(f: &PolicyForm<'_>, now: i64) -> Result<KeyPolicy, String> {
                     if end <= now {
                         return Err("The date until which existing keys keep working is in the past: choose today or later, or stop them now.".into());
                     }
-                    if end > now + MAX_GRACE_DAYS * DAY {
+                    if end > (now.div_euclid(DAY) + MAX_GRACE_DAYS + 1) * DAY {
                         return Err("Existing keys may keep working for at most a year: choose an earlier date.".into());
                     }
                     end
@@ -164,7 +178,7 @@ mod tests {
             existing: "block",
             ..Default::default()
         };
-        let p = parse_policy(&ok, now).unwrap();
+        let p = parse_policy(&ok, now, true).unwrap();
         assert_eq!(p.lifetime.max_lifetime_days, Some(90));
         assert_eq!(p.lifetime.lifetime_enforced_at, Some(now));
         let until = parse_policy(
@@ -174,6 +188,7 @@ mod tests {
                 ..ok.clone()
             },
             now,
+            true,
         )
         .unwrap();
         assert_eq!(until.lifetime.lifetime_enforced_at, Some(1_001_980_800));
@@ -184,6 +199,7 @@ mod tests {
                 ..ok.clone()
             },
             now,
+            true,
         )
         .unwrap();
         assert_eq!(none.lifetime, LifetimePolicy::default());
@@ -247,8 +263,29 @@ mod tests {
                 "no choice for existing keys",
             ),
         ] {
-            assert!(parse_policy(&bad, now).is_err(), "{why}");
+            assert!(parse_policy(&bad, now, true).is_err(), "{why}");
         }
+        // With no key beyond the maximum, the grace date needs no answer.
+        let untouched = PolicyForm {
+            existing: "until",
+            until: "",
+            ..ok.clone()
+        };
+        assert!(parse_policy(&untouched, now, true).is_err());
+        assert!(parse_policy(&untouched, now, false).is_ok());
+        // A grace date exactly a year ahead is allowed; a maximum under 7 days is not.
+        let year = PolicyForm {
+            existing: "until",
+            until: "2002-09-09",
+            ..ok.clone()
+        };
+        assert!(parse_policy(&year, now, true).is_ok());
+        let short = PolicyForm {
+            max_lifetime_days: "6",
+            default_expiry: "7d",
+            ..ok.clone()
+        };
+        assert!(parse_policy(&short, now, true).is_err());
     }
 
     #[test]
@@ -262,11 +299,16 @@ mod tests {
             lifetime_enforced_at: Some(1_000),
         };
         let now = 0;
-        assert!(p.allows(Some(90 * DAY), now), "exactly the maximum");
-        assert!(!p.allows(Some(90 * DAY + 1), now), "a second beyond");
+        assert!(p.allows(Some(90 * DAY), now), "90 days");
+        assert!(
+            p.allows(Some(91 * DAY), now),
+            "through the end of the 90th day"
+        );
+        assert!(!p.allows(Some(91 * DAY + 1), now), "a second beyond");
         assert!(!p.allows(None, now), "never expiring");
         // The life left is what counts: a year-long key complies once 90 days remain.
         assert!(p.allows(Some(365 * DAY), 275 * DAY));
+        assert!(!p.allows(Some(367 * DAY), 275 * DAY));
         // Beyond the maximum: working until the enforcement date, refused from it.
         assert!(!p.blocks(None, 999));
         assert!(p.blocks(None, 1_000));

@@ -232,7 +232,7 @@ impl Keys<'_> {
         if let Some(e) = expires_at
             && !org.lifetime.allows(e, now)
         {
-            errors.add(Field::Expiry, org.lifetime.message());
+            errors.add(Field::Expiry, org.lifetime.message(now));
         }
         if input.description.as_str().is_empty() && org.key_require_description {
             errors.add(Field::Description, REQUIRE_DESCRIPTION);
@@ -316,7 +316,7 @@ impl Keys<'_> {
             .unwrap_or(key.expires_at);
         // No key is extended (or given a new expiry) beyond the maximum lifetime.
         if expires_at != key.expires_at && !org.lifetime.allows(expires_at, now) {
-            errors.add(Field::Expiry, org.lifetime.message());
+            errors.add(Field::Expiry, org.lifetime.message(now));
         }
         let rate = Rate {
             limit: patch.rate_limit.unwrap_or(key.rate_limit),

@@ -15,7 +15,9 @@ use crate::{
     error::{AppError, Result},
     keys::{
         model::{RateWindow, optional_count},
-        policy::{DEFAULT_EXPIRIES, PolicyForm, days_label, parse_policy},
+        policy::{
+            DEFAULT_EXPIRIES, LifetimePolicy, MAX_DAYS, PolicyForm, days_label, parse_policy,
+        },
     },
     orgs::Action,
     state::AppState,
@@ -259,7 +261,25 @@ pub async fn save_key_policy(
         existing: &f.existing,
         until: &f.until,
     };
-    let policy = match parse_policy(&form, now) {
+    // Whether any open key lives longer than the typed maximum (then the form must say
+    // what happens to such keys).
+    let affected = match f.max_lifetime_days.trim().parse::<i64>() {
+        Ok(days) if days > 0 => {
+            let typed = LifetimePolicy {
+                max_lifetime_days: Some(days.min(MAX_DAYS)),
+                lifetime_enforced_at: None,
+            };
+            let latest = typed.latest_expiry(now).unwrap_or(0);
+            state
+                .store
+                .hygiene_counts(cu.org_id(), now, 0, latest)
+                .await?
+                .beyond_lifetime
+                > 0
+        }
+        _ => false,
+    };
+    let policy = match parse_policy(&form, now, affected) {
         Ok(p) => p,
         Err(msg) => {
             let mut page = settings_page(&state, &cu).await?;

@@ -58,16 +58,22 @@ pub enum FailurePolicy {
     Closed,
 }
 
-/// Takes up to `want` tokens from a GCRA bucket. KEYS[1]: the bucket; ARGV: now (µs),
-/// emission interval T (µs per token), burst (tokens), want. Returns the tokens granted,
-/// the tokens left after the grant, and the µs until one more token is available.
+/// Takes up to `want` tokens from a GCRA bucket. KEYS[1]: the bucket; ARGV: (unused),
+/// emission interval T (µs per token), burst (tokens), want. Time is Redis's own
+/// (`TIME`), so nodes whose clocks disagree still share one bucket fairly. Returns the
+/// tokens granted, the tokens left after the grant, and the µs until one more token is
+/// available.
 const LEASE_SCRIPT: &str = r"
-local now = tonumber(ARGV[1])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local t = tonumber(ARGV[2])
 local burst = tonumber(ARGV[3])
 local want = tonumber(ARGV[4])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
+-- After the key's limit was edited, the stored time may lie further ahead than the new
+-- limit can ever reach: at most an empty bucket under the new limit.
+if tat > now + burst * t then tat = now + burst * t end
 local avail = math.floor((now + burst * t - tat) / t)
 if avail < 0 then avail = 0 end
 local grant = math.min(want, avail)
@@ -191,9 +197,12 @@ impl SharedLimits {
         }))
     }
 
-    /// Tokens taken per lease: a tenth of the burst, at least 1, at most 100.
+    /// Tokens taken per lease: a tenth of the burst, but at least a quarter of it up to
+    /// 5 (so small bursts still lease), at most 100. A burst under 8 leases 1 token: such
+    /// keys ask Redis on every request.
     pub fn lease_size(limit: Limit) -> i64 {
-        (limit.burst.max(1) / 10).clamp(1, 100)
+        let burst = limit.burst.max(1);
+        (burst / 10).max((burst / 4).min(5)).clamp(1, 100)
     }
 
     fn now_ms(&self) -> u64 {
@@ -362,40 +371,64 @@ impl SharedLimits {
             });
             return Ok(d);
         }
-        // 2. No lease left: ask Redis now (one token when near the edge).
-        let strict = self
-            .leases
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key_id)
-            .is_some_and(|l| l.strict && l.limit == limit);
-        let want = if strict { 1 } else { lease_size };
-        match self.take(key_id, limit, now, want).await {
-            Ok((granted, left, wait)) => {
-                let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
-                let l = leases.entry(key_id.to_string()).or_insert(Lease {
-                    limit,
-                    tokens: 0,
-                    expires: 0.0,
-                    strict: false,
-                    shared_left: 0,
-                    refilling: false,
-                });
+        // 2. No lease left: ask Redis now — for a whole lease when no other request of
+        // this node is already doing so and the key is not near its edge, else for one
+        // token (so simultaneous first requests do not pull the bucket into one node).
+        let want = {
+            let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+            let l = leases.entry(key_id.to_string()).or_insert(Lease {
+                limit,
+                tokens: 0,
+                expires: 0.0,
+                strict: false,
+                shared_left: 0,
+                refilling: false,
+            });
+            if l.limit != limit {
+                // The key was edited: nothing leased under the old limit carries over.
                 l.limit = limit;
+                l.tokens = 0;
+                l.strict = false;
+            }
+            if l.strict || l.refilling {
+                1
+            } else {
+                l.refilling = true;
+                lease_size
+            }
+        };
+        let got = self.take(key_id, limit, now, want).await;
+        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        let l = leases.entry(key_id.to_string()).or_insert(Lease {
+            limit,
+            tokens: 0,
+            expires: 0.0,
+            strict: false,
+            shared_left: 0,
+            refilling: false,
+        });
+        if want > 1 {
+            l.refilling = false;
+        }
+        match got {
+            Ok((granted, left, wait)) => {
+                if l.limit != limit {
+                    l.limit = limit;
+                    l.tokens = 0;
+                }
                 l.shared_left = left;
                 l.strict = left < STRICT_LEASES * lease_size;
+                // Unexpired tokens (another request's grant, arrived meanwhile) are kept.
+                let kept = if l.expires > now { l.tokens } else { 0 };
                 if granted > 0 {
-                    // Expired tokens are gone; unexpired ones (another request's lease,
-                    // granted meanwhile) are kept.
-                    let kept = if l.expires > now { l.tokens } else { 0 };
                     l.tokens = kept + granted - 1;
                     l.expires = now + LEASE_TTL;
                     Ok(Self::decision(limit, true, left + l.tokens, 0, now))
-                } else if l.tokens > 0 && l.expires > now {
-                    // Another request's grant arrived meanwhile: spend from it.
-                    l.tokens -= 1;
+                } else if kept > 0 {
+                    l.tokens = kept - 1;
                     Ok(Self::decision(limit, true, l.tokens, 0, now))
                 } else {
+                    l.tokens = 0;
                     Ok(Self::decision(limit, false, 0, wait, now))
                 }
             }

@@ -330,6 +330,8 @@ both!(blocking_existing_keys_at_once_and_lifting_the_policy);
 
 async fn the_policy_form_refuses_what_cannot_hold(app: TestApp) {
     let mut owner = app.signed_up("policyform@example.com").await;
+    // A key the maximum would affect, so the form must say what happens to it.
+    key_expiring(&mut owner, "forever", "never").await;
     owner.get("/settings/organization").await;
     let org = owner.org.clone().unwrap();
     for (fields, message) in [
@@ -343,7 +345,7 @@ async fn the_policy_form_refuses_what_cannot_hold(app: TestApp) {
         ),
         (
             vec![("default_expiry", "30d"), ("max_lifetime_days", "0")],
-            "number of days from 1 to",
+            "number of days from 7 to",
         ),
         (
             vec![

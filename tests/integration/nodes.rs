@@ -182,7 +182,7 @@ async fn three_nodes_share_rate_limits_and_see_revocations() {
     let prefix = format!("kwtest:{}:", uuid::Uuid::new_v4().simple());
     let redis = "redis://127.0.0.1:6379";
     let mut b = app.signed_up("nodes@example.com").await;
-    let (_, limited) = key_with(
+    let (limited_id, limited) = key_with(
         &mut b,
         "limited",
         &["read"],
@@ -213,6 +213,29 @@ async fn three_nodes_share_rate_limits_and_see_revocations() {
         "three nodes, limit 60/min + burst 60: {valid} of 300 passed in {secs:.2} s (bound {most})"
     );
 
+    // Raising the exhausted key's limit applies at once on every node (the bucket stored
+    // under the old limit does not hold it back).
+    b.get(&format!("/settings/api-keys/{limited_id}")).await;
+    let res = b
+        .post(
+            &format!("/settings/api-keys/{limited_id}"),
+            &[
+                ("name", "limited"),
+                ("scopes", "read"),
+                ("expiry", "keep"),
+                ("rate_limit", "100000"),
+                ("rate_window", "minute"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, reqwest::StatusCode::SEE_OTHER, "{}", res.body);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let client = reqwest::Client::new();
+    for n in &bases {
+        let (_, body) = verify(&client, n, &limited).await;
+        assert_eq!(body["valid"], true, "{n}: {body}");
+    }
+
     // A daily quota is one counter for all nodes: 1,500 verifications pass 1,000, not 3,000.
     let (valid, statuses) = load(&bases, &quota, 1500).await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
@@ -221,7 +244,6 @@ async fn three_nodes_share_rate_limits_and_see_revocations() {
     eprintln!("three nodes, daily quota 1,000: {valid} of 1,500 passed");
 
     // A revocation on one node is seen by every node within a second.
-    let client = reqwest::Client::new();
     for n in &bases {
         assert_eq!(verify(&client, n, &doomed).await.1["valid"], true);
     }
@@ -295,7 +317,16 @@ async fn a_redis_outage_degrades_to_local_limits_and_heals() {
         "each node enforces its own bucket: {valid} passed"
     );
     // (Plus what was left of a lease taken before the outage.)
-    assert!(valid <= 60 + 3, "two local buckets of 30: {valid} passed");
+    let lease =
+        keyward::verify::shared::SharedLimits::lease_size(keyward::verify::ratelimit::Limit {
+            limit: 30,
+            window_secs: 60,
+            burst: 30,
+        }) as usize;
+    assert!(
+        valid <= 60 + lease,
+        "two local buckets of 30: {valid} passed"
+    );
     // Quotas fail closed by default (KEYWARD_REDIS_QUOTA_FAILURE=closed): 503, not a guess.
     let (status, body) = verify(&client, &bases[0], &quota).await;
     assert_eq!(status, 503, "{body}");
