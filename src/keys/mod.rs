@@ -3,6 +3,7 @@
 //! management API ([`api`]).
 
 pub mod api;
+pub mod credits;
 mod expiry;
 pub mod model;
 pub mod notices;
@@ -34,4 +35,5 @@ pub fn router() -> Router<AppState> {
         .route("/settings/api-keys/{id}/revoke", post(web::revoke))
         .route("/settings/api-keys/{id}/roll", post(web::roll))
         .route("/settings/api-keys/{id}/enabled", post(web::set_enabled))
+        .route("/settings/api-keys/{id}/credits", post(web::set_credits))
 }

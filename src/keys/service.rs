@@ -46,6 +46,8 @@ pub enum KeyError {
     Refused(String),
     /// Settings that are not acceptable, by field.
     Invalid(FieldErrors),
+    /// The request conflicts with the key's current state (the message says how).
+    Conflict(String),
     Internal(AppError),
 }
 
@@ -92,9 +94,9 @@ pub struct Updated {
 
 /// The keys service: store, clock and configuration.
 pub struct Keys<'a> {
-    store: &'a Store,
-    clock: &'a dyn Clock,
-    config: &'a Config,
+    pub(super) store: &'a Store,
+    pub(super) clock: &'a dyn Clock,
+    pub(super) config: &'a Config,
 }
 
 impl crate::state::Inner {
@@ -184,9 +186,20 @@ impl Keys<'_> {
         after: &KeyChanges,
         resume: bool,
     ) -> KeyResult<()> {
-        let Some(what) = loosened(key, after, resume) else {
-            return Ok(());
-        };
+        match loosened(key, after, resume) {
+            None => Ok(()),
+            Some(what) => self.refuse_loosening(actor, key, what),
+        }
+    }
+
+    /// Refuses loosening `what` of `key` to the key itself and to a member whose role can
+    /// no longer grant the key's scopes (see [`Self::may_loosen`]).
+    pub(super) fn refuse_loosening(
+        &self,
+        actor: &Actor,
+        key: &ApiKey,
+        what: &'static str,
+    ) -> KeyResult<()> {
         if actor.key.as_ref().is_some_and(|k| k.id == key.id) {
             tracing::warn!(event = "authz_denied", key_id = %key.id, loosened = what, "a key tried to loosen itself");
             return Err(KeyError::Forbidden(format!(
@@ -212,6 +225,16 @@ impl Keys<'_> {
     // --------------------------------------------------------------------- create
 
     pub async fn create(&self, actor: &Actor, input: KeyInput) -> KeyResult<Minted> {
+        self.create_with_credits(actor, input, None).await
+    }
+
+    /// Creates a key with credits (`None`: unlimited), in the same transaction.
+    pub async fn create_with_credits(
+        &self,
+        actor: &Actor,
+        input: KeyInput,
+        credits: Option<crate::store::KeyCredits>,
+    ) -> KeyResult<Minted> {
         self.may_create(actor)?;
         within_own_scopes(actor, input.scopes.as_slice())?;
         let now = self.now();
@@ -249,6 +272,7 @@ impl Keys<'_> {
             created_at: now,
             expires_at: expires_at.flatten(),
             rolled_from: None,
+            credits,
         };
         let audit = actor
             .audit(AuditAction::KeyCreated, now)
@@ -257,6 +281,7 @@ impl Keys<'_> {
                 "environment": record.environment,
                 "scopes": input.scopes.as_slice(),
                 "expires_at": record.expires_at,
+                "credits": credits.as_ref().map(super::credits::describe),
             })));
         self.store.insert_key(&record, &audit).await?;
         tracing::info!(event = %AuditAction::KeyCreated, key_id = %record.id, prefix = %record.display_prefix, org_id = %record.org_id, "API key created");
@@ -445,6 +470,9 @@ impl Keys<'_> {
             created_at: now,
             expires_at: old.expires_at,
             rolled_from: Some(old.id.clone()),
+            // The same settings, and the balance as it stands now (the old key keeps its
+            // own balance during the grace period).
+            credits: old.credits(),
         };
         let grace_until = now + grace.seconds();
         let rolled =

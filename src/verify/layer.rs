@@ -142,6 +142,7 @@ where
                     key: key.as_deref(),
                     scopes: &guard.scopes,
                     ip,
+                    ..VerifyRequest::default()
                 })
                 .await;
             let v = match result {

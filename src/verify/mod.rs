@@ -3,7 +3,9 @@
 //!
 //! parse + checksum (malformed keys never reach the store) → HMAC hash → cache, else one
 //! indexed lookup → revoked (honouring a roll's grace deadline) / expired / disabled → IP
-//! allowlist → required scopes → rate limit → daily quota → record use (batched).
+//! allowlist → required scopes → rate limit → daily quota → credits → record use (batched).
+//! A limit that refuses spends nothing after it and gives back what the limits before it
+//! took (the rate-limit token, the quota count), so one refusal consumes no other limit.
 //! Store failures are errors, never a valid answer: callers fail closed.
 
 pub mod http;
@@ -24,7 +26,7 @@ use crate::{
     clock::Clock,
     config::KeyPepper,
     keys::token::PlainKey,
-    store::{ApiKey, Store, StoreError},
+    store::{ApiKey, Spend, Store, StoreError},
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -41,6 +43,8 @@ pub enum VerifyCode {
     InsufficientScope,
     RateLimited,
     QuotaExceeded,
+    /// The key's credits are used up (or fewer than the request's cost).
+    UsageExceeded,
 }
 
 /// The answer for one presented key.
@@ -68,7 +72,11 @@ pub struct Verification {
     pub ratelimit: Option<Decision>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quota: Option<QuotaState>,
-    /// Seconds to wait, for `RATE_LIMITED` and `QUOTA_EXCEEDED`.
+    /// For a key with credits: the balance after this verification.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credits: Option<CreditState>,
+    /// Seconds to wait, for `RATE_LIMITED`, `QUOTA_EXCEEDED`, and `USAGE_EXCEEDED` on a
+    /// key with a refill.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<i64>,
 }
@@ -87,6 +95,7 @@ impl Verification {
             expires_at: None,
             ratelimit: None,
             quota: None,
+            credits: None,
             retry_after: None,
         }
     }
@@ -104,6 +113,7 @@ impl Verification {
             expires_at: key.ends_at(),
             ratelimit: None,
             quota: None,
+            credits: None,
             retry_after: None,
         }
     }
@@ -114,8 +124,18 @@ impl Verification {
     }
 }
 
+/// A key's credits as a verification reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct CreditState {
+    /// Credits left after this verification.
+    pub remaining: i64,
+    /// When the balance is next refilled (Unix seconds), for a key with a refill.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refill_at: Option<i64>,
+}
+
 /// What to verify.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct VerifyRequest<'a> {
     pub key: Option<&'a str>,
     /// Every one of these scopes is required.
@@ -123,6 +143,19 @@ pub struct VerifyRequest<'a> {
     /// The end user's address, for the key's IP allowlist and the per-source limit on
     /// invalid attempts.
     pub ip: Option<IpAddr>,
+    /// Credits this request costs a key that has credits (0 checks without spending).
+    pub cost: i64,
+}
+
+impl Default for VerifyRequest<'_> {
+    fn default() -> Self {
+        Self {
+            key: None,
+            scopes: &[],
+            ip: None,
+            cost: 1,
+        }
+    }
 }
 
 /// Tuning of the verifier.
@@ -219,7 +252,7 @@ impl Verifier {
         self.check(&VerifyRequest {
             key,
             scopes,
-            ip: None,
+            ..VerifyRequest::default()
         })
         .await
     }
@@ -300,12 +333,12 @@ impl Verifier {
         }
 
         let mut result = Verification::for_key(VerifyCode::Valid, &found);
-        if let Some(limit) = found.rate_limit {
-            let l = Limit {
-                limit,
-                window_secs: found.rate_window_secs,
-                burst: found.rate_burst.unwrap_or(limit),
-            };
+        let limit = found.rate_limit.map(|limit| Limit {
+            limit,
+            window_secs: found.rate_window_secs,
+            burst: found.rate_burst.unwrap_or(limit),
+        });
+        if let Some(l) = limit {
             let d = me.limiter.check(&found.id, l, now_f);
             result.ratelimit = Some(d);
             if !d.allowed {
@@ -315,13 +348,66 @@ impl Verifier {
                 return Ok(result);
             }
         }
-        if let Some((q, ok)) = me.usage.take_quota(&me.store, &found, now).await? {
+        // What the limits took so far, given back when a later check refuses.
+        let give_back = |quota_taken: bool| {
+            if let Some(l) = limit {
+                me.limiter.give_back(&found.id, l);
+            }
+            if quota_taken {
+                me.usage.give_back_quota(&found, now);
+            }
+        };
+        let quota = match me.usage.take_quota(&me.store, &found, now).await {
+            Ok(q) => q,
+            Err(e) => {
+                give_back(false);
+                return Err(e);
+            }
+        };
+        if let Some((q, ok)) = quota {
             result.quota = Some(q);
             if !ok {
+                give_back(false);
                 result.valid = false;
                 result.code = VerifyCode::QuotaExceeded;
                 result.retry_after = Some((q.reset - now).max(1));
                 return Ok(result);
+            }
+        }
+        // Credits last, and only for keys that have them: the one database write of the
+        // pipeline (exact across nodes; see `store::credits`).
+        if found.credits_remaining.is_some() {
+            let refill_at = found.credit_refill().map(|r| r.next_boundary(now));
+            let spent = me
+                .store
+                .spend_credits(&found.id, req.cost.max(0), found.credit_boundary(now), now)
+                .await;
+            match spent {
+                Err(e) => {
+                    give_back(quota.is_some());
+                    return Err(e);
+                }
+                Ok(Spend::Unlimited) => {}
+                Ok(Spend::Spent(level)) => {
+                    result.credits = Some(CreditState {
+                        remaining: level.remaining,
+                        refill_at,
+                    });
+                    if let Err(e) = me.store.announce_credit_level(&found, &level, now).await {
+                        tracing::warn!(error = %e, key_id = %found.id, "could not record a credits notice; the next verification retries");
+                    }
+                }
+                Ok(Spend::Refused { remaining }) => {
+                    give_back(quota.is_some());
+                    result.valid = false;
+                    result.code = VerifyCode::UsageExceeded;
+                    result.credits = Some(CreditState {
+                        remaining,
+                        refill_at,
+                    });
+                    result.retry_after = refill_at.map(|t| (t - now).max(1));
+                    return Ok(result);
+                }
             }
         }
         me.usage.record(&found, now);
