@@ -99,6 +99,11 @@ impl CreditsSpec<'_> {
     }
 }
 
+/// A parse failure as the field errors both doors render.
+pub fn field_error(message: String) -> FieldErrors {
+    FieldErrors::one(Field::Credits, message)
+}
+
 /// Credit settings for the audit log and webhooks.
 pub fn describe(c: &KeyCredits) -> Value {
     json!({
@@ -358,9 +363,4 @@ mod tests {
             assert!(e.ends_with('.'), "{e}");
         }
     }
-}
-
-/// A parse failure as the field errors both doors render.
-pub fn field_error(message: String) -> FieldErrors {
-    FieldErrors::one(Field::Credits, message)
 }
