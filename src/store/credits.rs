@@ -465,9 +465,9 @@ impl Store {
 
     /// Replaces a key's credit settings (`None`: unlimited), with its audit event, in one
     /// transaction. A balance left out keeps the current one (or, for a key that had none,
-    /// starts at the refill amount); setting a balance counts as a refill. Returns the new
-    /// level (`None` for unlimited), or `Err`-free `Ok(None)` with `false` when the key is
-    /// not in this organization or no longer open.
+    /// starts at the refill amount); setting a balance counts as a refill. Returns whether
+    /// the key was written (false: not in this organization, or no longer open) and its new
+    /// level (`None`: unlimited).
     pub async fn set_credit_settings(
         &self,
         key: &ApiKey,
