@@ -465,7 +465,8 @@ impl Store {
 
     /// Replaces a key's credit settings (`None`: unlimited), with its audit event, in one
     /// transaction. A balance left out keeps the current one (or, for a key that had none,
-    /// starts at the refill amount); setting a balance counts as a refill. Returns whether
+    /// starts at the refill amount); setting a balance, or a new refill, counts as a refill
+    /// (the next one comes at the next boundary). Returns whether
     /// the key was written (false: not in this organization, or no longer open) and its new
     /// level (`None`: unlimited).
     pub async fn set_credit_settings(
@@ -478,13 +479,16 @@ impl Store {
         let c = credits.copied().unwrap_or_default();
         let limited = i64::from(credits.is_some());
         let refill = c.refill;
+        // A new or changed refill starts its schedule now (a refill of the old schedule
+        // that fell due but was not applied yet is not applied).
+        let restart = i64::from(refill != key.credit_refill());
         with_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
             let hash: Option<Vec<u8>> = sqlx::query_scalar(
                 "UPDATE api_keys SET \
                    credits_remaining = CASE WHEN $3 = 0 THEN NULL ELSE COALESCE($4, credits_remaining, $6) END, \
                    credits_refilled_at = CASE WHEN $3 = 0 THEN NULL \
-                     WHEN $4 IS NOT NULL OR credits_remaining IS NULL THEN $9 \
+                     WHEN $4 IS NOT NULL OR credits_remaining IS NULL OR $10 = 1 THEN $9 \
                      ELSE COALESCE(credits_refilled_at, $9) END, \
                    credits_refill_interval = $5, credits_refill_amount = $6, credits_refill_day = $7, \
                    credits_low_threshold = $8, updated_at = $9 \
@@ -501,6 +505,7 @@ impl Store {
             .bind(refill.and_then(|r| r.day()))
             .bind(c.low_threshold)
             .bind(now)
+            .bind(restart)
             .fetch_optional(&mut *tx)
             .await?;
             let Some(hash) = hash else {

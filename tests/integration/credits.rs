@@ -517,3 +517,31 @@ async fn low_and_exhausted_webhooks_fire_once_per_crossing(app: TestApp) {
     );
 }
 both!(low_and_exhausted_webhooks_fire_once_per_crossing);
+
+async fn a_new_refill_starts_its_schedule_now(app: TestApp) {
+    let (_, mgmt, id, key) = setup(&app, "late@example.com", json!({ "remaining": 2 }), &[]).await;
+    app.clock.advance(Duration::days(3));
+    let refill = json!({ "credits": { "refill": { "interval": "daily", "amount": 50 } } });
+    let (s, v) = call(
+        &app,
+        &mgmt,
+        Method::PATCH,
+        &format!("/api/v1/keys/{id}"),
+        Some(refill),
+    )
+    .await;
+    assert_eq!(
+        (s, &v["data"]["credits"]["remaining"]),
+        (StatusCode::OK, &json!(2)),
+        "{v}"
+    );
+    // No refill for the days before the refill existed: the balance is kept until midnight.
+    let (_, v) = app.verify_api(json!({ "key": key })).await;
+    assert_eq!((code(&v), &v["credits"]["remaining"]), ("VALID", &json!(1)));
+    let refill_at = v["credits"]["refill_at"].as_i64().unwrap();
+    app.clock
+        .advance(Duration::seconds(refill_at - app.clock.unix()));
+    let (_, v) = app.verify_api(json!({ "key": key })).await;
+    assert_eq!(v["credits"]["remaining"], 49);
+}
+both!(a_new_refill_starts_its_schedule_now);
