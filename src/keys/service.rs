@@ -274,15 +274,18 @@ impl Keys<'_> {
             rolled_from: None,
             credits,
         };
+        let mut details = json!({
+            "environment": record.environment,
+            "scopes": input.scopes.as_slice(),
+            "expires_at": record.expires_at,
+        });
+        if let Some(c) = &credits {
+            details["credits"] = super::credits::describe(c);
+        }
         let audit = actor
             .audit(AuditAction::KeyCreated, now)
             .target("api_key", &record.id, &record.name)
-            .details(actor.details(json!({
-                "environment": record.environment,
-                "scopes": input.scopes.as_slice(),
-                "expires_at": record.expires_at,
-                "credits": credits.as_ref().map(super::credits::describe),
-            })));
+            .details(actor.details(details));
         self.store.insert_key(&record, &audit).await?;
         tracing::info!(event = %AuditAction::KeyCreated, key_id = %record.id, prefix = %record.display_prefix, org_id = %record.org_id, "API key created");
         Ok(Minted { record, secret })

@@ -332,9 +332,13 @@ async fn credits_are_set_incremented_and_decremented_with_an_audit_trail(app: Te
     let (s, _) = change(&app, &mgmt, &id, "increment", 1).await;
     assert_eq!(s, StatusCode::CONFLICT);
 
-    let changes: Vec<Value> = app
-        .audit_events()
-        .await
+    let events = app.audit_events().await;
+    let created = events
+        .iter()
+        .find(|(a, d)| a == "key.created" && d["credits"].is_object())
+        .expect("the created key's credits are in its event");
+    assert_eq!(created.1["credits"]["refill"]["amount"], 1000);
+    let changes: Vec<Value> = events
         .into_iter()
         .filter(|(a, _)| a == "key.credits_changed")
         .map(|(_, d)| d)
