@@ -549,3 +549,41 @@ async fn a_new_refill_starts_its_schedule_now(app: TestApp) {
     assert_eq!(v["credits"]["remaining"], 49);
 }
 both!(a_new_refill_starts_its_schedule_now);
+
+async fn the_tower_layer_spends_its_configured_cost(app: TestApp) {
+    use keyward::verify::layer::RequireKey;
+    let (_, mgmt, id, key) = setup(&app, "layer@example.com", json!({ "remaining": 5 }), &[]).await;
+    let router = axum::Router::new().route(
+        "/report",
+        axum::routing::get(|| async { "ok" })
+            .layer(RequireKey::new(app.state.verifier.clone()).cost(2)),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let client = reqwest::Client::new();
+    let mut statuses = vec![];
+    for _ in 0..3 {
+        let res = client
+            .get(format!("{base}/report"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        statuses.push(res.status());
+        if res.status() == StatusCode::TOO_MANY_REQUESTS {
+            let v: Value = res.json().await.unwrap();
+            assert_eq!(v["error"]["code"], "credits_exhausted");
+        }
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+    assert_eq!(remaining(&app, &mgmt, &id).await, 1);
+}
+both!(the_tower_layer_spends_its_configured_cost);
