@@ -162,8 +162,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("checking the SSO providers (KEYWARD_SSO_PROVIDERS_FILE)")?;
     let flusher = state.verifier.spawn_flusher();
-    let dispatcher = keyward::webhooks::spawn_dispatcher(state.clone());
-    let notices = keyward::keys::notices::spawn(state.clone());
+    let dispatcher = state.dispatcher().spawn();
+    let notices = state.notices().spawn();
     let listener_task = store.spawn_invalidation_listener();
     let verifier = state.verifier.clone();
     let app = keyward::router(state, sessions);

@@ -34,6 +34,14 @@ impl CurrentUser {
         &self.org.org_id
     }
 
+    /// The active organization's record (its settings and policies).
+    pub async fn organization(
+        &self,
+        store: &crate::store::Store,
+    ) -> Result<crate::store::Org, AppError> {
+        store.org(self.org_id()).await?.ok_or(AppError::NotFound)
+    }
+
     /// Fails with 403 unless the role allows `action`.
     pub fn require(&self, action: Action) -> Result<(), AppError> {
         if self.role.can(action) {

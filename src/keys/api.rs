@@ -426,6 +426,7 @@ impl From<KeyError> for ApiError {
             ),
             KeyError::Refused(m) => ApiError::bad_request(m),
             KeyError::Conflict(m) => ApiError::conflict(m),
+            KeyError::Policy(m) => ApiError::conflict(m),
             KeyError::Invalid(errors) => invalid(&errors),
             KeyError::Internal(e) => e.into(),
         }
@@ -748,7 +749,7 @@ pub struct RolledKey {
     params(("id" = String, Path, description = "Key id")),
     responses(
         (status = 201, body = Data<RolledKey>),
-        (status = 409, description = "`conflict`: only active keys can be rolled", body = ErrorBody),
+        (status = 409, description = "`conflict`: only active keys can be rolled, and only while their expiry fits the organization's maximum key lifetime", body = ErrorBody),
         Refusals, KeyRefusals, BodyRefusals,
     ),
     security(("api_key" = []), ("session" = [])))]

@@ -3,10 +3,13 @@
 //! management API ([`api`]).
 
 pub mod api;
+mod bulk;
 pub mod credits;
 mod expiry;
+mod hygiene;
 pub mod model;
 pub mod notices;
+pub mod policy;
 mod rules;
 pub mod scopes;
 pub mod service;
@@ -28,6 +31,10 @@ pub fn router() -> Router<AppState> {
         .route("/settings/api-keys", get(web::list).post(web::create))
         .route("/settings/api-keys/new", get(web::new_page))
         .route("/settings/api-keys/bulk", post(web::bulk))
+        .route(
+            "/settings/api-keys/hygiene",
+            get(hygiene::page).post(hygiene::apply),
+        )
         .route(
             "/settings/api-keys/{id}",
             get(web::detail).post(web::update),

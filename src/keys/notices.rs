@@ -3,14 +3,36 @@
 //! `key.expired`, which webhooks subscribe to) and an email. "Once" holds across restarts
 //! and across nodes: the `key_notices` row is claimed in the same transaction as the event.
 
-use crate::audit::AuditAction;
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use crate::{
-    state::AppState,
-    store::{ApiKey, NewAudit},
+    audit::AuditAction,
+    clock::Clock,
+    mail::Mailer,
+    store::{ApiKey, NewAudit, Store},
     templates::exact_utc,
 };
+
+/// The notice job. It holds only what it uses, not the HTTP state.
+#[derive(Clone)]
+pub struct Notices {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    mailer: Mailer,
+    /// The dashboard's public URL, for the link in each email.
+    base_url: String,
+}
+
+impl crate::state::Inner {
+    pub fn notices(&self) -> Notices {
+        Notices {
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+            mailer: self.mailer.clone(),
+            base_url: self.config.base_url.clone(),
+        }
+    }
+}
 
 const DAY: i64 = 24 * 3600;
 /// Keys that expired longer ago than this when the job first sees them get no notice (so
@@ -20,8 +42,28 @@ const EXPIRED_LOOKBACK: i64 = 7 * DAY;
 /// Keys fetched per query; a pass goes on until a window has no key left to notify.
 const PAGE: i64 = 500;
 
-/// Runs one pass; returns how many notices were sent.
-pub async fn run(state: &AppState) -> anyhow::Result<usize> {
+impl Notices {
+    /// Runs one pass; returns how many notices were sent.
+    pub async fn run(&self) -> anyhow::Result<usize> {
+        run(self).await
+    }
+
+    /// Runs the job every minute until the process ends.
+    pub fn spawn(self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = self.run().await {
+                    tracing::warn!(error = %e, "expiry notices");
+                }
+            }
+        })
+    }
+}
+
+async fn run(state: &Notices) -> anyhow::Result<usize> {
     let now = state.clock.unix();
     let mut sent = 0;
     // Most urgent first: a key inside one day gets the 1-day notice, and its 7-day notice
@@ -54,7 +96,7 @@ pub async fn run(state: &AppState) -> anyhow::Result<usize> {
     Ok(sent)
 }
 
-async fn notify(state: &AppState, key: &ApiKey, kind: &str, now: i64) -> anyhow::Result<bool> {
+async fn notify(state: &Notices, key: &ApiKey, kind: &str, now: i64) -> anyhow::Result<bool> {
     let Some(expires_at) = key.expires_at else {
         return Ok(false);
     };
@@ -106,7 +148,7 @@ async fn notify(state: &AppState, key: &ApiKey, kind: &str, now: i64) -> anyhow:
     };
     let body = format!(
         "{lead}\n\nTo keep your integration working, roll the key (you get a new key; the old one keeps working for a grace period) or change its expiry:\n{}/settings/api-keys/{}\n",
-        state.config.base_url, key.id
+        state.base_url, key.id
     );
     for to in recipients(state, key).await? {
         state.mailer.send(&to, &subject, &body).await;
@@ -116,7 +158,7 @@ async fn notify(state: &AppState, key: &ApiKey, kind: &str, now: i64) -> anyhow:
 }
 
 /// The key's creator while they are a member; otherwise the organization's admins and owners.
-async fn recipients(state: &AppState, key: &ApiKey) -> anyhow::Result<Vec<String>> {
+async fn recipients(state: &Notices, key: &ApiKey) -> anyhow::Result<Vec<String>> {
     let members = state.store.members(&key.org_id).await?;
     if let Some(creator) = &key.created_by
         && let Some(m) = members.iter().find(|m| &m.user_id == creator)
@@ -128,18 +170,4 @@ async fn recipients(state: &AppState, key: &ApiKey) -> anyhow::Result<Vec<String
         .filter(|m| m.role == "owner" || m.role == "admin")
         .map(|m| m.email)
         .collect())
-}
-
-/// Runs the job every minute until the process ends.
-pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if let Err(e) = run(&state).await {
-                tracing::warn!(error = %e, "expiry notices");
-            }
-        }
-    })
 }

@@ -165,7 +165,8 @@ impl ScopeCatalog {
     }
 
     /// Like [`check`](Self::check) for an edit: scopes the key already has and the editor
-    /// could not grant may stay, but none may be added beyond the editor's rights.
+    /// could not grant may stay or be removed (narrowing a key is always allowed to whoever
+    /// may change it), but none may be added beyond the editor's rights.
     pub fn check_edit(
         &self,
         requested: &[String],
@@ -184,15 +185,6 @@ impl ScopeCatalog {
         for r in requested {
             if self.get(r).is_none() {
                 return Err(ScopeError::Unknown(r.clone()));
-            }
-        }
-        // Removing a scope the editor could not grant is also an act of that power.
-        for c in current {
-            if !requested.contains(c)
-                && let Some(def) = self.get(c)
-                && !role.at_least(def.min_role)
-            {
-                return Err(ScopeError::NotGrantable(c.clone()));
             }
         }
         let chosen = self.in_catalog_order(requested);
@@ -259,9 +251,10 @@ mod tests {
             c.check_edit(&s(&["read", "admin"]), &s(&["read"]), Role::Developer)
                 .is_err()
         );
-        assert!(
-            c.check_edit(&s(&["read"]), &s(&["read", "admin"]), Role::Developer)
-                .is_err()
+        // …and may drop it: narrowing (a demoted member's key) needs no power to grant.
+        assert_eq!(
+            c.check_edit(&s(&["read"]), &s(&["read", "admin"]), Role::Developer),
+            Ok(s(&["read"]))
         );
     }
 

@@ -16,7 +16,7 @@ use super::{
     ExpiryChoice, GraceChoice,
     model::{
         Field, FieldErrors, KeyInput, KeyPatch, Metadata, Rate, RateWindow, Revocation,
-        RevocationReason, scope_message,
+        scope_message,
     },
     token::{Environment, PlainKey},
 };
@@ -27,7 +27,7 @@ use crate::{
     config::Config,
     error::AppError,
     orgs::{Action, Role},
-    store::{ApiKey, KeyChanges, NewKey, Store, StoreError},
+    store::{ApiKey, KeyChanges, NewKey, Org, Store, StoreError},
 };
 
 /// Why a key operation was refused. Each door renders it (a page, or a JSON error).
@@ -48,6 +48,8 @@ pub enum KeyError {
     Invalid(FieldErrors),
     /// The request conflicts with the key's current state (the message says how).
     Conflict(String),
+    /// The organization's key policy forbids this (the message says which rule).
+    Policy(String),
     Internal(AppError),
 }
 
@@ -213,13 +215,12 @@ impl Keys<'_> {
         Ok(())
     }
 
-    /// The organization's key policy: every key needs a description.
-    async fn requires_description(&self, actor: &Actor) -> KeyResult<bool> {
-        Ok(self
-            .store
+    /// The actor's organization, for its key policy.
+    pub(super) async fn org(&self, actor: &Actor) -> KeyResult<Org> {
+        self.store
             .org(&actor.org_id)
             .await?
-            .is_some_and(|o| o.key_require_description))
+            .ok_or(KeyError::NotFound)
     }
 
     // --------------------------------------------------------------------- create
@@ -246,11 +247,17 @@ impl Keys<'_> {
         {
             errors.add(Field::Scopes, scope_message(&e));
         }
+        let org = self.org(actor).await?;
         let expires_at = errors.take(
             Field::Expiry,
             resolve_expiry(input.expiry, &input.custom_date, None, now),
         );
-        if input.description.as_str().is_empty() && self.requires_description(actor).await? {
+        if let Some(e) = expires_at
+            && !org.lifetime.allows(e, now)
+        {
+            errors.add(Field::Expiry, org.lifetime.message());
+        }
+        if input.description.as_str().is_empty() && org.key_require_description {
             errors.add(Field::Description, REQUIRE_DESCRIPTION);
         }
         if !errors.is_empty() {
@@ -311,6 +318,7 @@ impl Keys<'_> {
             within_own_scopes(actor, s.as_slice())?;
         }
         let mut errors = FieldErrors::default();
+        let org = self.org(actor).await?;
         let current = key.scope_list();
         let scopes = match &patch.scopes {
             None => current.clone(),
@@ -334,6 +342,10 @@ impl Keys<'_> {
                 ),
             )
             .unwrap_or(key.expires_at);
+        // No key is extended (or given a new expiry) beyond the maximum lifetime.
+        if expires_at != key.expires_at && !org.lifetime.allows(expires_at, now) {
+            errors.add(Field::Expiry, org.lifetime.message());
+        }
         let rate = Rate {
             limit: patch.rate_limit.unwrap_or(key.rate_limit),
             window: patch
@@ -348,7 +360,7 @@ impl Keys<'_> {
             .description
             .as_ref()
             .is_some_and(|d| d.as_str().is_empty())
-            && self.requires_description(actor).await?
+            && org.key_require_description
         {
             errors.add(Field::Description, REQUIRE_DESCRIPTION);
         }
@@ -455,6 +467,12 @@ impl Keys<'_> {
             return Err(KeyError::Forbidden(above_role(actor, s)));
         }
         let now = self.now();
+        if !old.lifetime.allows(old.expires_at, now) {
+            return Err(KeyError::Policy(format!(
+                "{} Edit the key to expire within the maximum, then roll it.",
+                beyond_lifetime(&old.lifetime)
+            )));
+        }
         let env = Environment::parse(&old.environment)
             .ok_or_else(|| AppError::internal(anyhow::anyhow!("bad stored environment")))?;
         let secret = self.generate(env)?;
@@ -527,7 +545,7 @@ impl Keys<'_> {
         Ok(key)
     }
 
-    async fn write_revoke(
+    pub(super) async fn write_revoke(
         &self,
         actor: &Actor,
         key: &ApiKey,
@@ -586,71 +604,6 @@ impl Keys<'_> {
         Ok(key.as_ref().clone())
     }
 
-    // ----------------------------------------------------------------------- bulk
-
-    /// Revokes the given keys of former members (admins), with the reason "member left";
-    /// returns how many were revoked now.
-    pub async fn bulk_revoke(&self, actor: &Actor, ids: &[String]) -> KeyResult<usize> {
-        self.require(actor, Action::ManageAnyKey)?;
-        let mut n = 0;
-        let why = Revocation::because(RevocationReason::MemberLeft);
-        for key in self.load_all(actor, ids).await? {
-            match self.write_revoke(actor, &key, &why).await {
-                Ok(()) => n += 1,
-                Err(KeyError::AlreadyRevoked) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(n)
-    }
-
-    /// Hands the given keys to another member (not a viewer); returns the count and the
-    /// new owner's email.
-    pub async fn bulk_reassign(
-        &self,
-        actor: &Actor,
-        ids: &[String],
-        to: &str,
-    ) -> KeyResult<(u64, String)> {
-        self.require(actor, Action::ManageAnyKey)?;
-        let keys = self.load_all(actor, ids).await?;
-        if to.chars().any(char::is_control) {
-            return Err(KeyError::Refused("That is not a member.".into()));
-        }
-        self.store
-            .membership(to, &actor.org_id)
-            .await?
-            .filter(|m| m.role != "viewer")
-            .ok_or_else(|| {
-                KeyError::Refused("Choose a member (not a viewer) to take over the keys.".into())
-            })?;
-        let new_owner = self.store.user(to).await?.ok_or(KeyError::NotFound)?;
-        let now = self.now();
-        let audits: Vec<_> = keys
-            .iter()
-            .map(|k| {
-                actor
-                    .audit(AuditAction::KeyReassigned, now)
-                    .target("api_key", &k.id, &k.name)
-                    .details(json!({ "from": k.created_by, "to": new_owner.id, "to_email": new_owner.email }))
-            })
-            .collect();
-        let ids: Vec<String> = keys.iter().map(|k| k.id.clone()).collect();
-        let n = self
-            .store
-            .reassign_keys(&actor.org_id, &ids, &new_owner.id, &audits)
-            .await?;
-        Ok((n, new_owner.email))
-    }
-
-    async fn load_all(&self, actor: &Actor, ids: &[String]) -> KeyResult<Vec<ApiKey>> {
-        let mut keys = Vec::with_capacity(ids.len());
-        for id in ids {
-            keys.push(self.load(actor, id).await?);
-        }
-        Ok(keys)
-    }
-
     fn generate(&self, env: Environment) -> KeyResult<PlainKey> {
         PlainKey::generate(&self.config.key_prefix, env).map_err(|e| {
             KeyError::Internal(AppError::internal(anyhow::anyhow!(
@@ -658,6 +611,14 @@ impl Keys<'_> {
             )))
         })
     }
+}
+
+/// Why a key beyond the maximum lifetime cannot be rolled as it is.
+pub fn beyond_lifetime(policy: &super::policy::LifetimePolicy) -> String {
+    format!(
+        "This key's expiry is beyond the organization's maximum key lifetime of {}.",
+        super::policy::days_label(policy.max_lifetime_days.unwrap_or_default())
+    )
 }
 
 const REQUIRE_DESCRIPTION: &str = "This organization requires a description: say what the key is for (Settings → Key defaults → Key policy).";

@@ -11,6 +11,7 @@ use super::web::KeyForm;
 use super::{
     ExpiryChoice, GraceChoice,
     model::{Field, FieldErrors, RateWindow, Revocation, RevocationReason},
+    policy::LifetimePolicy,
     token::PlainKey,
 };
 use crate::{
@@ -121,6 +122,8 @@ pub struct ListPage {
     pub pager: Pager,
     pub filtered: bool,
     pub can_create: bool,
+    /// May open Key hygiene (admins and owners).
+    pub can_review: bool,
     /// Bulk reassign/revoke of former members' keys (admins, `creator=removed`).
     pub bulk: bool,
     /// Members keys can be reassigned to: (user id, email).
@@ -182,6 +185,8 @@ pub struct FormView {
     pub errors: ErrorsView,
     /// Editing an existing key (no environment or preset choice) rather than creating one.
     pub editing: bool,
+    /// The organization's maximum key lifetime ("90 days"; empty: none).
+    pub max_lifetime: String,
 }
 
 impl FormView {
@@ -192,6 +197,7 @@ impl FormView {
         errors: &FieldErrors,
         form_token: String,
         editing: bool,
+        lifetime: LifetimePolicy,
     ) -> Self {
         let catalog = &state.config.scopes;
         let grantable: Vec<&str> = catalog
@@ -245,7 +251,16 @@ impl FormView {
         if editing {
             options.push(("keep", "Keep the current expiry"));
         }
-        options.extend(ExpiryChoice::CREATE_OPTIONS);
+        // Only the expiries the lifetime policy allows are offered (a custom date is checked
+        // when submitted).
+        options.extend(ExpiryChoice::CREATE_OPTIONS.into_iter().filter(|(v, _)| {
+            match (lifetime.max_lifetime_days, ExpiryChoice::parse(v)) {
+                (None, _) => true,
+                (Some(_), Some(ExpiryChoice::Never)) => false,
+                (Some(max), Some(ExpiryChoice::Days(d))) => d <= max,
+                _ => true,
+            }
+        }));
         let default_expiry = if editing { "keep" } else { "90d" };
         let chosen = if f.expiry.is_empty() {
             default_expiry
@@ -273,6 +288,10 @@ impl FormView {
             presets,
             scopes,
             expiry_options,
+            max_lifetime: lifetime
+                .max_lifetime_days
+                .map(super::policy::days_label)
+                .unwrap_or_default(),
             custom_date: f.custom_date.clone(),
             rate_limit: f.rate_limit.clone(),
             rate_windows: RateWindow::ALL
@@ -421,6 +440,9 @@ pub struct DetailPage {
     pub revocation: String,
     /// (value, label) of the revocation reasons the revoke form offers.
     pub reasons: Vec<(&'static str, &'static str)>,
+    /// The key lives longer than the organization's maximum lifetime: what that means for
+    /// it (empty: it complies). Such a key cannot be rolled until its expiry is shortened.
+    pub beyond_lifetime: String,
     pub credits: CreditsPanel,
 }
 
@@ -491,11 +513,32 @@ pub async fn detail_page(
         .scope_above_role(cu.role, &key.scope_list())
         .cloned()
         .unwrap_or_default();
-    let roll_token = if view.can_manage && view.is_open() && above_role.is_empty() {
-        session::issue_form_token(&cu.session).await?
+    let beyond_lifetime = if view.is_open() && !key.lifetime.allows(key.expires_at, now) {
+        let max = super::policy::days_label(key.lifetime.max_lifetime_days.unwrap_or_default());
+        let when = match key.lifetime.lifetime_enforced_at {
+            Some(t) if t <= now => {
+                "It no longer verifies: requests with it are refused with EXCEEDS_MAX_LIFETIME."
+                    .to_string()
+            }
+            Some(t) => format!(
+                "It keeps working until {}, then requests with it are refused with EXCEEDS_MAX_LIFETIME.",
+                TimeView::new(t, now).exact
+            ),
+            None => String::new(),
+        };
+        format!(
+            "This key's expiry is beyond the organization's maximum key lifetime of {max}. {when} Shorten its expiry to within {max} (or create a new key); it cannot be rolled until then."
+        )
     } else {
         String::new()
     };
+    let roll_token =
+        if view.can_manage && view.is_open() && above_role.is_empty() && beyond_lifetime.is_empty()
+        {
+            session::issue_form_token(&cu.session).await?
+        } else {
+            String::new()
+        };
     let revocation = events
         .iter()
         .find(|e| e.action == AuditAction::KeyRevoked.as_str())
@@ -509,13 +552,14 @@ pub async fn detail_page(
             .map(|r| (r.as_str(), r.label()))
             .collect(),
         usage: UsageChart::new(&series, today),
-        form: FormView::build(state, cu, form, errors, String::new(), true),
+        form: FormView::build(state, cu, form, errors, String::new(), true, key.lifetime),
         key: view,
         events: events.iter().map(|e| EventRow::new(e, now)).collect(),
         grace_options: GraceChoice::OPTIONS.to_vec(),
         roll_token,
         above_role,
         credits: CreditsPanel::new(key, now),
+        beyond_lifetime,
         chrome: cu.chrome("api-keys").await?,
     })
 }

@@ -14,7 +14,7 @@ use super::{
     ExpiryChoice, GraceChoice,
     model::{
         Field, FieldErrors, IpAllowlist, KeyDraft, KeyInput, KeyPatch, MAX_NAME, Metadata, Rate,
-        RateWindow, Revocation, optional_count,
+        RateWindow, Revocation, RevocationReason, optional_count,
     },
     service::{KeyError, Rolled},
     token::Environment,
@@ -62,6 +62,7 @@ impl From<KeyError> for AppError {
             KeyError::AlreadyRevoked => AppError::bad_request(KeyError::ALREADY_REVOKED),
             KeyError::Refused(m) => AppError::bad_request(m),
             KeyError::Conflict(m) => AppError::Conflict(m),
+            KeyError::Policy(m) => AppError::Conflict(m),
             KeyError::Invalid(errors) => AppError::bad_request(
                 errors
                     .iter()
@@ -149,6 +150,7 @@ pub async fn list(
             && q.q.is_empty()
             && q.creator.is_empty()),
         can_create: cu.role.can(Action::CreateKey),
+        can_review: cu.role.can(Action::ManageAnyKey),
         bulk,
         members,
         q,
@@ -321,11 +323,7 @@ pub async fn new_page(State(state): State<AppState>, cu: CurrentUser) -> Result<
     cu.require(Action::CreateKey)?;
     let token = session::issue_form_token(&cu.session).await?;
     // New keys start with the organization's default limits.
-    let org = state
-        .store
-        .org(cu.org_id())
-        .await?
-        .ok_or(AppError::NotFound)?;
+    let org = cu.organization(&state.store).await?;
     let blank = KeyForm {
         rate_limit: org
             .default_rate_limit
@@ -343,7 +341,15 @@ pub async fn new_page(State(state): State<AppState>, cu: CurrentUser) -> Result<
         ..KeyForm::default()
     };
     Ok(NewPage {
-        form: FormView::build(&state, &cu, &blank, &FieldErrors::default(), token, false),
+        form: FormView::build(
+            &state,
+            &cu,
+            &blank,
+            &FieldErrors::default(),
+            token,
+            false,
+            org.lifetime,
+        ),
         chrome: cu.chrome("api-keys").await?,
     }
     .into_response())
@@ -380,8 +386,9 @@ pub async fn create(
         }
         Err(KeyError::Invalid(errors)) => {
             let token = session::issue_form_token(&cu.session).await?;
+            let lifetime = cu.organization(&state.store).await?.lifetime;
             let page = NewPage {
-                form: FormView::build(&state, &cu, &f, &errors, token, false),
+                form: FormView::build(&state, &cu, &f, &errors, token, false, lifetime),
                 chrome: cu.chrome("api-keys").await?,
             };
             Ok((StatusCode::BAD_REQUEST, page).into_response())
@@ -526,7 +533,8 @@ pub async fn bulk(
             format!("Reassigned {n} key(s) to {email}.")
         }
         "revoke" => {
-            let n = keys.bulk_revoke(&actor, &f.keys).await?;
+            let why = Revocation::because(RevocationReason::MemberLeft);
+            let n = keys.bulk_revoke(&actor, &f.keys, &why).await?;
             format!("Revoked {n} key(s).")
         }
         _ => {

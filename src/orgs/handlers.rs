@@ -13,7 +13,10 @@ use crate::{
     audit::ClientMeta,
     auth::{Chrome, CurrentUser, session::ORG_ID},
     error::{AppError, Result},
-    keys::model::{RateWindow, optional_count},
+    keys::{
+        model::{RateWindow, optional_count},
+        policy::{DEFAULT_EXPIRIES, PolicyForm, days_label, parse_policy},
+    },
     orgs::Action,
     state::AppState,
 };
@@ -114,68 +117,114 @@ struct SettingsPage {
     can_edit: bool,
     /// "API keys may create and roll keys".
     api_keys_can_create_keys: bool,
-    key_require_description: bool,
-    /// (value, label, selected) of the default expiries.
-    key_expiries: Vec<(&'static str, &'static str, bool)>,
+    policy: KeyPolicyView,
     rate_limit: String,
     windows: Vec<(&'static str, &'static str, bool)>,
     daily_quota: String,
     error: Option<String>,
 }
 
-fn settings_page(
-    chrome: Chrome,
-    can_edit: bool,
-    rate_limit: String,
-    window: &str,
-    daily_quota: String,
+/// The key policy card, as saved or as just submitted.
+struct KeyPolicyView {
+    require_description: bool,
+    /// (value, label, selected) of the default expiries.
+    expiries: Vec<(&'static str, &'static str, bool)>,
+    /// Days, or empty for no maximum.
+    max_lifetime_days: String,
+    /// Existing keys beyond the maximum keep working until `until` (else: stopped now).
+    keep_until: bool,
+    /// YYYY-MM-DD.
+    until: String,
+    /// What the saved policy does to keys beyond it now (empty: nothing).
+    status: String,
     error: Option<String>,
-) -> SettingsPage {
-    SettingsPage {
-        chrome,
-        can_edit,
-        api_keys_can_create_keys: false,
-        key_require_description: false,
-        key_expiries: DEFAULT_EXPIRIES
-            .iter()
-            .map(|(v, l)| (*v, *l, *v == "90d"))
-            .collect(),
-        rate_limit,
-        windows: RateWindow::ALL
-            .iter()
-            .map(|w| (w.name(), w.label(), w.name() == window))
-            .collect(),
-        daily_quota,
-        error,
+}
+
+impl KeyPolicyView {
+    fn new(default_expiry: &str) -> Self {
+        Self {
+            require_description: false,
+            expiries: DEFAULT_EXPIRIES
+                .iter()
+                .map(|(v, l, _)| (*v, *l, *v == default_expiry))
+                .collect(),
+            max_lifetime_days: String::new(),
+            keep_until: true,
+            until: String::new(),
+            status: String::new(),
+            error: None,
+        }
     }
 }
 
-pub async fn settings(State(state): State<AppState>, cu: CurrentUser) -> Result<Response> {
-    let org = state
-        .store
-        .org(cu.org_id())
-        .await?
-        .ok_or(AppError::NotFound)?;
-    let mut page = settings_page(
-        cu.chrome("org-settings").await?,
-        cu.role.can(Action::ManageMembers),
-        org.default_rate_limit
-            .map(|n| n.to_string())
-            .unwrap_or_default(),
-        RateWindow::from_secs(org.default_rate_window_secs)
-            .unwrap_or_default()
-            .name(),
-        org.default_daily_quota
-            .map(|n| n.to_string())
-            .unwrap_or_default(),
-        None,
-    );
-    page.api_keys_can_create_keys = org.api_keys_can_create_keys;
-    page.key_require_description = org.key_require_description;
-    for e in &mut page.key_expiries {
-        e.2 = e.0 == org.key_default_expiry;
+/// The settings page as saved for `org`; callers replace what was just submitted.
+async fn settings_page(state: &AppState, cu: &CurrentUser) -> Result<SettingsPage> {
+    let org = cu.organization(&state.store).await?;
+    let now = state.clock.unix();
+    let mut policy = KeyPolicyView::new(&org.key_default_expiry);
+    policy.require_description = org.key_require_description;
+    let life = org.lifetime;
+    if let Some(days) = life.max_lifetime_days {
+        policy.max_lifetime_days = days.to_string();
+        let beyond = state
+            .store
+            .hygiene_counts(cu.org_id(), now, 0, life.latest_expiry(now).unwrap_or(0))
+            .await?
+            .beyond_lifetime;
+        let enforced = life.lifetime_enforced_at.unwrap_or(now);
+        policy.keep_until = enforced > now;
+        if policy.keep_until {
+            // The form shows the last day keys keep working (enforcement is at its end).
+            policy.until = date_of(enforced - 1);
+        }
+        policy.status = match (beyond, policy.keep_until) {
+            (0, _) => format!("Every open key expires within {}.", days_label(days)),
+            (n, true) => format!(
+                "{n} open key(s) expire later than that: they keep working until the end of {} (UTC), then are refused with EXCEEDS_MAX_LIFETIME.",
+                policy.until
+            ),
+            (n, false) => format!(
+                "{n} open key(s) expire later than that and are refused with EXCEEDS_MAX_LIFETIME."
+            ),
+        };
     }
-    Ok(page.into_response())
+    Ok(SettingsPage {
+        chrome: cu.chrome("org-settings").await?,
+        can_edit: cu.role.can(Action::ManageMembers),
+        api_keys_can_create_keys: org.api_keys_can_create_keys,
+        policy,
+        rate_limit: org
+            .default_rate_limit
+            .map(|n| n.to_string())
+            .unwrap_or_default(),
+        windows: windows(
+            RateWindow::from_secs(org.default_rate_window_secs)
+                .unwrap_or_default()
+                .name(),
+        ),
+        daily_quota: org
+            .default_daily_quota
+            .map(|n| n.to_string())
+            .unwrap_or_default(),
+        error: None,
+    })
+}
+
+fn windows(chosen: &str) -> Vec<(&'static str, &'static str, bool)> {
+    RateWindow::ALL
+        .iter()
+        .map(|w| (w.name(), w.label(), w.name() == chosen))
+        .collect()
+}
+
+fn date_of(t: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .map(|d| d.date().to_string())
+        .unwrap_or_default()
+}
+
+pub async fn settings(State(state): State<AppState>, cu: CurrentUser) -> Result<Response> {
+    Ok(settings_page(&state, &cu).await?.into_response())
 }
 
 #[derive(Deserialize)]
@@ -185,9 +234,15 @@ pub struct KeyPolicyForm {
     require_description: Option<String>,
     #[serde(default)]
     default_expiry: String,
+    #[serde(default)]
+    max_lifetime_days: String,
+    #[serde(default)]
+    existing: String,
+    #[serde(default)]
+    until: String,
 }
 
-/// Settings → Key defaults → Key policy (admins and owners).
+/// Settings → Key policy (admins and owners).
 pub async fn save_key_policy(
     State(state): State<AppState>,
     cu: CurrentUser,
@@ -196,40 +251,68 @@ pub async fn save_key_policy(
 ) -> Result<Response> {
     cu.require(Action::ManageMembers)?;
     cu.same_org(&f.org)?;
-    if !DEFAULT_EXPIRIES.iter().any(|(v, _)| *v == f.default_expiry) {
-        return Err(AppError::bad_request(
-            "Choose a default expiry: 7 days, 30 days, 90 days, 1 year or no expiration.",
-        ));
-    }
-    let require = f.require_description.is_some();
     let now = state.clock.unix();
+    let form = PolicyForm {
+        require_description: f.require_description.is_some(),
+        default_expiry: &f.default_expiry,
+        max_lifetime_days: &f.max_lifetime_days,
+        existing: &f.existing,
+        until: &f.until,
+    };
+    let policy = match parse_policy(&form, now) {
+        Ok(p) => p,
+        Err(msg) => {
+            let mut page = settings_page(&state, &cu).await?;
+            let mut view = KeyPolicyView::new(&f.default_expiry);
+            view.require_description = form.require_description;
+            view.max_lifetime_days = f.max_lifetime_days.trim().to_string();
+            view.keep_until = f.existing != "block";
+            view.until = f.until.trim().to_string();
+            view.status = page.policy.status;
+            view.error = Some(msg);
+            page.policy = view;
+            return Ok((StatusCode::BAD_REQUEST, page).into_response());
+        }
+    };
+    let life = policy.lifetime;
     let audit = cu
         .audit(AuditAction::OrgKeyPolicyChanged, &meta, now)
         .target("organization", cu.org_id(), &cu.org.org_name)
         .details(serde_json::json!({
-            "require_description": require,
-            "default_expiry": f.default_expiry,
+            "require_description": policy.require_description,
+            "default_expiry": policy.default_expiry,
+            "max_lifetime_days": life.max_lifetime_days,
+            "lifetime_enforced_at": life.lifetime_enforced_at,
         }));
     state
         .store
-        .set_key_policy(cu.org_id(), require, &f.default_expiry, &audit)
+        .set_key_policy(cu.org_id(), &policy, &audit)
         .await?;
-    cu.flash(
-        "success",
-        "Saved the key policy. It applies to keys created or edited from now on.",
-    )
-    .await?;
-    Ok(Redirect::to("/settings/organization").into_response())
+    let beyond = match life.latest_expiry(now) {
+        Some(latest) => {
+            state
+                .store
+                .hygiene_counts(cu.org_id(), now, 0, latest)
+                .await?
+                .beyond_lifetime
+        }
+        None => 0,
+    };
+    let message = match (beyond, life.lifetime_enforced_at) {
+        (0, _) | (_, None) => {
+            "Saved the key policy. It applies to keys created, edited or rolled from now on, in the dashboard and through the API.".to_string()
+        }
+        (n, Some(t)) if t <= now => format!(
+            "Saved the key policy. {n} existing key(s) expire later than it allows and are now refused (EXCEEDS_MAX_LIFETIME): see API keys → Key hygiene."
+        ),
+        (n, Some(t)) => format!(
+            "Saved the key policy. {n} existing key(s) expire later than it allows: they keep working until the end of {} (UTC). See API keys → Key hygiene.",
+            date_of(t - 1)
+        ),
+    };
+    cu.flash("success", message).await?;
+    Ok(Redirect::to("/settings/organization#key-policy").into_response())
 }
-
-/// The expiries a policy may preselect: the create form's, without "custom date".
-const DEFAULT_EXPIRIES: [(&str, &str); 5] = [
-    ("7d", "7 days"),
-    ("30d", "30 days"),
-    ("90d", "90 days"),
-    ("1y", "1 year"),
-    ("never", "No expiration"),
-];
 
 #[derive(Deserialize)]
 pub struct ApiAccessForm {
@@ -296,14 +379,11 @@ pub async fn save_settings(
     let ((rate, quota), secs) = match parsed {
         Ok(v) => v,
         Err(msg) => {
-            let page = settings_page(
-                cu.chrome("org-settings").await?,
-                true,
-                f.rate_limit.clone(),
-                &f.rate_window,
-                f.daily_quota.clone(),
-                Some(msg),
-            );
+            let mut page = settings_page(&state, &cu).await?;
+            page.rate_limit = f.rate_limit.clone();
+            page.windows = windows(&f.rate_window);
+            page.daily_quota = f.daily_quota.clone();
+            page.error = Some(msg);
             return Ok((StatusCode::BAD_REQUEST, page).into_response());
         }
     };

@@ -57,6 +57,10 @@ pub struct ApiKey {
     /// `key.credits_low` fires when the balance falls to this or below (`None`: 10 % of
     /// the refill amount, or never without a refill).
     pub credits_low_threshold: Option<i64>,
+    /// The organization's maximum lifetime (joined, so verification needs no second read).
+    #[sqlx(flatten)]
+    #[serde(skip)]
+    pub lifetime: crate::keys::policy::LifetimePolicy,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -224,11 +228,90 @@ static KEY_WHERE: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// Keys with their creator's email and whether the creator has left the organization.
+/// The groups of the key hygiene view (Settings → API Keys → Key hygiene).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hygiene {
+    NeverExpires,
+    /// Neither used nor created in the last N days.
+    Unused,
+    NeverUsed,
+    /// Created by someone who is no longer a member.
+    FormerMembers,
+    /// Living longer than the organization's maximum lifetime allows.
+    BeyondLifetime,
+}
+
+impl Hygiene {
+    pub const ALL: [Hygiene; 5] = [
+        Hygiene::BeyondLifetime,
+        Hygiene::NeverExpires,
+        Hygiene::Unused,
+        Hygiene::NeverUsed,
+        Hygiene::FormerMembers,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Hygiene::NeverExpires => "never_expires",
+            Hygiene::Unused => "unused",
+            Hygiene::NeverUsed => "never_used",
+            Hygiene::FormerMembers => "former_members",
+            Hygiene::BeyondLifetime => "beyond_lifetime",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|h| h.as_str() == s)
+    }
+}
+
+/// How many open keys are in each hygiene group.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HygieneCounts {
+    pub never_expires: i64,
+    pub unused: i64,
+    pub never_used: i64,
+    pub former_members: i64,
+    pub beyond_lifetime: i64,
+}
+
+impl HygieneCounts {
+    pub fn get(&self, group: Hygiene) -> i64 {
+        match group {
+            Hygiene::NeverExpires => self.never_expires,
+            Hygiene::Unused => self.unused,
+            Hygiene::NeverUsed => self.never_used,
+            Hygiene::FormerMembers => self.former_members,
+            Hygiene::BeyondLifetime => self.beyond_lifetime,
+        }
+    }
+}
+
+/// A key that still works or may again: not revoked (nor scheduled to be), not expired.
+/// `$2` is now.
+const OPEN_KEY: &str = "k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > $2)";
+
+/// The SQL condition of one hygiene group, over `k` (the key) and `cm` (its creator's
+/// membership); `$3` is the "unused" cutoff, `$4` the latest expiry the lifetime policy
+/// allows now (0: no maximum).
+fn hygiene_condition(group: &str) -> &'static str {
+    match group {
+        "never_expires" => "(k.expires_at IS NULL)",
+        "unused" => "(COALESCE(k.last_used_at, k.created_at) <= $3)",
+        "never_used" => "(k.last_used_at IS NULL)",
+        "former_members" => "(cm.user_id IS NULL)",
+        _ => "($4 > 0 AND (k.expires_at IS NULL OR k.expires_at > $4))",
+    }
+}
+
+/// Keys with their creator's email, whether the creator has left the organization, and the
+/// organization's lifetime policy.
 pub(crate) const KEY_SELECT: &str = "SELECT k.*, u.email AS creator_email, \
-     (cm.user_id IS NULL) AS creator_removed \
+     (cm.user_id IS NULL) AS creator_removed, \
+     ko.key_max_lifetime_days, ko.key_lifetime_enforced_at \
      FROM api_keys k LEFT JOIN users u ON u.id = k.created_by \
-     LEFT JOIN memberships cm ON cm.org_id = k.org_id AND cm.user_id = k.created_by";
+     LEFT JOIN memberships cm ON cm.org_id = k.org_id AND cm.user_id = k.created_by \
+     JOIN organizations ko ON ko.id = k.org_id";
 
 const INSERT_KEY: &str = "INSERT INTO api_keys (id, org_id, created_by, name, description, \
      environment, key_hash, display_prefix, last4, scopes, metadata, created_at, updated_at, \
@@ -439,6 +522,84 @@ impl Store {
                 .bind(now + EXPIRING_SOON_SECS)
                 .bind(i64::from(f.creator_removed))
                 .bind(after_id)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?)
+        })
+    }
+
+    /// How many open keys fall in each [`Hygiene`] group. `unused_before`: the cutoff of
+    /// "unused"; `latest_expiry`: the maximum lifetime's bound now (0: no maximum).
+    pub async fn hygiene_counts(
+        &self,
+        org_id: &str,
+        now: i64,
+        unused_before: i64,
+        latest_expiry: i64,
+    ) -> Result<HygieneCounts> {
+        let count = |group: &str| {
+            format!(
+                "COALESCE(SUM(CASE WHEN {} THEN 1 ELSE 0 END), 0)",
+                hygiene_condition(group)
+            )
+        };
+        let sql = format!(
+            "SELECT {}, {}, {}, {}, {} \
+             FROM api_keys k \
+             LEFT JOIN memberships cm ON cm.org_id = k.org_id AND cm.user_id = k.created_by \
+             WHERE k.org_id = $1 AND {OPEN_KEY}",
+            count("never_expires"),
+            count("unused"),
+            count("never_used"),
+            count("former_members"),
+            count("beyond_lifetime"),
+        );
+        with_pool!(self, |pool| {
+            let (never_expires, unused, never_used, former_members, beyond_lifetime): (
+                i64,
+                i64,
+                i64,
+                i64,
+                i64,
+            ) = sqlx::query_as(&sql)
+                .bind(org_id)
+                .bind(now)
+                .bind(unused_before)
+                .bind(latest_expiry)
+                .fetch_one(pool)
+                .await?;
+            Ok(HygieneCounts {
+                never_expires,
+                unused,
+                never_used,
+                former_members,
+                beyond_lifetime,
+            })
+        })
+    }
+
+    /// Up to `limit` open keys of one [`Hygiene`] group, oldest first.
+    pub async fn hygiene_keys(
+        &self,
+        org_id: &str,
+        group: Hygiene,
+        now: i64,
+        unused_before: i64,
+        latest_expiry: i64,
+        limit: i64,
+    ) -> Result<Vec<ApiKey>> {
+        // `$3 = $3 AND $4 = $4`: every parameter appears whichever group is asked for.
+        let sql = format!(
+            "{KEY_SELECT} WHERE k.org_id = $1 AND {OPEN_KEY} AND {} AND $3 = $3 AND $4 = $4 \
+             ORDER BY k.created_at, k.id LIMIT $5",
+            hygiene_condition(group.as_str())
+        );
+        with_pool!(self, |pool| {
+            Ok(sqlx::query_as::<_, ApiKey>(&sql)
+                .bind(org_id)
+                .bind(now)
+                .bind(unused_before)
+                .bind(latest_expiry)
                 .bind(limit)
                 .fetch_all(pool)
                 .await?)

@@ -32,8 +32,10 @@ use sqlx::{
 
 pub use audit::{AuditEvent, AuditFilter, NewAudit};
 pub use credits::{CreditOp, CreditOpOutcome, KeyCredits, Refill, RefillInterval, Spend};
-pub use keys::{ApiKey, KeyChanges, KeyFilter, KeyLimits, KeyStatus, NewKey};
-pub use orgs::{Membership, Org};
+pub use keys::{
+    ApiKey, Hygiene, HygieneCounts, KeyChanges, KeyFilter, KeyLimits, KeyStatus, NewKey,
+};
+pub use orgs::{KeyPolicy, Membership, Org};
 pub use sso::{SsoConnection, SsoConnectionInput, SsoIdentity, SsoJoin};
 pub use teams::{Invitation, Member, MemberChange, OutboxEmail, PasswordReset};
 pub use two_step::{FactorRemoval, PasskeyRow, TotpFactor};

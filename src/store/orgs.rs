@@ -21,6 +21,18 @@ pub struct Org {
     pub key_require_description: bool,
     /// Key policy: the expiry the create form starts on (`7d`, `30d`, `90d`, `1y`, `never`).
     pub key_default_expiry: String,
+    /// Key policy: the maximum lifetime, and when keys beyond it stop verifying.
+    #[sqlx(flatten)]
+    pub lifetime: crate::keys::policy::LifetimePolicy,
+}
+
+/// Settings → Key policy.
+#[derive(Debug, Clone)]
+pub struct KeyPolicy {
+    pub require_description: bool,
+    /// The expiry the create form starts on.
+    pub default_expiry: String,
+    pub lifetime: crate::keys::policy::LifetimePolicy,
 }
 
 /// A user's membership, with the organization's name.
@@ -39,6 +51,42 @@ const MEMBERSHIP_SELECT: &str = "SELECT m.org_id, o.name AS org_name, o.personal
      FROM memberships m JOIN organizations o ON o.id = m.org_id";
 
 impl Store {
+    /// Saves the key policy, audited. The lifetime policy is joined onto every key the
+    /// verifier caches, so every node's cache is dropped when this commits (on Postgres
+    /// through the same NOTIFY channel as key writes).
+    pub async fn set_key_policy(
+        &self,
+        org_id: &str,
+        policy: &KeyPolicy,
+        audit: &NewAudit,
+    ) -> Result<()> {
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "UPDATE organizations SET key_require_description = $2, key_default_expiry = $3, \
+                 key_max_lifetime_days = $4, key_lifetime_enforced_at = $5 WHERE id = $1",
+            )
+            .bind(org_id)
+            .bind(policy.require_description)
+            .bind(&policy.default_expiry)
+            .bind(policy.lifetime.max_lifetime_days)
+            .bind(policy.lifetime.lifetime_enforced_at)
+            .execute(&mut *tx)
+            .await?;
+            insert_audit!(&mut *tx, audit)?;
+            if self.backend() == "postgres" {
+                // Not a hash: every listener drops its whole cache.
+                sqlx::query("SELECT pg_notify($1, 'all')")
+                    .bind(super::keys::NOTIFY_CHANNEL)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            self.key_cache.invalidate_all();
+            Ok(())
+        })
+    }
+
     /// Creates an organization with `user_id` as its owner, audited, in one transaction.
     pub async fn create_org(
         &self,

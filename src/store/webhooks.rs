@@ -338,31 +338,6 @@ impl Store {
     }
 
     /// Switches "API keys may create keys" for an organization, audited.
-    /// Key policy: require descriptions, and the create form's default expiry (audited).
-    pub async fn set_key_policy(
-        &self,
-        org_id: &str,
-        require_description: bool,
-        default_expiry: &str,
-        audit: &NewAudit,
-    ) -> Result<()> {
-        with_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            sqlx::query(
-                "UPDATE organizations SET key_require_description = $2, key_default_expiry = $3 \
-                 WHERE id = $1",
-            )
-            .bind(org_id)
-            .bind(require_description)
-            .bind(default_expiry)
-            .execute(&mut *tx)
-            .await?;
-            insert_audit!(&mut *tx, audit)?;
-            tx.commit().await?;
-            Ok(())
-        })
-    }
-
     pub async fn set_api_keys_can_create_keys(
         &self,
         org_id: &str,

@@ -324,6 +324,11 @@ pub fn forward_auth_response(v: &Verification, nginx: bool) -> Response {
             "expired_api_key",
             "This API key has expired. Create a new key in the dashboard.",
         ),
+        VerifyCode::ExceedsMaxLifetime => (
+            StatusCode::UNAUTHORIZED,
+            "exceeds_max_lifetime",
+            "This API key lives longer than its organization's key policy allows. Shorten its expiry or create a new key in the dashboard.",
+        ),
         VerifyCode::InvalidFormat
         | VerifyCode::NotFound
         | VerifyCode::Revoked

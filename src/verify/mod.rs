@@ -2,10 +2,11 @@
 //! reverse-proxy forward-auth endpoint, the tower layer and in-process calls.
 //!
 //! parse + checksum (malformed keys never reach the store) → HMAC hash → cache, else one
-//! indexed lookup → revoked (honouring a roll's grace deadline) / expired / disabled → IP
-//! allowlist → required scopes → rate limit → daily quota → credits → record use (batched).
-//! A limit that refuses spends nothing after it and gives back what the limits before it
-//! took (the rate-limit token, the quota count), so one refusal consumes no other limit.
+//! indexed lookup → revoked (honouring a roll's grace deadline) / expired / disabled →
+//! beyond the organization's maximum lifetime → IP allowlist → required scopes → rate
+//! limit → daily quota → credits → record use (batched). A limit that refuses spends
+//! nothing after it and gives back what the limits before it took (the rate-limit token,
+//! the quota count), so one refusal consumes no other limit.
 //! Store failures are errors, never a valid answer: callers fail closed.
 
 pub mod http;
@@ -39,6 +40,9 @@ pub enum VerifyCode {
     Revoked,
     Expired,
     Disabled,
+    /// The key lives longer than its organization's maximum lifetime allows, and the
+    /// owner chose to block such keys (Settings → Key policy).
+    ExceedsMaxLifetime,
     IpNotAllowed,
     InsufficientScope,
     RateLimited,
@@ -321,6 +325,8 @@ impl Verifier {
             Some(VerifyCode::Expired)
         } else if !found.enabled {
             Some(VerifyCode::Disabled)
+        } else if found.lifetime.blocks(found.expires_at, now) {
+            Some(VerifyCode::ExceedsMaxLifetime)
         } else if !ip_allowed(&found.ip_allowlist, req.ip) {
             Some(VerifyCode::IpNotAllowed)
         } else if !req.scopes.iter().all(|s| found.scope_list().contains(s)) {

@@ -2,13 +2,13 @@
 //!
 //! An audited event that a webhook subscribes to gets a row in `webhook_deliveries` in the
 //! same transaction as the change (see `insert_audit!`), so no event is lost between the
-//! change and its announcement. [`deliver_due`] sends due deliveries — POST, JSON, signed
+//! change and its announcement. The [`Dispatcher`] sends due deliveries — POST, JSON, signed
 //! with HMAC-SHA-256 over `"{timestamp}.{body}"` — and retries failures with exponential
 //! backoff. Settings → Webhooks ([`handlers`]) manages endpoints and shows deliveries.
 
 mod handlers;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -19,8 +19,10 @@ use sha2::Sha256;
 
 use crate::{
     audit::AuditAction,
+    clock::Clock,
+    secretbox::SecretBox,
     state::AppState,
-    store::{NewAudit, webhooks::Attempt},
+    store::{NewAudit, Store, webhooks::Attempt},
 };
 
 pub fn router() -> Router<AppState> {
@@ -95,107 +97,130 @@ pub fn http_client(allow_private: bool) -> anyhow::Result<reqwest::Client> {
     )
 }
 
-/// Sends every due delivery once; returns how many were attempted. Safe to run on several
-/// nodes at once (deliveries are claimed first).
-pub async fn deliver_due(state: &AppState) -> anyhow::Result<usize> {
-    let now = state.clock.unix();
-    // A lease long enough for the whole batch (each attempt is bounded: 5 s to resolve,
-    // 10 s for the request), so no other node takes a delivery that is still being sent.
-    let lease = BATCH * 20;
-    let due = state.store.claim_deliveries(now, lease, BATCH).await?;
-    let claimed_until = now + lease;
-    let n = due.len();
-    for d in due {
-        let outcome = match state.store.webhook_by_id(&d.webhook_id).await? {
-            None => Attempt::Failed {
-                status_code: None,
-                error: "the endpoint was deleted".into(),
-                retry_at: None,
-            },
-            Some(w) => attempt(state, &w, &d.id, &d.event_type, &d.payload).await,
-        };
-        let outcome = match outcome {
-            Attempt::Failed {
-                status_code, error, ..
-            } => Attempt::Failed {
-                status_code,
-                error,
-                retry_at: (d.attempts + 1 < MAX_ATTEMPTS)
-                    .then(|| state.clock.unix() + backoff(d.attempts + 1)),
-            },
-            ok => ok,
-        };
-        if let Attempt::Failed {
-            error, retry_at, ..
-        } = &outcome
-        {
-            tracing::warn!(event = "webhook.failed", delivery = %d.id, webhook = %d.webhook_id, error = %error, retry_at = ?retry_at, "webhook delivery failed");
+/// The delivery job. It holds only what it uses (the store, the clock, the outbound client
+/// and the secrets' seal), not the HTTP state.
+#[derive(Clone)]
+pub struct Dispatcher {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    http: reqwest::Client,
+    secrets: SecretBox,
+    allow_private_networks: bool,
+}
+
+impl crate::state::Inner {
+    pub fn dispatcher(&self) -> Dispatcher {
+        Dispatcher {
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+            http: self.http.clone(),
+            secrets: self.webhook_secrets.clone(),
+            allow_private_networks: self.config.allow_private_networks,
         }
-        state
-            .store
-            .finish_delivery(&d.id, claimed_until, state.clock.unix(), &outcome)
-            .await?;
-    }
-    Ok(n)
-}
-
-async fn attempt(
-    state: &AppState,
-    w: &crate::store::webhooks::Webhook,
-    delivery_id: &str,
-    event_type: &str,
-    body: &str,
-) -> Attempt {
-    let failed = |status_code: Option<i64>, error: String| Attempt::Failed {
-        status_code,
-        error,
-        retry_at: None,
-    };
-    if let Err(msg) = crate::net::check_outbound(&w.url, state.config.allow_private_networks).await
-    {
-        return failed(None, msg);
-    }
-    let secret = match state.webhook_secrets.open(&w.secret, &w.id) {
-        Ok(s) => s,
-        Err(e) => return failed(None, e.to_string()),
-    };
-    use secrecy::ExposeSecret;
-    let sig = signature(secret.expose_secret(), state.clock.unix(), body);
-    let res = state
-        .http
-        .post(&w.url)
-        .header("content-type", "application/json")
-        .header("keyward-event", event_type)
-        .header("keyward-delivery", delivery_id)
-        .header("keyward-signature", sig)
-        .body(body.to_string())
-        .send()
-        .await;
-    match res {
-        Ok(r) if r.status().is_success() => Attempt::Delivered {
-            status_code: i64::from(r.status().as_u16()),
-        },
-        Ok(r) => failed(
-            Some(i64::from(r.status().as_u16())),
-            format!("the endpoint answered HTTP {}", r.status()),
-        ),
-        // Without the URL: it may carry a token.
-        Err(e) => failed(None, e.without_url().to_string()),
     }
 }
 
-/// Delivers due webhooks every second until the process ends.
-pub fn spawn_dispatcher(state: AppState) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if let Err(e) = deliver_due(&state).await {
-                tracing::warn!(error = %e, "webhook dispatcher");
+impl Dispatcher {
+    /// Sends every due delivery once; returns how many were attempted. Safe to run on
+    /// several nodes at once (deliveries are claimed first).
+    pub async fn deliver_due(&self) -> anyhow::Result<usize> {
+        let now = self.clock.unix();
+        // A lease long enough for the whole batch (each attempt is bounded: 5 s to resolve,
+        // 10 s for the request), so no other node takes a delivery that is still being sent.
+        let lease = BATCH * 20;
+        let due = self.store.claim_deliveries(now, lease, BATCH).await?;
+        let claimed_until = now + lease;
+        let n = due.len();
+        for d in due {
+            let outcome = match self.store.webhook_by_id(&d.webhook_id).await? {
+                None => Attempt::Failed {
+                    status_code: None,
+                    error: "the endpoint was deleted".into(),
+                    retry_at: None,
+                },
+                Some(w) => self.attempt(&w, &d.id, &d.event_type, &d.payload).await,
+            };
+            let outcome = match outcome {
+                Attempt::Failed {
+                    status_code, error, ..
+                } => Attempt::Failed {
+                    status_code,
+                    error,
+                    retry_at: (d.attempts + 1 < MAX_ATTEMPTS)
+                        .then(|| self.clock.unix() + backoff(d.attempts + 1)),
+                },
+                ok => ok,
+            };
+            if let Attempt::Failed {
+                error, retry_at, ..
+            } = &outcome
+            {
+                tracing::warn!(event = "webhook.failed", delivery = %d.id, webhook = %d.webhook_id, error = %error, retry_at = ?retry_at, "webhook delivery failed");
             }
+            self.store
+                .finish_delivery(&d.id, claimed_until, self.clock.unix(), &outcome)
+                .await?;
         }
-    })
+        Ok(n)
+    }
+
+    async fn attempt(
+        &self,
+        w: &crate::store::webhooks::Webhook,
+        delivery_id: &str,
+        event_type: &str,
+        body: &str,
+    ) -> Attempt {
+        let failed = |status_code: Option<i64>, error: String| Attempt::Failed {
+            status_code,
+            error,
+            retry_at: None,
+        };
+        if let Err(msg) = crate::net::check_outbound(&w.url, self.allow_private_networks).await {
+            return failed(None, msg);
+        }
+        let secret = match self.secrets.open(&w.secret, &w.id) {
+            Ok(s) => s,
+            Err(e) => return failed(None, e.to_string()),
+        };
+        use secrecy::ExposeSecret;
+        let sig = signature(secret.expose_secret(), self.clock.unix(), body);
+        let res = self
+            .http
+            .post(&w.url)
+            .header("content-type", "application/json")
+            .header("keyward-event", event_type)
+            .header("keyward-delivery", delivery_id)
+            .header("keyward-signature", sig)
+            .body(body.to_string())
+            .send()
+            .await;
+        match res {
+            Ok(r) if r.status().is_success() => Attempt::Delivered {
+                status_code: i64::from(r.status().as_u16()),
+            },
+            Ok(r) => failed(
+                Some(i64::from(r.status().as_u16())),
+                format!("the endpoint answered HTTP {}", r.status()),
+            ),
+            // Without the URL: it may carry a token.
+            Err(e) => failed(None, e.without_url().to_string()),
+        }
+    }
+
+    /// Delivers due webhooks every second until the process ends.
+    pub fn spawn(self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = self.deliver_due().await {
+                    tracing::warn!(error = %e, "webhook dispatcher");
+                }
+            }
+        })
+    }
 }
 
 #[cfg(test)]

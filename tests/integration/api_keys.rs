@@ -63,7 +63,11 @@ async fn key_lifecycle(app: TestApp) {
     assert!(!list.body.contains(&key));
     assert_eq!(
         list.body.matches("href=\"/settings/api-keys/").count()
-            - list.body.matches("href=\"/settings/api-keys/new").count(),
+            - list.body.matches("href=\"/settings/api-keys/new").count()
+            - list
+                .body
+                .matches("href=\"/settings/api-keys/hygiene")
+                .count(),
         1
     );
 

@@ -492,7 +492,7 @@ async fn low_and_exhausted_webhooks_fire_once_per_crossing(app: TestApp) {
     for _ in 0..8 {
         app.verify_api(json!({ "key": key })).await;
     }
-    keyward::webhooks::deliver_due(&app.state).await.unwrap();
+    app.state.dispatcher().deliver_due().await.unwrap();
     let types = |rx: &Receiver| -> Vec<String> {
         rx.events()
             .iter()
@@ -509,7 +509,7 @@ async fn low_and_exhausted_webhooks_fire_once_per_crossing(app: TestApp) {
     for _ in 0..5 {
         app.verify_api(json!({ "key": key })).await;
     }
-    keyward::webhooks::deliver_due(&app.state).await.unwrap();
+    app.state.dispatcher().deliver_due().await.unwrap();
     assert_eq!(
         types(&rx),
         [

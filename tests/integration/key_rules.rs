@@ -159,7 +159,48 @@ async fn a_demoted_member_cannot_renew_an_admin_key(app: TestApp) {
         )
         .await;
     assert_eq!(res.status, StatusCode::FORBIDDEN, "{}", res.body);
-    // …but still revocable by its creator.
+    // …but narrowed: dropping the admin scope is theirs to do…
+    member.get(&format!("/settings/api-keys/{id}/edit")).await;
+    let res = member
+        .post(
+            &format!("/settings/api-keys/{id}"),
+            &[
+                ("name", "admin key"),
+                ("scopes", "read"),
+                ("expiry", "keep"),
+                ("rate_window", "minute"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+    let key = app.store.key(&org, &id).await.unwrap().unwrap();
+    assert_eq!(key.scope_list(), vec!["read".to_string()]);
+    // …and, narrowed to what they may grant, it is theirs to roll again…
+    let token = member.get("/settings/api-keys/new").await.form_token();
+    let res = member
+        .post(
+            &format!("/settings/api-keys/{id}/roll"),
+            &[("form_token", &token), ("grace", "now")],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    let (keys, _) = app
+        .store
+        .list_keys(
+            &org,
+            &keyward::store::KeyFilter::default(),
+            app.state.clock.unix(),
+            100,
+            0,
+        )
+        .await
+        .unwrap();
+    let id = keys
+        .into_iter()
+        .find(|k| k.rolled_from.as_deref() == Some(id.as_str()))
+        .expect("the rolled key")
+        .id;
+    // …and revocable by its creator.
     member.get(&format!("/settings/api-keys/{id}")).await;
     let res = member
         .post(&format!("/settings/api-keys/{id}/revoke"), &[])

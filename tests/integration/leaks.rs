@@ -125,7 +125,7 @@ async fn leaked_keys_are_revoked(backend: Backend) {
             |m| m.recipient == "leaks@example.com" && m.subject.contains("was found in public")
         )
     );
-    keyward::webhooks::deliver_due(&app.state).await.unwrap();
+    app.state.dispatcher().deliver_due().await.unwrap();
     let types: Vec<String> = rx
         .events()
         .iter()

@@ -13,6 +13,7 @@ mod cli;
 mod credits;
 mod email;
 mod in_process;
+mod key_policy;
 mod key_rules;
 mod leaks;
 mod nginx;

@@ -114,7 +114,7 @@ async fn webhook_deliveries(app: TestApp) {
     let pending = app.store.deliveries(&hook_id, 10).await.unwrap();
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0].event_type, "key.created");
-    assert_eq!(webhooks::deliver_due(&app.state).await.unwrap(), 1);
+    assert_eq!(app.state.dispatcher().deliver_due().await.unwrap(), 1);
     {
         let seen = rx.seen.lock().unwrap();
         let (headers, body) = &seen[0];
@@ -148,19 +148,19 @@ async fn webhook_deliveries(app: TestApp) {
         .post(&format!("/settings/api-keys/{key_id}/revoke"), &[])
         .await;
     assert_eq!(res.status, StatusCode::SEE_OTHER);
-    assert_eq!(webhooks::deliver_due(&app.state).await.unwrap(), 1);
+    assert_eq!(app.state.dispatcher().deliver_due().await.unwrap(), 1);
     let d = &app.store.deliveries(&hook_id, 10).await.unwrap()[0];
     assert_eq!(
         (d.status.as_str(), d.attempts, d.last_status_code),
         ("pending", 1, Some(500))
     );
     assert_eq!(
-        webhooks::deliver_due(&app.state).await.unwrap(),
+        app.state.dispatcher().deliver_due().await.unwrap(),
         0,
         "not due yet"
     );
     app.clock.advance(time::Duration::seconds(31));
-    assert_eq!(webhooks::deliver_due(&app.state).await.unwrap(), 1);
+    assert_eq!(app.state.dispatcher().deliver_due().await.unwrap(), 1);
     let d = &app.store.deliveries(&hook_id, 10).await.unwrap()[0];
     assert_eq!(
         (d.status.as_str(), d.attempts, d.last_status_code),
@@ -180,7 +180,7 @@ async fn webhook_deliveries(app: TestApp) {
         .post(&format!("/settings/webhooks/{hook_id}/test"), &[])
         .await;
     assert_eq!(res.status, StatusCode::SEE_OTHER);
-    assert_eq!(webhooks::deliver_due(&app.state).await.unwrap(), 1);
+    assert_eq!(app.state.dispatcher().deliver_due().await.unwrap(), 1);
     assert_eq!(rx.events().last().unwrap()["type"], "webhook.test");
 
     // Gives up after MAX_ATTEMPTS.
@@ -194,7 +194,7 @@ async fn webhook_deliveries(app: TestApp) {
         .await;
     for _ in 0..webhooks::MAX_ATTEMPTS {
         app.clock.advance(time::Duration::hours(7));
-        webhooks::deliver_due(&app.state).await.unwrap();
+        app.state.dispatcher().deliver_due().await.unwrap();
     }
     let d = &app.store.deliveries(&hook_id, 10).await.unwrap()[0];
     assert_eq!(
@@ -202,7 +202,7 @@ async fn webhook_deliveries(app: TestApp) {
         ("failed", webhooks::MAX_ATTEMPTS)
     );
     app.clock.advance(time::Duration::hours(7));
-    assert_eq!(webhooks::deliver_due(&app.state).await.unwrap(), 0);
+    assert_eq!(app.state.dispatcher().deliver_due().await.unwrap(), 0);
 
     // Another organization's admin cannot touch the endpoint.
     let mut other = app.signed_up("other@example.com").await;
@@ -220,7 +220,7 @@ async fn webhook_deliveries(app: TestApp) {
         .await;
     assert_eq!(res.status, StatusCode::SEE_OTHER);
     admin.new_key("after").await;
-    assert_eq!(webhooks::deliver_due(&app.state).await.unwrap(), 0);
+    assert_eq!(app.state.dispatcher().deliver_due().await.unwrap(), 0);
     let audit = admin.get("/settings/audit-log").await;
     assert!(audit.shows("Webhook endpoint added") && audit.shows("Webhook endpoint deleted"));
 }
@@ -334,7 +334,7 @@ async fn expiry_notices(app: TestApp) {
             .await;
         (page.key_id(), ())
     };
-    let run = |state: AppState| async move { keyward::keys::notices::run(&state).await.unwrap() };
+    let run = |state: AppState| async move { state.notices().run().await.unwrap() };
 
     assert_eq!(run(app.state.clone()).await, 0, "30 days away: nothing yet");
     app.clock
@@ -380,7 +380,7 @@ async fn expiry_notices(app: TestApp) {
     assert!(mail.iter().all(|m| !m.subject.contains("forever")));
 
     // Webhooks: three events for that key, none for the key that never expires.
-    assert_eq!(webhooks::deliver_due(&app.state).await.unwrap(), 3);
+    assert_eq!(app.state.dispatcher().deliver_due().await.unwrap(), 3);
     let events = rx.events();
     let kinds: Vec<(&str, &str)> = events
         .iter()
@@ -422,7 +422,7 @@ async fn urgent_key_gets_one_notice(app: TestApp) {
     admin.new_key("soon").await;
     app.clock
         .advance(time::Duration::days(29) + time::Duration::hours(12));
-    assert_eq!(keyward::keys::notices::run(&app.state).await.unwrap(), 1);
+    assert_eq!(app.state.notices().run().await.unwrap(), 1);
     let mail = app.state.mailer.outbox(10).await.unwrap();
     let subjects: Vec<&str> = mail
         .iter()
