@@ -18,6 +18,15 @@ if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
   fi
 fi
 
+# The several-nodes tests share rate limits through Redis at 127.0.0.1:6379 (and start
+# redis-servers of their own to kill); start one that keeps nothing on disk when it is
+# installed but not running.
+if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && command -v redis-server >/dev/null 2>&1; then
+  echo "==> starting redis-server on 127.0.0.1:6379 (nothing kept on disk)"
+  redis-server --port 6379 --bind 127.0.0.1 --save "" --appendonly no --daemonize yes >/dev/null
+  for _ in $(seq 1 20); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.5; done
+fi
+
 # The SSO tests run a real OpenID Provider (panva's oidc-provider, tests/idp) on Node 20+.
 if ! command -v node >/dev/null 2>&1; then
   echo "FATAL: Node.js (20 or later) is needed for the SSO tests' identity provider" >&2

@@ -135,6 +135,25 @@ pub struct ServeArgs {
     )]
     pub invalid_attempts_per_minute: i64,
 
+    /// Redis shared by every node (`redis://127.0.0.1:6379`): per-key rate limits then hold
+    /// across nodes instead of per node. Without it each node keeps its own buckets.
+    #[arg(long, env = "KEYWARD_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Prefix of Keyward's keys in Redis (several deployments can share one Redis).
+    #[arg(long, env = "KEYWARD_REDIS_PREFIX", default_value = "keyward:")]
+    pub redis_prefix: String,
+
+    /// What rate limits do while Redis is unreachable: `local` (each node enforces its own
+    /// bucket, logged) or `closed` (verification answers 503).
+    #[arg(
+        long,
+        env = "KEYWARD_REDIS_FAILURE",
+        value_enum,
+        default_value = "local"
+    )]
+    pub redis_failure: crate::verify::shared::FailurePolicy,
+
     /// Multiplies every per-source attempt budget (sign-in, sign-up, password reset,
     /// invitations): raise it when many people share one address (a large office NAT).
     #[arg(long, env = "KEYWARD_SOURCE_BUDGET_SCALE", default_value_t = 1.0)]
@@ -221,6 +240,8 @@ pub struct Config {
     pub ietf_ratelimit_headers: bool,
     pub client_ip_header: Option<axum::http::HeaderName>,
     pub invalid_attempts_per_minute: i64,
+    /// Redis for rate limits shared across nodes: (URL, key prefix, failure policy).
+    pub redis: Option<(String, String, crate::verify::shared::FailurePolicy)>,
     /// Multiplies the per-source attempt budgets (`auth::throttle`).
     pub source_budget_scale: f64,
     pub smtp_url: Option<String>,
@@ -274,6 +295,11 @@ impl Config {
                 "KEYWARD_CLIENT_IP_HEADER",
             )?,
             invalid_attempts_per_minute: args.invalid_attempts_per_minute.max(1),
+            redis: args
+                .redis_url
+                .clone()
+                .filter(|u| !u.trim().is_empty())
+                .map(|u| (u, args.redis_prefix.clone(), args.redis_failure)),
             source_budget_scale: if args.source_budget_scale.is_finite()
                 && args.source_budget_scale > 0.0
             {
@@ -318,6 +344,7 @@ impl Config {
             ietf_ratelimit_headers: false,
             client_ip_header: None,
             invalid_attempts_per_minute: 60,
+            redis: None,
             // Tests sign many people up from 127.0.0.1; the throttle's own tests use 1.0.
             source_budget_scale: 100.0,
             smtp_url: None,

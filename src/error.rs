@@ -77,6 +77,7 @@ impl From<StoreError> for AppError {
                 AppError::Unavailable(anyhow::anyhow!(d.message().to_string()))
             }
             StoreError::Db(inner) => AppError::Internal(inner.into()),
+            StoreError::Unavailable(why) => AppError::Unavailable(anyhow::anyhow!(why)),
         }
     }
 }

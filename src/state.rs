@@ -9,7 +9,7 @@ use crate::{
     clock::Clock,
     config::Config,
     store::Store,
-    verify::{Verifier, VerifierOptions},
+    verify::{Verifier, VerifierOptions, shared::SharedLimits},
 };
 
 /// Everything handlers share. Cheap to clone.
@@ -53,6 +53,10 @@ impl AppState {
             clock.clone(),
             VerifierOptions {
                 invalid_attempts_per_minute: config.invalid_attempts_per_minute,
+                shared: match &config.redis {
+                    Some((url, prefix, policy)) => Some(SharedLimits::new(url, prefix, *policy)?),
+                    None => None,
+                },
             },
         );
         let mailer = crate::mail::Mailer::new(

@@ -79,6 +79,10 @@ pub enum StoreError {
     Conflict,
     #[error("database error: {0}")]
     Db(#[source] sqlx::Error),
+    /// A shared service the answer depends on (Redis, for limits that fail closed) is
+    /// unreachable: callers answer 503 and deny.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl From<sqlx::Error> for StoreError {

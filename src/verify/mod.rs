@@ -12,6 +12,7 @@
 pub mod http;
 pub mod layer;
 pub mod ratelimit;
+pub mod shared;
 pub mod usage;
 
 use std::{net::IpAddr, sync::Arc, time::Duration};
@@ -21,6 +22,7 @@ use serde::Serialize;
 
 use self::{
     ratelimit::{Decision, Limit, RateLimiter},
+    shared::SharedLimits,
     usage::{QuotaState, Usage},
 };
 use crate::{
@@ -163,17 +165,20 @@ impl Default for VerifyRequest<'_> {
 }
 
 /// Tuning of the verifier.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct VerifierOptions {
     /// Invalid keys (malformed or unknown) one source may present per minute before it is
     /// answered `RATE_LIMITED` without a lookup.
     pub invalid_attempts_per_minute: i64,
+    /// Rate limits shared by every node through Redis (`None`: each node its own).
+    pub shared: Option<Arc<SharedLimits>>,
 }
 
 impl Default for VerifierOptions {
     fn default() -> Self {
         Self {
             invalid_attempts_per_minute: 60,
+            shared: None,
         }
     }
 }
@@ -345,7 +350,13 @@ impl Verifier {
             burst: found.rate_burst.unwrap_or(limit),
         });
         if let Some(l) = limit {
-            let d = me.limiter.check(&found.id, l, now_f);
+            let d = match &me.options.shared {
+                Some(shared) => shared
+                    .check(&found.id, l, now_f, &me.limiter)
+                    .await
+                    .map_err(|e| StoreError::Unavailable(e.to_string()))?,
+                None => me.limiter.check(&found.id, l, now_f),
+            };
             result.ratelimit = Some(d);
             if !d.allowed {
                 result.valid = false;
@@ -357,7 +368,10 @@ impl Verifier {
         // What the limits took so far, given back when a later check refuses.
         let give_back = |quota_taken: bool| {
             if let Some(l) = limit {
-                me.limiter.give_back(&found.id, l);
+                match &me.options.shared {
+                    Some(shared) => shared.give_back(&found.id, l, &me.limiter),
+                    None => me.limiter.give_back(&found.id, l),
+                }
             }
             if quota_taken {
                 me.usage.give_back_quota(&found, now);
@@ -424,6 +438,9 @@ impl Verifier {
     pub async fn flush(&self) -> Result<usize, StoreError> {
         let now = self.0.clock.unix();
         self.0.limiter.prune(now as f64);
+        if let Some(shared) = &self.0.options.shared {
+            shared.prune(now as f64);
+        }
         self.0.sources.prune(now as f64);
         self.0.usage.flush(&self.0.store, now).await
     }

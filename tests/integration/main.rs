@@ -17,6 +17,7 @@ mod key_policy;
 mod key_rules;
 mod leaks;
 mod nginx;
+mod nodes;
 mod perf;
 mod schemathesis;
 mod security;
