@@ -587,3 +587,70 @@ async fn the_tower_layer_spends_its_configured_cost(app: TestApp) {
     assert_eq!(remaining(&app, &mgmt, &id).await, 1);
 }
 both!(the_tower_layer_spends_its_configured_cost);
+
+/// With rate limits shared through Redis, a credits refusal returns its token to this
+/// node's lease. Skipped without Redis at 127.0.0.1:6379 (unless `KEYWARD_REQUIRE_REDIS=1`).
+async fn with_redis_a_credits_refusal_returns_the_shared_token(backend: crate::helpers::Backend) {
+    if std::net::TcpStream::connect(("127.0.0.1", 6379)).is_err() {
+        assert!(
+            !std::env::var("KEYWARD_REQUIRE_REDIS").is_ok_and(|v| v == "1"),
+            "Redis is required (KEYWARD_REQUIRE_REDIS=1) at 127.0.0.1:6379"
+        );
+        eprintln!("SKIPPED: Redis is not running at 127.0.0.1:6379");
+        return;
+    }
+    let prefix = format!("kwtest-credits-{}:", uuid::Uuid::new_v4().simple());
+    let Some(app) = TestApp::spawn_with(backend, |c| {
+        c.redis = Some((
+            "redis://127.0.0.1:6379".into(),
+            prefix,
+            keyward::verify::shared::FailurePolicy::Closed,
+        ));
+    })
+    .await
+    else {
+        return;
+    };
+    let extra = [("rate_limit", "2"), ("rate_window", "hour")];
+    let (_, mgmt, id, key) = setup(
+        &app,
+        "redisc@example.com",
+        json!({ "remaining": 1 }),
+        &extra,
+    )
+    .await;
+    assert_eq!(
+        code(&app.verify_api(json!({ "key": key })).await.1),
+        "VALID"
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            code(&app.verify_api(json!({ "key": key })).await.1),
+            "USAGE_EXCEEDED"
+        );
+    }
+    let (s, _) = change(&app, &mgmt, &id, "increment", 5).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        code(&app.verify_api(json!({ "key": key })).await.1),
+        "VALID"
+    );
+    assert_eq!(
+        code(&app.verify_api(json!({ "key": key })).await.1),
+        "RATE_LIMITED"
+    );
+    assert_eq!(remaining(&app, &mgmt, &id).await, 4);
+}
+
+mod with_redis_a_credits_refusal_returns_the_shared_token {
+    use crate::helpers::Backend;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::with_redis_a_credits_refusal_returns_the_shared_token(Backend::Sqlite).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::with_redis_a_credits_refusal_returns_the_shared_token(Backend::Postgres).await;
+    }
+}
