@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Load run, loopback only: on one Keyward server (release build, SQLite), compares
-#   POST /v1/keys/verify with a valid, cached key   against   GET /v1/ping (trivial JSON)
-# with wrk -t1 -c32 -d${DURATION:-10}s, and prints requests/s, p50/p99 and the ratio.
+# Load run, loopback only and bounded: two Keyward servers (release build, SQLite), one
+# with rate limits shared through Redis (KEYWARD_REDIS_URL, 127.0.0.1:6379) and one
+# without. Against each, in interleaved rounds, wrk -t1 -c32 -d${DURATION:-5}s measures
+#   GET /v1/ping (trivial JSON)   GET /v1/auth (forward-auth)   POST /v1/keys/verify
+# with a valid, cached key that has a rate limit far from being reached, and prints the
+# median requests/s and p99 of each door over ${ROUNDS:-3} rounds, and each door's share
+# of the same server's trivial endpoint.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DURATION="${DURATION:-10}"
+DURATION="${DURATION:-5}"
+ROUNDS="${ROUNDS:-3}"
 PORT="${PORT:-18080}"
 
 if ! command -v wrk >/dev/null 2>&1; then
@@ -14,58 +19,97 @@ if ! command -v wrk >/dev/null 2>&1; then
     echo "wrk is needed: apt-get install -y wrk" >&2; exit 1
   fi
 fi
+redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || { echo "Redis must answer on 127.0.0.1:6379" >&2; exit 1; }
 cargo build --release --quiet
 
 dir=$(mktemp -d)
-KEYWARD_BIND="127.0.0.1:$PORT" DATABASE_URL="sqlite://$dir/kw.db" KEYWARD_SECRETS_FILE="$dir/secrets" \
-  KEYWARD_VERIFIER_TOKENS=load-test-token RUST_LOG=warn ./target/release/keyward >"$dir/server.log" 2>&1 &
-pid=$!
-trap 'kill $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
-base="http://127.0.0.1:$PORT"
-for _ in $(seq 1 100); do curl -sf "$base/healthz" >/dev/null && break; sleep 0.1; done
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$dir"' EXIT
 
-# Sign up and create a key through the dashboard's own forms.
-jar="$dir/jar"
+# start NAME PORT [REDIS_URL]: a server on its own SQLite file.
+start() {
+  mkdir -p "$dir/$1"
+  KEYWARD_BIND="127.0.0.1:$2" DATABASE_URL="sqlite://$dir/$1/kw.db" KEYWARD_SECRETS_FILE="$dir/$1/secrets" \
+    KEYWARD_VERIFIER_TOKENS=load-test-token KEYWARD_REDIS_URL="${3:-}" \
+    KEYWARD_REDIS_PREFIX="kwload:$$:" RUST_LOG=warn ./target/release/keyward >"$dir/$1/server.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$2/healthz" >/dev/null && return; sleep 0.1; done
+  echo "server $1 did not start" >&2; cat "$dir/$1/server.log" >&2; exit 1
+}
+
+# new_key BASE: signs up through the dashboard's own forms and prints a new key's secret
+# (rate limit 100,000/minute: far from its limit, but checked on every request).
 field() { grep -o "name=\"$1\" value=\"[^\"]*\"" | head -1 | sed 's/.*value="//; s/"$//'; }
-csrf=$(curl -s -c "$jar" -b "$jar" "$base/signup" | field csrf)
-curl -s -c "$jar" -b "$jar" -o /dev/null --data-urlencode "csrf=$csrf" \
-  --data-urlencode "email=load@example.com" --data-urlencode "password=load test pass phrase 42" "$base/signup"
-# Sign-up answers "check your inbox"; the new (still unconfirmed) account then signs in.
-csrf=$(curl -s -c "$jar" -b "$jar" "$base/login" | field csrf)
-curl -s -c "$jar" -b "$jar" -o /dev/null --data-urlencode "csrf=$csrf" \
-  --data-urlencode "email=load@example.com" --data-urlencode "password=load test pass phrase 42" "$base/login"
-form=$(curl -s -c "$jar" -b "$jar" "$base/settings/api-keys/new")
-key=$(curl -s -c "$jar" -b "$jar" \
-  --data-urlencode "csrf=$(echo "$form" | field csrf)" --data-urlencode "org=$(echo "$form" | field org)" \
-  --data-urlencode "form_token=$(echo "$form" | field form_token)" --data-urlencode "name=load" \
-  --data-urlencode "environment=live" --data-urlencode "preset=Read-only" --data-urlencode "expiry=30d" \
-  "$base/settings/api-keys" | grep -o 'id="new-key">[^<]*' | sed 's/.*>//')
-[ -n "$key" ] || { echo "could not create a key" >&2; exit 1; }
+new_key() {
+  local base=$1 jar csrf form
+  jar=$(mktemp -p "$dir")
+  csrf=$(curl -s -c "$jar" -b "$jar" "$base/signup" | field csrf)
+  curl -s -c "$jar" -b "$jar" -o /dev/null --data-urlencode "csrf=$csrf" \
+    --data-urlencode "email=load@example.com" --data-urlencode "password=load test pass phrase 42" "$base/signup"
+  csrf=$(curl -s -c "$jar" -b "$jar" "$base/login" | field csrf)
+  curl -s -c "$jar" -b "$jar" -o /dev/null --data-urlencode "csrf=$csrf" \
+    --data-urlencode "email=load@example.com" --data-urlencode "password=load test pass phrase 42" "$base/login"
+  form=$(curl -s -c "$jar" -b "$jar" "$base/settings/api-keys/new")
+  curl -s -c "$jar" -b "$jar" \
+    --data-urlencode "csrf=$(echo "$form" | field csrf)" --data-urlencode "org=$(echo "$form" | field org)" \
+    --data-urlencode "form_token=$(echo "$form" | field form_token)" --data-urlencode "name=load" \
+    --data-urlencode "environment=live" --data-urlencode "preset=Read-only" --data-urlencode "expiry=30d" \
+    --data-urlencode "rate_limit=100000" --data-urlencode "rate_window=minute" \
+    "$base/settings/api-keys" | grep -o 'id="new-key">[^<]*' | sed 's/.*>//'
+}
 
-cat >"$dir/verify.lua" <<LUA
+declare -A base key
+start redis "$PORT" "redis://127.0.0.1:6379"; base[redis]="http://127.0.0.1:$PORT"
+start local "$((PORT + 1))"; base[local]="http://127.0.0.1:$((PORT + 1))"
+for s in redis local; do
+  key[$s]=$(new_key "${base[$s]}")
+  [ -n "${key[$s]}" ] || { echo "could not create a key on the $s server" >&2; exit 1; }
+  curl -sf -X POST -H "Authorization: Bearer load-test-token" -H "Content-Type: application/json" \
+    -d "{\"key\":\"${key[$s]}\"}" "${base[$s]}/v1/keys/verify" | grep -q '"code":"VALID"' \
+    || { echo "the $s key does not verify" >&2; exit 1; }
+  cat >"$dir/verify-$s.lua" <<LUA
 wrk.method = "POST"
-wrk.body = '{"key":"$key","scopes":["read"]}'
+wrk.body = '{"key":"${key[$s]}","scopes":["read"]}'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer load-test-token"
 LUA
-curl -sf -X POST -H "Authorization: Bearer load-test-token" -H "Content-Type: application/json" \
-  -d "{\"key\":\"$key\"}" "$base/v1/keys/verify" | grep -q '"code":"VALID"' || { echo "key does not verify" >&2; exit 1; }
+done
 
-run() { wrk -t1 -c32 -d"${DURATION}s" --latency "$@" 2>&1; }
-summary() {
-  local out="$1"
-  local rps p50 p99
-  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
-  p50=$(echo "$out" | awk '$1=="50%" {print $2}')
-  p99=$(echo "$out" | awk '$1=="99%" {print $2}')
-  echo "$rps $p50 $p99"
+# run SERVER DOOR: one wrk run; appends "rps p99_ms" to $dir/SERVER-DOOR.
+ms() { awk '{ v=$1; if (v ~ /us$/) { sub(/us$/,"",v); v/=1000 } else if (v ~ /ms$/) { sub(/ms$/,"",v) } else if (v ~ /s$/) { sub(/s$/,"",v); v*=1000 } printf "%.2f", v }'; }
+run() {
+  local s=$1 door=$2 out
+  case $door in
+    ping) out=$(wrk -t1 -c32 -d"${DURATION}s" --latency "${base[$s]}/v1/ping" 2>&1) ;;
+    auth) out=$(wrk -t1 -c32 -d"${DURATION}s" --latency -H "Authorization: Bearer ${key[$s]}" "${base[$s]}/v1/auth" 2>&1) ;;
+    verify) out=$(wrk -t1 -c32 -d"${DURATION}s" --latency -s "$dir/verify-$s.lua" "${base[$s]}/v1/keys/verify" 2>&1) ;;
+  esac
+  if echo "$out" | grep -q "Non-2xx"; then echo "$s $door: non-2xx answers:" >&2; echo "$out" >&2; exit 1; fi
+  echo "$(echo "$out" | awk '/Requests\/sec/ {print $2}') $(echo "$out" | awk '$1=="99%" {print $2}' | ms)" >>"$dir/$s-$door"
 }
-echo "warming up…"; wrk -t1 -c32 -d2s -s "$dir/verify.lua" "$base/v1/keys/verify" >/dev/null 2>&1
-read -r ping_rps ping_p50 ping_p99 <<<"$(summary "$(run "$base/v1/ping")")"
-read -r ver_rps ver_p50 ver_p99 <<<"$(summary "$(run -s "$dir/verify.lua" "$base/v1/keys/verify")")"
-ratio=$(awk -v a="$ver_rps" -v b="$ping_rps" 'BEGIN { printf "%.0f%%", 100 * a / b }')
+median() { sort -n | awk '{ a[NR]=$1 } END { if (NR % 2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
+
+echo "warming up…"
+for s in redis local; do
+  wrk -t1 -c32 -d2s -s "$dir/verify-$s.lua" "${base[$s]}/v1/keys/verify" >/dev/null 2>&1
+  wrk -t1 -c32 -d2s -H "Authorization: Bearer ${key[$s]}" "${base[$s]}/v1/auth" >/dev/null 2>&1
+done
+for r in $(seq 1 "$ROUNDS"); do
+  echo "round $r of $ROUNDS…"
+  for s in redis local; do for door in ping auth verify; do run "$s" "$door"; done; done
+done
+
 echo
-echo "wrk -t1 -c32 -d${DURATION}s, $(nproc) cores, SQLite, one server:"
-printf '  %-34s %10s req/s  p50 %-8s p99 %s\n' "GET /v1/ping (trivial JSON)" "$ping_rps" "$ping_p50" "$ping_p99"
-printf '  %-34s %10s req/s  p50 %-8s p99 %s\n' "POST /v1/keys/verify (cached key)" "$ver_rps" "$ver_p50" "$ver_p99"
-echo "  verify / trivial = $ratio"
+echo "wrk -t1 -c32 -d${DURATION}s, $(nproc) cores, SQLite, medians of $ROUNDS interleaved rounds:"
+for s in redis local; do
+  ping_rps=$(cut -d' ' -f1 "$dir/$s-ping" | median)
+  label=$([ "$s" = redis ] && echo "Redis shared limits on" || echo "Redis off (per-node limits)")
+  echo "  $label:"
+  for door in ping auth verify; do
+    rps=$(cut -d' ' -f1 "$dir/$s-$door" | median)
+    p99=$(cut -d' ' -f2 "$dir/$s-$door" | median)
+    name=$(case $door in ping) echo "GET /v1/ping (trivial JSON)";; auth) echo "GET /v1/auth (forward-auth)";; verify) echo "POST /v1/keys/verify";; esac)
+    share=$(awk -v a="$rps" -v b="$ping_rps" 'BEGIN { printf "%.0f%%", 100 * a / b }')
+    printf '    %-30s %10s req/s  p99 %5s ms  %5s of ping\n' "$name" "$rps" "$p99" "$share"
+  done
+done

@@ -154,6 +154,16 @@ pub struct ServeArgs {
     )]
     pub redis_failure: crate::verify::shared::FailurePolicy,
 
+    /// What daily quotas do while Redis is unreachable: `closed` (verification of keys with
+    /// a quota answers 503) or `local` (each node counts as without Redis).
+    #[arg(
+        long,
+        env = "KEYWARD_REDIS_QUOTA_FAILURE",
+        value_enum,
+        default_value = "closed"
+    )]
+    pub redis_quota_failure: crate::verify::shared::FailurePolicy,
+
     /// Multiplies every per-source attempt budget (sign-in, sign-up, password reset,
     /// invitations): raise it when many people share one address (a large office NAT).
     #[arg(long, env = "KEYWARD_SOURCE_BUDGET_SCALE", default_value_t = 1.0)]
@@ -217,6 +227,15 @@ pub struct ServeArgs {
     pub store: StoreArgs,
 }
 
+/// Redis for limits shared across nodes (`KEYWARD_REDIS_*`).
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    pub url: String,
+    pub prefix: String,
+    pub rate_failure: crate::verify::shared::FailurePolicy,
+    pub quota_failure: crate::verify::shared::FailurePolicy,
+}
+
 /// The resolved configuration the application runs with.
 #[derive(Debug)]
 pub struct Config {
@@ -240,8 +259,8 @@ pub struct Config {
     pub ietf_ratelimit_headers: bool,
     pub client_ip_header: Option<axum::http::HeaderName>,
     pub invalid_attempts_per_minute: i64,
-    /// Redis for rate limits shared across nodes: (URL, key prefix, failure policy).
-    pub redis: Option<(String, String, crate::verify::shared::FailurePolicy)>,
+    /// Redis for limits shared across nodes.
+    pub redis: Option<RedisConfig>,
     /// Multiplies the per-source attempt budgets (`auth::throttle`).
     pub source_budget_scale: f64,
     pub smtp_url: Option<String>,
@@ -299,7 +318,12 @@ impl Config {
                 .redis_url
                 .clone()
                 .filter(|u| !u.trim().is_empty())
-                .map(|u| (u, args.redis_prefix.clone(), args.redis_failure)),
+                .map(|url| RedisConfig {
+                    url,
+                    prefix: args.redis_prefix.clone(),
+                    rate_failure: args.redis_failure,
+                    quota_failure: args.redis_quota_failure,
+                }),
             source_budget_scale: if args.source_budget_scale.is_finite()
                 && args.source_budget_scale > 0.0
             {

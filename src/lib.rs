@@ -31,3 +31,5 @@ pub use app::router;
 pub use state::AppState;
 pub use store::Store;
 pub use verify::{Verification, Verifier, VerifyCode};
+#[cfg(test)]
+mod properties;

@@ -54,7 +54,12 @@ impl AppState {
             VerifierOptions {
                 invalid_attempts_per_minute: config.invalid_attempts_per_minute,
                 shared: match &config.redis {
-                    Some((url, prefix, policy)) => Some(SharedLimits::new(url, prefix, *policy)?),
+                    Some(r) => Some(SharedLimits::new(
+                        &r.url,
+                        &r.prefix,
+                        r.rate_failure,
+                        r.quota_failure,
+                    )?),
                     None => None,
                 },
             },

@@ -93,7 +93,7 @@ fn verifier_authorized(state: &AppState, headers: &HeaderMap) -> bool {
     })
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, rest) = v.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
@@ -175,7 +175,7 @@ const KEY_PARAMS: [&str; 2] = ["api_key", "apikey"];
 /// is one of this deployment's keys (keys in URLs end up in logs and browser histories).
 /// Parameters are split on `&` and `;` and percent-decoded (repeatedly, so a doubly
 /// encoded key is caught too) before they are looked at.
-fn key_in_query(uri: &str, prefix: &str) -> bool {
+pub(crate) fn key_in_query(uri: &str, prefix: &str) -> bool {
     let query = uri.split_once('?').map_or("", |(_, q)| q);
     let query = query.split_once('#').map_or(query, |(q, _)| q);
     let live = format!("{prefix}_live_");

@@ -366,32 +366,72 @@ impl Verifier {
             }
         }
         // What the limits took so far, given back when a later check refuses.
-        let give_back = |quota_taken: bool| {
+        let give_back = |quota: QuotaTaken| {
             if let Some(l) = limit {
                 match &me.options.shared {
                     Some(shared) => shared.give_back(&found.id, l, &me.limiter),
                     None => me.limiter.give_back(&found.id, l),
                 }
             }
-            if quota_taken {
-                me.usage.give_back_quota(&found, now);
+            match (quota, &me.options.shared) {
+                (QuotaTaken::Shared, Some(shared)) => {
+                    shared.give_back_quota(&found.id, usage::day_of(now));
+                }
+                (QuotaTaken::Local, _) => me.usage.give_back_quota(&found, now),
+                _ => {}
             }
         };
-        let quota = match me.usage.take_quota(&me.store, &found, now).await {
-            Ok(q) => q,
-            Err(e) => {
-                give_back(false);
-                return Err(e);
+        // With Redis, a daily quota is one counter for every node; without it (or when
+        // Redis is away and quotas may fall back), each node counts as below.
+        let mut counted = QuotaTaken::No;
+        if let (Some(shared), Some(quota)) = (&me.options.shared, found.daily_quota) {
+            let day = usage::day_of(now);
+            let stored = || async { me.store.usage_count(&found.id, day).await.ok() };
+            let taken = match shared
+                .take_quota(&found.id, quota, day, now_f, stored)
+                .await
+            {
+                Ok(taken) => taken,
+                Err(e) => {
+                    give_back(QuotaTaken::No);
+                    return Err(StoreError::Unavailable(e.to_string()));
+                }
+            };
+            if let Some((ok, left)) = taken {
+                let q = QuotaState {
+                    limit: quota,
+                    remaining: left,
+                    reset: (day + 1) * 86_400,
+                };
+                result.quota = Some(q);
+                if !ok {
+                    give_back(QuotaTaken::No);
+                    result.valid = false;
+                    result.code = VerifyCode::QuotaExceeded;
+                    result.retry_after = Some((q.reset - now).max(1));
+                    return Ok(result);
+                }
+                counted = QuotaTaken::Shared;
             }
-        };
-        if let Some((q, ok)) = quota {
-            result.quota = Some(q);
-            if !ok {
-                give_back(false);
-                result.valid = false;
-                result.code = VerifyCode::QuotaExceeded;
-                result.retry_after = Some((q.reset - now).max(1));
-                return Ok(result);
+        }
+        if counted == QuotaTaken::No {
+            let local = match me.usage.take_quota(&me.store, &found, now).await {
+                Ok(q) => q,
+                Err(e) => {
+                    give_back(QuotaTaken::No);
+                    return Err(e);
+                }
+            };
+            if let Some((q, ok)) = local {
+                result.quota = Some(q);
+                if !ok {
+                    give_back(QuotaTaken::No);
+                    result.valid = false;
+                    result.code = VerifyCode::QuotaExceeded;
+                    result.retry_after = Some((q.reset - now).max(1));
+                    return Ok(result);
+                }
+                counted = QuotaTaken::Local;
             }
         }
         // Credits last, and only for keys that have them: the one database write of the
@@ -404,7 +444,7 @@ impl Verifier {
                 .await;
             match spent {
                 Err(e) => {
-                    give_back(quota.is_some());
+                    give_back(counted);
                     return Err(e);
                 }
                 Ok(Spend::Unlimited) => {}
@@ -418,7 +458,7 @@ impl Verifier {
                     }
                 }
                 Ok(Spend::Refused { remaining }) => {
-                    give_back(quota.is_some());
+                    give_back(counted);
                     result.valid = false;
                     result.code = VerifyCode::UsageExceeded;
                     result.credits = Some(CreditState {
@@ -468,6 +508,16 @@ impl Verifier {
     pub fn store(&self) -> &Store {
         &self.0.store
     }
+}
+
+/// Where a verification's daily quota use was counted (to give it back there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QuotaTaken {
+    No,
+    /// In Redis, through this node's quota lease.
+    Shared,
+    /// In this node's memory.
+    Local,
 }
 
 /// The bucket a source address counts in: the address for IPv4, its /64 for IPv6 (one

@@ -80,6 +80,42 @@ if avail - grant < 1 then wait = math.ceil(tat - (now + burst * t) + t) end
 return {grant, avail - grant, wait}
 ";
 
+/// Takes up to `want` units of a daily quota. KEYS[1]: the day's counter; ARGV: quota,
+/// want, seed (the stored count, or -1 when the caller has none), TTL (s), and the units of
+/// an expired lease the caller did not spend (given back first). Returns the
+/// units granted, the units left after the grant, and 1 when the counter was missing and
+/// no seed was given (the caller then reads the stored count and asks again).
+const QUOTA_SCRIPT: &str = r"
+local quota = tonumber(ARGV[1])
+local want = tonumber(ARGV[2])
+local seed = tonumber(ARGV[3])
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  if seed < 0 then return {0, 0, 1} end
+  redis.call('SET', KEYS[1], seed, 'EX', tonumber(ARGV[4]))
+end
+local used = tonumber(redis.call('GET', KEYS[1]))
+local back = math.min(tonumber(ARGV[5]), used)
+if back > 0 then
+  redis.call('DECRBY', KEYS[1], back)
+  used = used - back
+end
+local grant = math.min(want, quota - used)
+if grant < 0 then grant = 0 end
+if grant > 0 then redis.call('INCRBY', KEYS[1], grant) end
+return {grant, math.max(quota - used - grant, 0), 0}
+";
+
+/// A node's lease of one key's quota for one UTC day.
+#[derive(Debug)]
+struct QuotaLease {
+    quota: i64,
+    tokens: i64,
+    expires: f64,
+    strict: bool,
+    /// Units left in the shared counter at the last answer.
+    shared_left: i64,
+}
+
 #[derive(Debug)]
 struct Lease {
     limit: Limit,
@@ -101,11 +137,14 @@ pub struct SharedLimits {
     connecting: tokio::sync::Mutex<()>,
     prefix: String,
     script: redis::Script,
+    quota_script: redis::Script,
     leases: Mutex<HashMap<String, Lease>>,
+    quota_leases: Mutex<HashMap<(String, i64), QuotaLease>>,
     /// Monotonic ms (since `start`) before which Redis is not tried.
     down_until: AtomicU64,
     start: std::time::Instant,
     policy: FailurePolicy,
+    quota_policy: FailurePolicy,
     /// Times a decision fell back to the local bucket (or was refused) for want of Redis.
     pub failures: AtomicU64,
 }
@@ -127,7 +166,12 @@ pub struct SharedUnavailable(pub String);
 impl SharedLimits {
     /// A limiter on `url` (nothing is connected until the first request). `prefix` keeps
     /// deployments (and tests) sharing one Redis apart.
-    pub fn new(url: &str, prefix: &str, policy: FailurePolicy) -> anyhow::Result<Arc<Self>> {
+    pub fn new(
+        url: &str,
+        prefix: &str,
+        policy: FailurePolicy,
+        quota_policy: FailurePolicy,
+    ) -> anyhow::Result<Arc<Self>> {
         let client = redis::Client::open(url)
             .map_err(|e| anyhow::anyhow!("KEYWARD_REDIS_URL is not a Redis URL: {e}"))?;
         Ok(Arc::new(Self {
@@ -136,10 +180,13 @@ impl SharedLimits {
             connecting: tokio::sync::Mutex::new(()),
             prefix: prefix.to_string(),
             script: redis::Script::new(LEASE_SCRIPT),
+            quota_script: redis::Script::new(QUOTA_SCRIPT),
             leases: Mutex::new(HashMap::new()),
+            quota_leases: Mutex::new(HashMap::new()),
             down_until: AtomicU64::new(0),
             start: std::time::Instant::now(),
             policy,
+            quota_policy,
             failures: AtomicU64::new(0),
         }))
     }
@@ -373,5 +420,153 @@ impl SharedLimits {
     pub fn prune(&self, now: f64) {
         let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
         leases.retain(|_, l| l.expires > now - 60.0 || l.refilling);
+        drop(leases);
+        let today = super::usage::day_of(now as i64);
+        self.quota_leases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(_, day), _| *day >= today);
+    }
+
+    /// Units of a daily quota taken per lease: a hundredth of the quota, 1 to 100.
+    pub fn quota_lease_size(quota: i64) -> i64 {
+        (quota / 100).clamp(1, 100)
+    }
+
+    async fn take_quota_units(
+        &self,
+        key_id: &str,
+        day: i64,
+        quota: i64,
+        want: i64,
+        seed: i64,
+        back: i64,
+    ) -> Result<(i64, i64, i64), SharedUnavailable> {
+        if self.is_down() {
+            return Err(SharedUnavailable("recently unreachable".into()));
+        }
+        let Some(mut conn) = self.connection().await else {
+            return Err(SharedUnavailable("unreachable".into()));
+        };
+        let call = async {
+            self.quota_script
+                .key(format!("{}q:{key_id}:{day}", self.prefix))
+                .arg(quota)
+                .arg(want)
+                .arg(seed)
+                .arg(2 * 86_400)
+                .arg(back)
+                .invoke_async::<(i64, i64, i64)>(&mut conn)
+                .await
+        };
+        match tokio::time::timeout(REDIS_TIMEOUT, call).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(e)) => {
+                self.mark_down(&e.to_string());
+                Err(SharedUnavailable(e.to_string()))
+            }
+            Err(_) => {
+                self.mark_down("timed out");
+                Err(SharedUnavailable("timed out".into()))
+            }
+        }
+    }
+
+    /// Takes one unit of the key's quota for `day`, shared by every node: from this node's
+    /// lease, else from Redis (seeded from the stored count, `stored`, the first time the
+    /// day's counter is missing). Returns (allowed, units left). Without Redis, `None`
+    /// under the local failure policy (the caller counts as one node does), an error under
+    /// the closed one (the default for quotas).
+    pub async fn take_quota<F, Fut>(
+        &self,
+        key_id: &str,
+        quota: i64,
+        day: i64,
+        now: f64,
+        stored: F,
+    ) -> Result<Option<(bool, i64)>, SharedUnavailable>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Option<i64>>,
+    {
+        let slot = (key_id.to_string(), day);
+        // Units of an expired lease go back to the shared counter with the next request, so
+        // a quiet node does not waste them (at most one lease per node stays unspent).
+        let (strict, back) = {
+            let mut leases = self.quota_leases.lock().unwrap_or_else(|e| e.into_inner());
+            match leases.get_mut(&slot) {
+                Some(l) if l.quota == quota && l.tokens > 0 && l.expires > now => {
+                    l.tokens -= 1;
+                    return Ok(Some((true, l.shared_left + l.tokens)));
+                }
+                Some(l) => {
+                    let back = if l.quota == quota { l.tokens } else { 0 };
+                    l.tokens = 0;
+                    (l.strict && l.quota == quota, back)
+                }
+                None => (false, 0),
+            }
+        };
+        let want = if strict {
+            1
+        } else {
+            Self::quota_lease_size(quota)
+        };
+        let fail = |e: SharedUnavailable| match self.quota_policy {
+            FailurePolicy::Local => Ok(None),
+            FailurePolicy::Closed => Err(e),
+        };
+        let mut answer = match self
+            .take_quota_units(key_id, day, quota, want, -1, back)
+            .await
+        {
+            Ok(a) => a,
+            Err(e) => return fail(e),
+        };
+        if answer.2 == 1 {
+            // Redis has no counter for the day (a new day, or Redis restarted): start it
+            // from the stored count, which includes every node's flushed traffic.
+            let Some(seed) = stored().await else {
+                return fail(SharedUnavailable("the stored count is unavailable".into()));
+            };
+            answer = match self
+                .take_quota_units(key_id, day, quota, want, seed, 0)
+                .await
+            {
+                Ok(a) => a,
+                Err(e) => return fail(e),
+            };
+        }
+        let (granted, left, _) = answer;
+        let mut leases = self.quota_leases.lock().unwrap_or_else(|e| e.into_inner());
+        let l = leases.entry(slot).or_insert(QuotaLease {
+            quota,
+            tokens: 0,
+            expires: 0.0,
+            strict: false,
+            shared_left: 0,
+        });
+        // Another request's grant may have arrived meanwhile.
+        let kept = if l.quota == quota { l.tokens } else { 0 };
+        l.quota = quota;
+        l.shared_left = left;
+        l.strict = left < STRICT_LEASES * Self::quota_lease_size(quota);
+        let tokens = kept + granted;
+        if tokens > 0 {
+            l.tokens = tokens - 1;
+            l.expires = now + LEASE_TTL;
+            Ok(Some((true, left + l.tokens)))
+        } else {
+            l.tokens = 0;
+            Ok(Some((false, 0)))
+        }
+    }
+
+    /// Returns a quota unit taken by [`take_quota`](Self::take_quota) to this node's lease.
+    pub fn give_back_quota(&self, key_id: &str, day: i64) {
+        let mut leases = self.quota_leases.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(l) = leases.get_mut(&(key_id.to_string(), day)) {
+            l.tokens += 1;
+        }
     }
 }

@@ -588,9 +588,11 @@ async fn the_tower_layer_spends_its_configured_cost(app: TestApp) {
 }
 both!(the_tower_layer_spends_its_configured_cost);
 
-/// With rate limits shared through Redis, a credits refusal returns its token to this
-/// node's lease. Skipped without Redis at 127.0.0.1:6379 (unless `KEYWARD_REQUIRE_REDIS=1`).
-async fn with_redis_a_credits_refusal_returns_the_shared_token(backend: crate::helpers::Backend) {
+/// With rate limits and quotas shared through Redis, a credits refusal returns its token
+/// and its quota unit to this node's leases. Skipped without Redis at 127.0.0.1:6379 (unless `KEYWARD_REQUIRE_REDIS=1`).
+async fn with_redis_a_credits_refusal_returns_the_shared_token_and_quota(
+    backend: crate::helpers::Backend,
+) {
     if std::net::TcpStream::connect(("127.0.0.1", 6379)).is_err() {
         assert!(
             !std::env::var("KEYWARD_REQUIRE_REDIS").is_ok_and(|v| v == "1"),
@@ -601,17 +603,22 @@ async fn with_redis_a_credits_refusal_returns_the_shared_token(backend: crate::h
     }
     let prefix = format!("kwtest-credits-{}:", uuid::Uuid::new_v4().simple());
     let Some(app) = TestApp::spawn_with(backend, |c| {
-        c.redis = Some((
-            "redis://127.0.0.1:6379".into(),
+        c.redis = Some(keyward::config::RedisConfig {
+            url: "redis://127.0.0.1:6379".into(),
             prefix,
-            keyward::verify::shared::FailurePolicy::Closed,
-        ));
+            rate_failure: keyward::verify::shared::FailurePolicy::Closed,
+            quota_failure: keyward::verify::shared::FailurePolicy::Closed,
+        });
     })
     .await
     else {
         return;
     };
-    let extra = [("rate_limit", "2"), ("rate_window", "hour")];
+    let extra = [
+        ("rate_limit", "2"),
+        ("rate_window", "hour"),
+        ("daily_quota", "2"),
+    ];
     let (_, mgmt, id, key) = setup(
         &app,
         "redisc@example.com",
@@ -631,10 +638,9 @@ async fn with_redis_a_credits_refusal_returns_the_shared_token(backend: crate::h
     }
     let (s, _) = change(&app, &mgmt, &id, "increment", 5).await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(
-        code(&app.verify_api(json!({ "key": key })).await.1),
-        "VALID"
-    );
+    let (_, v) = app.verify_api(json!({ "key": key })).await;
+    assert_eq!(code(&v), "VALID", "{v}");
+    assert_eq!(v["quota"]["remaining"], 0, "{v}");
     assert_eq!(
         code(&app.verify_api(json!({ "key": key })).await.1),
         "RATE_LIMITED"
@@ -642,15 +648,17 @@ async fn with_redis_a_credits_refusal_returns_the_shared_token(backend: crate::h
     assert_eq!(remaining(&app, &mgmt, &id).await, 4);
 }
 
-mod with_redis_a_credits_refusal_returns_the_shared_token {
+mod with_redis_a_credits_refusal_returns_the_shared_token_and_quota {
     use crate::helpers::Backend;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sqlite() {
-        super::with_redis_a_credits_refusal_returns_the_shared_token(Backend::Sqlite).await;
+        super::with_redis_a_credits_refusal_returns_the_shared_token_and_quota(Backend::Sqlite)
+            .await;
     }
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres() {
-        super::with_redis_a_credits_refusal_returns_the_shared_token(Backend::Postgres).await;
+        super::with_redis_a_credits_refusal_returns_the_shared_token_and_quota(Backend::Postgres)
+            .await;
     }
 }

@@ -190,6 +190,7 @@ async fn three_nodes_share_rate_limits_and_see_revocations() {
     )
     .await;
     let (revoked_id, doomed) = key_with(&mut b, "doomed", &["read"], &[]).await;
+    let (_, quota) = key_with(&mut b, "quota", &["read"], &[("daily_quota", "1000")]).await;
     let mut nodes = Vec::new();
     for _ in 0..3 {
         nodes.push(node(&app, redis, &prefix, "local").await);
@@ -211,6 +212,13 @@ async fn three_nodes_share_rate_limits_and_see_revocations() {
     eprintln!(
         "three nodes, limit 60/min + burst 60: {valid} of 300 passed in {secs:.2} s (bound {most})"
     );
+
+    // A daily quota is one counter for all nodes: 1,500 verifications pass 1,000, not 3,000.
+    let (valid, statuses) = load(&bases, &quota, 1500).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert!(valid <= 1000, "{valid} passed a daily quota of 1,000");
+    assert!(valid >= 990, "only {valid} of the quota's 1,000 passed");
+    eprintln!("three nodes, daily quota 1,000: {valid} of 1,500 passed");
 
     // A revocation on one node is seen by every node within a second.
     let client = reqwest::Client::new();
@@ -266,6 +274,7 @@ async fn a_redis_outage_degrades_to_local_limits_and_heals() {
     )
     .await;
     let (_, unlimited) = key_with(&mut b, "unlimited", &["read"], &[]).await;
+    let (_, quota) = key_with(&mut b, "quota", &["read"], &[("daily_quota", "1000")]).await;
     let local = [
         node(&app, &url, prefix, "local").await,
         node(&app, &url, prefix, "local").await,
@@ -287,6 +296,9 @@ async fn a_redis_outage_degrades_to_local_limits_and_heals() {
     );
     // (Plus what was left of a lease taken before the outage.)
     assert!(valid <= 60 + 3, "two local buckets of 30: {valid} passed");
+    // Quotas fail closed by default (KEYWARD_REDIS_QUOTA_FAILURE=closed): 503, not a guess.
+    let (status, body) = verify(&client, &bases[0], &quota).await;
+    assert_eq!(status, 503, "{body}");
     // The node that fails closed refuses rate-limited keys (503), not the others.
     let (status, body) = verify(&client, &closed.base, &first).await;
     assert_eq!(status, 503, "{body}");
