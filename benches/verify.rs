@@ -53,6 +53,7 @@ async fn setup() -> (Verifier, Store, String, Vec<u8>, std::path::PathBuf) {
         created_at: 0,
         expires_at: None,
         rolled_from: None,
+        credits: None,
     };
     store
         .insert_key(&new, &NewAudit::new("key.created", 0))

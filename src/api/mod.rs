@@ -274,6 +274,8 @@ async fn by_key(
             key: Some(&key),
             scopes: &[],
             ip: verify_http::client_ip(state, &parts.headers, peer),
+            // Managing keys is not a use of the deploying team's API: it costs no credits.
+            cost: 0,
         })
         .await
         .map_err(|e| ApiError::Ready(Box::new(verify_http::fail_closed(e).into_response())))?;

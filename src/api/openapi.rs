@@ -76,6 +76,7 @@ pub fn split() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(keys::get, keys::update))
         .routes(routes!(keys::roll))
         .routes(routes!(keys::revoke))
+        .routes(routes!(keys::change_credits))
         .routes(routes!(keys::revoke_current))
         .routes(routes!(audit::list))
         .routes(routes!(audit::export))

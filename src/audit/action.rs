@@ -44,6 +44,9 @@ actions! {
     KeyExpiring => ("key.expiring", "Key expiring soon"),
     KeyExpired => ("key.expired", "Key expired"),
     KeyLeaked => ("key.leaked", "Key reported as leaked"),
+    KeyCreditsChanged => ("key.credits_changed", "Key credits changed"),
+    KeyCreditsLow => ("key.credits_low", "Key credits running low"),
+    KeyCreditsExhausted => ("key.credits_exhausted", "Key credits used up"),
     AuthSignedIn => ("auth.signed_in", "Signed in"),
     AuthSignInFailed => ("auth.sign_in_failed", "Sign-in failed"),
     AuthPasswordDisabled => ("auth.password_disabled", "Password disabled after repeated failures"),
@@ -94,7 +97,7 @@ impl AuditAction {
     }
 
     /// The events a webhook endpoint can subscribe to, with what they mean.
-    pub const WEBHOOK_EVENTS: [(AuditAction, &'static str); 12] = [
+    pub const WEBHOOK_EVENTS: [(AuditAction, &'static str); 15] = [
         (AuditAction::KeyCreated, "A key was created"),
         (
             AuditAction::KeyUpdated,
@@ -113,6 +116,18 @@ impl AuditAction {
         (
             AuditAction::KeyLeaked,
             "A key was reported as leaked (e.g. by GitHub secret scanning)",
+        ),
+        (
+            AuditAction::KeyCreditsChanged,
+            "A key's credits were set, topped up, reduced or removed",
+        ),
+        (
+            AuditAction::KeyCreditsLow,
+            "A key's credits fell to its low-balance threshold (once until refilled or topped up)",
+        ),
+        (
+            AuditAction::KeyCreditsExhausted,
+            "A key's credits ran out (once until refilled or topped up)",
         ),
         (
             AuditAction::MemberAdded,

@@ -13,6 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{
     ExpiryChoice, GraceChoice,
+    credits::{CreditsSpec, field_error},
     model::{
         Field, FieldErrors, IpAllowlist, KeyDraft, KeyInput, KeyPatch, Metadata, Rate, RateWindow,
         Revocation, count,
@@ -24,7 +25,7 @@ use crate::{
     audit::ClientMeta,
     orgs::Action,
     state::AppState,
-    store::{ApiKey, KeyFilter, KeyStatus},
+    store::{ApiKey, CreditOp, KeyCredits, KeyFilter, KeyStatus},
     templates::rfc3339,
 };
 
@@ -102,6 +103,80 @@ pub struct KeyView {
     pub ip_allowlist: Vec<String>,
     pub metadata: serde_json::Value,
     pub rolled_from: Option<String>,
+    /// The key's credits; absent or `null`: unlimited.
+    pub credits: Option<CreditsView>,
+}
+
+/// A key's credits as the API shows them.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreditsView {
+    /// The balance as of this response (verifications spend it concurrently).
+    pub remaining: i64,
+    pub refill: Option<RefillView>,
+    /// `key.credits_low` fires when the balance falls to this or below: the threshold set,
+    /// else 10 % of the refill amount (`null`: never).
+    pub low_threshold: Option<i64>,
+    /// When the balance is next refilled (RFC 3339).
+    pub next_refill_at: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefillView {
+    /// `daily` (00:00 UTC) or `monthly` (00:00 UTC on `day`).
+    #[schema(pattern = "^(daily|monthly)$")]
+    pub interval: String,
+    /// The balance after a refill (a refill sets the balance, it does not add to it).
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
+    pub amount: i64,
+    /// For `monthly`: the day of the month, 1–31 (the last day of shorter months).
+    #[schema(minimum = 1, maximum = 31)]
+    pub day: Option<i64>,
+}
+
+/// Credits of a key on create and edit: a balance, a refill, or both.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreditsBody {
+    /// The balance. On create, absent starts at the refill amount; on edit, absent keeps
+    /// the current balance.
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
+    pub remaining: Option<i64>,
+    pub refill: Option<RefillView>,
+    /// `key.credits_low` fires when the balance falls to this or below (default: 10 % of
+    /// the refill amount).
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
+    pub low_threshold: Option<i64>,
+}
+
+impl CreditsBody {
+    fn parse(&self, has_balance: bool) -> Result<KeyCredits, FieldErrors> {
+        CreditsSpec {
+            remaining: self.remaining,
+            refill_interval: self.refill.as_ref().map(|r| r.interval.as_str()),
+            refill_amount: self.refill.as_ref().map(|r| r.amount),
+            refill_day: self.refill.as_ref().and_then(|r| r.day),
+            low_threshold: self.low_threshold,
+        }
+        .parse(has_balance)
+        .map_err(field_error)
+    }
+}
+
+impl CreditsView {
+    fn new(k: &ApiKey, now: i64) -> Option<Self> {
+        let c = k.credits()?;
+        Some(Self {
+            remaining: c.remaining.unwrap_or(0),
+            refill: c.refill.map(|r| RefillView {
+                interval: r.interval_name().into(),
+                amount: r.amount,
+                day: r.day(),
+            }),
+            low_threshold: c.effective_threshold(),
+            next_refill_at: c.refill.map(|r| rfc3339(r.next_boundary(now))),
+        })
+    }
 }
 
 impl KeyView {
@@ -139,6 +214,7 @@ impl KeyView {
                 .collect(),
             metadata: serde_json::from_str(&k.metadata).unwrap_or_else(|_| serde_json::json!({})),
             rolled_from: k.rolled_from.clone(),
+            credits: CreditsView::new(k, now),
         }
     }
 }
@@ -290,6 +366,8 @@ pub struct CreateKey {
     /// A JSON object returned by the verifier with the key.
     #[schema(value_type = Object)]
     pub metadata: Option<serde_json::Value>,
+    /// Credits each verification spends; absent or `null`: unlimited.
+    pub credits: Option<CreditsBody>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -318,6 +396,10 @@ pub struct UpdateKey {
     pub metadata: Option<serde_json::Value>,
     /// `false` pauses the key, `true` resumes it.
     pub enabled: Option<bool>,
+    /// New credit settings; `null` removes the limit (unlimited use); absent: unchanged.
+    #[serde(default, deserialize_with = "absent_or_null")]
+    #[schema(value_type = Option<CreditsBody>)]
+    pub credits: Option<Option<CreditsBody>>,
 }
 
 /// The new key and its secret, shown once.
@@ -343,6 +425,7 @@ impl From<KeyError> for ApiError {
                 "Present the key to revoke (Authorization: Bearer <key>); it must exist and not be revoked or expired.".into(),
             ),
             KeyError::Refused(m) => ApiError::bad_request(m),
+            KeyError::Conflict(m) => ApiError::conflict(m),
             KeyError::Policy(m) => ApiError::conflict(m),
             KeyError::Invalid(errors) => invalid(&errors),
             KeyError::Internal(e) => e.into(),
@@ -513,10 +596,20 @@ pub async fn create(
     caller.require_scope(SCOPE_WRITE)?;
     let keys = state.keys();
     keys.may_create(&caller)?;
-    let input = json_body(body)?
-        .into_input(&state)
-        .map_err(|e| invalid(&e))?;
-    let minted = keys.create(&caller, input).await?;
+    let mut body = json_body(body)?;
+    let credits = body.credits.take().map(|c| c.parse(false)).transpose();
+    let input = body.into_input(&state);
+    let (input, credits) = match (input, credits) {
+        (Ok(i), Ok(c)) => (i, c),
+        (Err(mut e), Err(c)) => {
+            if let Some(m) = c.get(Field::Credits) {
+                e.add(Field::Credits, m);
+            }
+            return Err(invalid(&e));
+        }
+        (Err(e), _) | (_, Err(e)) => return Err(invalid(&e)),
+    };
+    let minted = keys.create_with_credits(&caller, input, credits).await?;
     Ok(data(
         StatusCode::CREATED,
         CreatedKey {
@@ -545,10 +638,87 @@ pub async fn update(
     caller.require_scope(SCOPE_WRITE)?;
     let keys = state.keys();
     let key = keys.load(&caller, &id).await?;
-    let b = json_body(body)?;
+    let mut b = json_body(body)?;
     keys.may_update(&caller, &key)?;
-    let patch = b.into_patch(&state).map_err(|e| invalid(&e))?;
+    let credits = b
+        .credits
+        .take()
+        .map(|c| {
+            c.as_ref()
+                .map(|c| c.parse(key.credits_remaining.is_some()))
+                .transpose()
+        })
+        .transpose();
+    let patch = b.into_patch(&state);
+    let (patch, credits) = match (patch, credits) {
+        (Ok(p), Ok(c)) => (p, c),
+        (Err(e), _) | (_, Err(e)) => return Err(invalid(&e)),
+    };
+    // Every refusal before any write: the credits' rules, then the edit (which checks its
+    // own), then the credits.
+    if let Some(credits) = &credits {
+        keys.may_set_credit_settings(&caller, &key, credits.as_ref())?;
+    }
     keys.update(&caller, &key.id, patch).await?;
+    if let Some(credits) = credits {
+        let key = keys.load(&caller, &key.id).await?;
+        keys.set_credit_settings(&caller, &key, credits).await?;
+    }
+    Ok(data(
+        StatusCode::OK,
+        reload(&state, &caller, &key.id).await?,
+    ))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeCredits {
+    /// `set` the balance, `increment` it or `decrement` it (never below 0: refused with 409).
+    #[schema(pattern = "^(set|increment|decrement)$")]
+    pub op: String,
+    /// A whole number from 0 to 1,000,000,000.
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
+    pub value: i64,
+}
+
+/// Change a key's credit balance. `set` also gives an unlimited key a balance (and counts
+/// as a refill: the next one comes at the next boundary); `increment` and `decrement`
+/// apply a refill that has fallen due first. Audited as `key.credits_changed`. An API key
+/// may lower its own balance but not raise it.
+#[utoipa::path(post, path = "/api/v1/keys/{id}/credits", tag = "keys", request_body = ChangeCredits,
+    params(("id" = String, Path, description = "Key id")),
+    responses(
+        (status = 200, body = Data<KeyView>),
+        (status = 409, description = "`conflict`: the key is revoked or expired, has no credit limit (increment, decrement), or has fewer credits than the decrement", body = ErrorBody),
+        Refusals, KeyRefusals, BodyRefusals,
+    ),
+    security(("api_key" = []), ("session" = [])))]
+pub async fn change_credits(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Result<Json<ChangeCredits>, JsonRejection>,
+) -> ApiResult<Response> {
+    caller.require_scope(SCOPE_WRITE)?;
+    let b = json_body(body)?;
+    let value = b.value;
+    if !(0..=super::model::MAX_LIMIT).contains(&value) {
+        return Err(invalid(&field_error(format!(
+            "value must be a whole number from 0 to {}.",
+            super::model::MAX_LIMIT
+        ))));
+    }
+    let op = match b.op.as_str() {
+        "set" => CreditOp::Set(value),
+        "increment" => CreditOp::Increment(value),
+        "decrement" => CreditOp::Decrement(value),
+        _ => {
+            return Err(invalid(&field_error(
+                "op must be set, increment or decrement.".into(),
+            )));
+        }
+    };
+    let (key, _) = state.keys().change_credits(&caller, &id, op).await?;
     Ok(data(
         StatusCode::OK,
         reload(&state, &caller, &key.id).await?,

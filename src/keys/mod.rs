@@ -4,6 +4,7 @@
 
 pub mod api;
 mod bulk;
+pub mod credits;
 mod expiry;
 mod hygiene;
 pub mod model;
@@ -41,4 +42,5 @@ pub fn router() -> Router<AppState> {
         .route("/settings/api-keys/{id}/revoke", post(web::revoke))
         .route("/settings/api-keys/{id}/roll", post(web::roll))
         .route("/settings/api-keys/{id}/enabled", post(web::set_enabled))
+        .route("/settings/api-keys/{id}/credits", post(web::set_credits))
 }

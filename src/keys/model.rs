@@ -38,6 +38,8 @@ pub enum Field {
     Grace,
     /// The revocation reason and its note.
     Reason,
+    /// The credit balance, refill and low-balance threshold.
+    Credits,
 }
 
 impl Field {
@@ -55,6 +57,7 @@ impl Field {
             Field::Metadata => "metadata",
             Field::Grace => "grace",
             Field::Reason => "reason",
+            Field::Credits => "credits",
         }
     }
 }

@@ -192,6 +192,12 @@ mod tests {
             rate_burst: None,
             daily_quota: Some(1_000),
             ip_allowlist: "10.0.0.0/8".into(),
+            credits_remaining: None,
+            credits_refill_interval: None,
+            credits_refill_amount: None,
+            credits_refill_day: None,
+            credits_refilled_at: None,
+            credits_low_threshold: None,
             lifetime: Default::default(),
         }
     }

@@ -46,6 +46,8 @@ pub enum KeyError {
     Refused(String),
     /// Settings that are not acceptable, by field.
     Invalid(FieldErrors),
+    /// The request conflicts with the key's current state (the message says how).
+    Conflict(String),
     /// The organization's key policy forbids this (the message says which rule).
     Policy(String),
     Internal(AppError),
@@ -186,9 +188,20 @@ impl Keys<'_> {
         after: &KeyChanges,
         resume: bool,
     ) -> KeyResult<()> {
-        let Some(what) = loosened(key, after, resume) else {
-            return Ok(());
-        };
+        match loosened(key, after, resume) {
+            None => Ok(()),
+            Some(what) => self.refuse_loosening(actor, key, what),
+        }
+    }
+
+    /// Refuses loosening `what` of `key` to the key itself and to a member whose role can
+    /// no longer grant the key's scopes (see [`Self::may_loosen`]).
+    pub(super) fn refuse_loosening(
+        &self,
+        actor: &Actor,
+        key: &ApiKey,
+        what: &'static str,
+    ) -> KeyResult<()> {
         if actor.key.as_ref().is_some_and(|k| k.id == key.id) {
             tracing::warn!(event = "authz_denied", key_id = %key.id, loosened = what, "a key tried to loosen itself");
             return Err(KeyError::Forbidden(format!(
@@ -213,6 +226,16 @@ impl Keys<'_> {
     // --------------------------------------------------------------------- create
 
     pub async fn create(&self, actor: &Actor, input: KeyInput) -> KeyResult<Minted> {
+        self.create_with_credits(actor, input, None).await
+    }
+
+    /// Creates a key with credits (`None`: unlimited), in the same transaction.
+    pub async fn create_with_credits(
+        &self,
+        actor: &Actor,
+        input: KeyInput,
+        credits: Option<crate::store::KeyCredits>,
+    ) -> KeyResult<Minted> {
         self.may_create(actor)?;
         within_own_scopes(actor, input.scopes.as_slice())?;
         let now = self.now();
@@ -256,15 +279,20 @@ impl Keys<'_> {
             created_at: now,
             expires_at: expires_at.flatten(),
             rolled_from: None,
+            credits,
         };
+        let mut details = json!({
+            "environment": record.environment,
+            "scopes": input.scopes.as_slice(),
+            "expires_at": record.expires_at,
+        });
+        if let Some(c) = &credits {
+            details["credits"] = super::credits::describe(c);
+        }
         let audit = actor
             .audit(AuditAction::KeyCreated, now)
             .target("api_key", &record.id, &record.name)
-            .details(actor.details(json!({
-                "environment": record.environment,
-                "scopes": input.scopes.as_slice(),
-                "expires_at": record.expires_at,
-            })));
+            .details(actor.details(details));
         self.store.insert_key(&record, &audit).await?;
         tracing::info!(event = %AuditAction::KeyCreated, key_id = %record.id, prefix = %record.display_prefix, org_id = %record.org_id, "API key created");
         Ok(Minted { record, secret })
@@ -463,6 +491,9 @@ impl Keys<'_> {
             created_at: now,
             expires_at: old.expires_at,
             rolled_from: Some(old.id.clone()),
+            // The same settings, and the balance as it stands now (the old key keeps its
+            // own balance during the grace period).
+            credits: old.credits(),
         };
         let grace_until = now + grace.seconds();
         let rolled =

@@ -443,6 +443,50 @@ pub struct DetailPage {
     /// The key lives longer than the organization's maximum lifetime: what that means for
     /// it (empty: it complies). Such a key cannot be rolled until its expiry is shortened.
     pub beyond_lifetime: String,
+    pub credits: CreditsPanel,
+}
+
+/// The key page's credits: what they are now, and the form's current values.
+pub struct CreditsPanel {
+    /// `None`: unlimited.
+    pub remaining: Option<i64>,
+    /// "1000 every day at 00:00 UTC" (empty: no refill).
+    pub refill: String,
+    pub next_refill: Option<TimeView>,
+    /// The low-balance threshold in force.
+    pub low_threshold: Option<i64>,
+    /// The form's values: remaining (empty), interval (`""`, `daily`, `monthly`), amount,
+    /// day, threshold as set.
+    pub form_interval: String,
+    pub form_amount: String,
+    pub form_day: String,
+    pub form_threshold: String,
+}
+
+impl CreditsPanel {
+    pub fn new(k: &ApiKey, now: i64) -> Self {
+        let c = k.credits();
+        let refill = c.and_then(|c| c.refill);
+        let text = |n: Option<i64>| n.map(|n| n.to_string()).unwrap_or_default();
+        Self {
+            remaining: k.credits_remaining,
+            refill: refill.map_or_else(String::new, |r| match r.day() {
+                None => format!("to {} every day at 00:00 UTC", r.amount),
+                Some(d) => format!(
+                    "to {} every month on day {d} at 00:00 UTC (the last day of shorter months)",
+                    r.amount
+                ),
+            }),
+            next_refill: refill.map(|r| TimeView::new(r.next_boundary(now), now)),
+            low_threshold: c.and_then(|c| c.effective_threshold()),
+            form_interval: refill
+                .map(|r| r.interval_name().to_string())
+                .unwrap_or_default(),
+            form_amount: text(refill.map(|r| r.amount)),
+            form_day: text(refill.and_then(|r| r.day())),
+            form_threshold: text(k.credits_low_threshold),
+        }
+    }
 }
 
 pub async fn detail_page(
@@ -514,6 +558,7 @@ pub async fn detail_page(
         grace_options: GraceChoice::OPTIONS.to_vec(),
         roll_token,
         above_role,
+        credits: CreditsPanel::new(key, now),
         beyond_lifetime,
         chrome: cu.chrome("api-keys").await?,
     })

@@ -61,6 +61,7 @@ impl From<KeyError> for AppError {
             KeyError::Closed => AppError::Conflict(KeyError::CLOSED.into()),
             KeyError::AlreadyRevoked => AppError::bad_request(KeyError::ALREADY_REVOKED),
             KeyError::Refused(m) => AppError::bad_request(m),
+            KeyError::Conflict(m) => AppError::Conflict(m),
             KeyError::Policy(m) => AppError::Conflict(m),
             KeyError::Invalid(errors) => AppError::bad_request(
                 errors
@@ -645,4 +646,98 @@ pub async fn roll(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+// ------------------------------------------------------------------------- credits
+
+#[derive(Deserialize)]
+pub struct CreditsForm {
+    #[serde(default)]
+    org: String,
+    #[serde(default)]
+    remaining: String,
+    /// `""` (no refill), `daily` or `monthly`.
+    #[serde(default)]
+    refill_interval: String,
+    #[serde(default)]
+    refill_amount: String,
+    #[serde(default)]
+    refill_day: String,
+    #[serde(default)]
+    low_threshold: String,
+    /// Checked: remove the limit (unlimited use).
+    #[serde(default)]
+    unlimited: String,
+}
+
+/// A whole number typed in a form field (empty: none).
+fn whole(s: &str, what: &str) -> std::result::Result<Option<i64>, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    s.parse::<i64>()
+        .map(Some)
+        .map_err(|_| format!("{what} must be a whole number."))
+}
+
+impl CreditsForm {
+    /// The settings (`None`: unlimited use, when asked for).
+    fn parse(
+        &self,
+        has_balance: bool,
+    ) -> std::result::Result<Option<crate::store::KeyCredits>, String> {
+        if !self.unlimited.is_empty() {
+            return Ok(None);
+        }
+        // "No refill" ignores the refill's other fields (still filled in from before); a
+        // daily refill ignores the day.
+        let interval = self.refill_interval.trim();
+        let spec = super::credits::CreditsSpec {
+            remaining: whole(&self.remaining, "The credits remaining")?,
+            refill_interval: Some(interval),
+            refill_amount: match interval {
+                "" => None,
+                _ => whole(&self.refill_amount, "The refill amount")?,
+            },
+            refill_day: match interval {
+                "monthly" => whole(&self.refill_day, "The refill day")?,
+                _ => None,
+            },
+            low_threshold: whole(&self.low_threshold, "The low-balance threshold")?,
+        };
+        spec.parse(has_balance).map(Some)
+    }
+}
+
+/// Sets a key's credits from its page: a balance, a refill, a low-balance threshold, or
+/// nothing for unlimited use.
+pub async fn set_credits(
+    State(state): State<AppState>,
+    cu: CurrentUser,
+    meta: ClientMeta,
+    Path(id): Path<String>,
+    Form(f): Form<CreditsForm>,
+) -> Result<Response> {
+    let (actor, key) = form_target(&state, &cu, meta, &id, &f.org).await?;
+    let back = format!("/settings/api-keys/{}", key.id);
+    let credits = match f.parse(key.credits_remaining.is_some()) {
+        Ok(c) => c,
+        Err(m) => {
+            cu.flash("error", m).await?;
+            return Ok(Redirect::to(&back).into_response());
+        }
+    };
+    let changed = state
+        .keys()
+        .set_credit_settings(&actor, &key, credits)
+        .await?;
+    let msg = match (changed, credits) {
+        (false, _) => format!("The credits of “{}” were not changed.", key.name),
+        (true, None) => format!("“{}” now has unlimited use (no credits).", key.name),
+        (true, Some(_)) => format!("Saved the credits of “{}”.", key.name),
+    };
+    cu.flash(if changed { "success" } else { "info" }, msg)
+        .await?;
+    Ok(Redirect::to(&back).into_response())
 }

@@ -44,6 +44,19 @@ pub struct ApiKey {
     pub daily_quota: Option<i64>,
     /// Space-separated CIDRs the key may be used from (empty: anywhere).
     pub ip_allowlist: String,
+    /// Credits left (`None`: unlimited). A snapshot as of the read: never the truth for a
+    /// verification, which spends in the database (see `super::credits`).
+    pub credits_remaining: Option<i64>,
+    /// `daily` or `monthly` (`None`: no refill).
+    pub credits_refill_interval: Option<String>,
+    pub credits_refill_amount: Option<i64>,
+    /// For a monthly refill: the day of the month (1–31; the last day in shorter months).
+    pub credits_refill_day: Option<i64>,
+    /// When the balance was last set or refilled.
+    pub credits_refilled_at: Option<i64>,
+    /// `key.credits_low` fires when the balance falls to this or below (`None`: 10 % of
+    /// the refill amount, or never without a refill).
+    pub credits_low_threshold: Option<i64>,
     /// The organization's maximum lifetime (joined, so verification needs no second read).
     #[sqlx(flatten)]
     #[serde(skip)]
@@ -169,6 +182,8 @@ pub struct NewKey {
     pub created_at: i64,
     pub expires_at: Option<i64>,
     pub rolled_from: Option<String>,
+    /// Credits (`None`: unlimited), written with the key in the same transaction.
+    pub credits: Option<super::credits::KeyCredits>,
 }
 
 /// Editable fields.
@@ -383,12 +398,15 @@ macro_rules! insert_key {
     }};
 }
 
+pub(super) use {commit_key_write, notify_key};
+
 impl Store {
     /// Inserts a key and its `key.created` event in one transaction.
     pub async fn insert_key(&self, key: &NewKey, audit: &NewAudit) -> Result<()> {
         with_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
             insert_key!(&mut *tx, key)?;
+            super::credits::write_new_key_credits!(&mut *tx, key)?;
             commit_key_write!(self, tx, &key.key_hash, audit);
             Ok(())
         })
@@ -747,6 +765,7 @@ impl Store {
                 return Ok(false);
             };
             insert_key!(&mut *tx, new)?;
+            super::credits::write_new_key_credits!(&mut *tx, new)?;
             for a in audits {
                 insert_audit!(&mut *tx, a)?;
             }

@@ -11,6 +11,7 @@
 
 mod audit;
 pub mod cache;
+mod credits;
 mod keys;
 mod orgs;
 pub mod sessions;
@@ -30,6 +31,7 @@ use sqlx::{
 };
 
 pub use audit::{AuditEvent, AuditFilter, NewAudit};
+pub use credits::{CreditOp, CreditOpOutcome, KeyCredits, Refill, RefillInterval, Spend};
 pub use keys::{
     ApiKey, Hygiene, HygieneCounts, KeyChanges, KeyFilter, KeyLimits, KeyStatus, NewKey,
 };

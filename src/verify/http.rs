@@ -56,6 +56,29 @@ pub struct VerifyBody {
     scopes: Vec<String>,
     /// The end user's IP address, for the key's allowlist.
     ip: Option<String>,
+    /// Credits this request costs, for a key with credits: a whole number from 0 to
+    /// 1,000,000,000 (default 1; 0 checks the key without spending).
+    #[schema(value_type = Option<i64>, minimum = 0, maximum = 1_000_000_000)]
+    cost: Option<serde_json::Value>,
+}
+
+/// Largest cost of one verification.
+pub const MAX_COST: i64 = 1_000_000_000;
+
+/// The verify body's `cost`: absent is 1; anything but a whole number from 0 to
+/// [`MAX_COST`] is refused with a sentence saying so.
+fn parse_cost(v: Option<&serde_json::Value>) -> std::result::Result<i64, AppError> {
+    match v {
+        None | Some(serde_json::Value::Null) => Ok(1),
+        Some(v) => v
+            .as_i64()
+            .filter(|n| (0..=MAX_COST).contains(n))
+            .ok_or_else(|| {
+                AppError::bad_request(format!(
+                    "\"cost\" must be a whole number from 0 to {MAX_COST} (got {v})."
+                ))
+            }),
+    }
 }
 
 /// Checks the caller's verifier credential in constant time (comparing SHA-256 digests,
@@ -116,12 +139,14 @@ pub async fn verify(
                 .map_err(|_| AppError::bad_request("\"ip\" must be an IPv4 or IPv6 address."))?,
         ),
     };
+    let cost = parse_cost(body.cost.as_ref())?;
     let result = state
         .verifier
         .check(&VerifyRequest {
             key: body.key.as_deref(),
             scopes: &body.scopes,
             ip,
+            cost,
         })
         .await
         .map_err(fail_closed)?;
@@ -250,6 +275,7 @@ pub async fn forward_auth(State(state): State<AppState>, parts: Parts) -> Respon
         key: presented_key(&state, headers),
         scopes: &scopes,
         ip: client_ip(&state, headers, peer),
+        ..VerifyRequest::default()
     };
     let result = match state.verifier.check(&req).await {
         Ok(r) => r,
@@ -331,8 +357,22 @@ pub fn forward_auth_response(v: &Verification, nginx: bool) -> Response {
             "quota_exceeded",
             "The daily request quota of this API key is used up.",
         ),
+        VerifyCode::UsageExceeded => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "credits_exhausted",
+            "The credits of this API key are used up.",
+        ),
     };
-    let mut res = if status == StatusCode::TOO_MANY_REQUESTS {
+    // Credits without a refill come back only when someone adds some: no retry time.
+    let no_retry = v.code == VerifyCode::UsageExceeded && v.retry_after.is_none();
+    let mut res = if status == StatusCode::TOO_MANY_REQUESTS && no_retry {
+        let message = format!("{message} Ask the key's owner to add credits.");
+        (
+            status,
+            Json(json!({ "error": { "code": code, "message": message } })),
+        )
+            .into_response()
+    } else if status == StatusCode::TOO_MANY_REQUESTS {
         let retry = v.retry_after.unwrap_or(1);
         let message = format!("{message} Please retry after {retry} seconds.");
         let mut res = (

@@ -63,6 +63,7 @@ impl<S: Send + Sync> FromRequestParts<S> for VerifiedKey {
 pub struct RequireKey {
     verifier: Verifier,
     scopes: Arc<[String]>,
+    cost: i64,
 }
 
 impl RequireKey {
@@ -70,7 +71,15 @@ impl RequireKey {
         Self {
             verifier,
             scopes: Arc::from(Vec::new()),
+            cost: 1,
         }
+    }
+
+    /// Credits a request through this layer costs a key that has credits (default 1; 0
+    /// checks without spending).
+    pub fn cost(mut self, cost: u32) -> Self {
+        self.cost = i64::from(cost);
+        self
     }
 
     /// Every one of these scopes is required.
@@ -142,6 +151,7 @@ where
                     key: key.as_deref(),
                     scopes: &guard.scopes,
                     ip,
+                    cost: guard.cost,
                 })
                 .await;
             let v = match result {

@@ -4,7 +4,9 @@
 //! parse + checksum (malformed keys never reach the store) → HMAC hash → cache, else one
 //! indexed lookup → revoked (honouring a roll's grace deadline) / expired / disabled →
 //! beyond the organization's maximum lifetime → IP allowlist → required scopes → rate
-//! limit → daily quota → record use (batched).
+//! limit → daily quota → credits → record use (batched). A limit that refuses spends
+//! nothing after it and gives back what the limits before it took (the rate-limit token,
+//! the quota count), so one refusal consumes no other limit.
 //! Store failures are errors, never a valid answer: callers fail closed.
 
 pub mod http;
@@ -27,7 +29,7 @@ use crate::{
     clock::Clock,
     config::KeyPepper,
     keys::token::PlainKey,
-    store::{ApiKey, Store, StoreError},
+    store::{ApiKey, Spend, Store, StoreError},
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -47,6 +49,8 @@ pub enum VerifyCode {
     InsufficientScope,
     RateLimited,
     QuotaExceeded,
+    /// The key's credits are used up (or fewer than the request's cost).
+    UsageExceeded,
 }
 
 /// The answer for one presented key.
@@ -74,7 +78,11 @@ pub struct Verification {
     pub ratelimit: Option<Decision>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quota: Option<QuotaState>,
-    /// Seconds to wait, for `RATE_LIMITED` and `QUOTA_EXCEEDED`.
+    /// For a key with credits: the balance after this verification.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credits: Option<CreditState>,
+    /// Seconds to wait, for `RATE_LIMITED`, `QUOTA_EXCEEDED`, and `USAGE_EXCEEDED` on a
+    /// key with a refill.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<i64>,
 }
@@ -93,6 +101,7 @@ impl Verification {
             expires_at: None,
             ratelimit: None,
             quota: None,
+            credits: None,
             retry_after: None,
         }
     }
@@ -110,6 +119,7 @@ impl Verification {
             expires_at: key.ends_at(),
             ratelimit: None,
             quota: None,
+            credits: None,
             retry_after: None,
         }
     }
@@ -120,8 +130,18 @@ impl Verification {
     }
 }
 
+/// A key's credits as a verification reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct CreditState {
+    /// Credits left after this verification.
+    pub remaining: i64,
+    /// When the balance is next refilled (Unix seconds), for a key with a refill.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refill_at: Option<i64>,
+}
+
 /// What to verify.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct VerifyRequest<'a> {
     pub key: Option<&'a str>,
     /// Every one of these scopes is required.
@@ -129,6 +149,19 @@ pub struct VerifyRequest<'a> {
     /// The end user's address, for the key's IP allowlist and the per-source limit on
     /// invalid attempts.
     pub ip: Option<IpAddr>,
+    /// Credits this request costs a key that has credits (0 checks without spending).
+    pub cost: i64,
+}
+
+impl Default for VerifyRequest<'_> {
+    fn default() -> Self {
+        Self {
+            key: None,
+            scopes: &[],
+            ip: None,
+            cost: 1,
+        }
+    }
 }
 
 /// Tuning of the verifier.
@@ -228,7 +261,7 @@ impl Verifier {
         self.check(&VerifyRequest {
             key,
             scopes,
-            ip: None,
+            ..VerifyRequest::default()
         })
         .await
     }
@@ -311,12 +344,12 @@ impl Verifier {
         }
 
         let mut result = Verification::for_key(VerifyCode::Valid, &found);
-        if let Some(limit) = found.rate_limit {
-            let l = Limit {
-                limit,
-                window_secs: found.rate_window_secs,
-                burst: found.rate_burst.unwrap_or(limit),
-            };
+        let limit = found.rate_limit.map(|limit| Limit {
+            limit,
+            window_secs: found.rate_window_secs,
+            burst: found.rate_burst.unwrap_or(limit),
+        });
+        if let Some(l) = limit {
             let d = match &me.options.shared {
                 Some(shared) => shared
                     .check(&found.id, l, now_f, &me.limiter)
@@ -332,18 +365,39 @@ impl Verifier {
                 return Ok(result);
             }
         }
+        // What the limits took so far, given back when a later check refuses.
+        let give_back = |quota: QuotaTaken| {
+            if let Some(l) = limit {
+                match &me.options.shared {
+                    Some(shared) => shared.give_back(&found.id, l, &me.limiter),
+                    None => me.limiter.give_back(&found.id, l),
+                }
+            }
+            match (quota, &me.options.shared) {
+                (QuotaTaken::Shared, Some(shared)) => {
+                    shared.give_back_quota(&found.id, usage::day_of(now));
+                }
+                (QuotaTaken::Local, _) => me.usage.give_back_quota(&found, now),
+                _ => {}
+            }
+        };
         // With Redis, a daily quota is one counter for every node; without it (or when
         // Redis is away and quotas may fall back), each node counts as below.
-        let mut counted = false;
+        let mut counted = QuotaTaken::No;
         if let (Some(shared), Some(quota)) = (&me.options.shared, found.daily_quota) {
             let day = usage::day_of(now);
             let stored = || async { me.store.usage_count(&found.id, day).await.ok() };
-            if let Some((ok, left)) = shared
+            let taken = match shared
                 .take_quota(&found.id, quota, day, now_f, stored)
                 .await
-                .map_err(|e| StoreError::Unavailable(e.to_string()))?
             {
-                counted = true;
+                Ok(taken) => taken,
+                Err(e) => {
+                    give_back(QuotaTaken::No);
+                    return Err(StoreError::Unavailable(e.to_string()));
+                }
+            };
+            if let Some((ok, left)) = taken {
                 let q = QuotaState {
                     limit: quota,
                     remaining: left,
@@ -351,20 +405,69 @@ impl Verifier {
                 };
                 result.quota = Some(q);
                 if !ok {
+                    give_back(QuotaTaken::No);
                     result.valid = false;
                     result.code = VerifyCode::QuotaExceeded;
                     result.retry_after = Some((q.reset - now).max(1));
                     return Ok(result);
                 }
+                counted = QuotaTaken::Shared;
             }
         }
-        if !counted && let Some((q, ok)) = me.usage.take_quota(&me.store, &found, now).await? {
-            result.quota = Some(q);
-            if !ok {
-                result.valid = false;
-                result.code = VerifyCode::QuotaExceeded;
-                result.retry_after = Some((q.reset - now).max(1));
-                return Ok(result);
+        if counted == QuotaTaken::No {
+            let local = match me.usage.take_quota(&me.store, &found, now).await {
+                Ok(q) => q,
+                Err(e) => {
+                    give_back(QuotaTaken::No);
+                    return Err(e);
+                }
+            };
+            if let Some((q, ok)) = local {
+                result.quota = Some(q);
+                if !ok {
+                    give_back(QuotaTaken::No);
+                    result.valid = false;
+                    result.code = VerifyCode::QuotaExceeded;
+                    result.retry_after = Some((q.reset - now).max(1));
+                    return Ok(result);
+                }
+                counted = QuotaTaken::Local;
+            }
+        }
+        // Credits last, and only for keys that have them: the one database write of the
+        // pipeline (exact across nodes; see `store::credits`).
+        if found.credits_remaining.is_some() {
+            let refill_at = found.credit_refill().map(|r| r.next_boundary(now));
+            let spent = me
+                .store
+                .spend_credits(&found.id, req.cost.max(0), found.credit_boundary(now), now)
+                .await;
+            match spent {
+                Err(e) => {
+                    give_back(counted);
+                    return Err(e);
+                }
+                Ok(Spend::Unlimited) => {}
+                Ok(Spend::Spent(level)) => {
+                    result.credits = Some(CreditState {
+                        remaining: level.remaining,
+                        refill_at,
+                    });
+                    if let Err(e) = me.store.announce_credit_level(&found, &level, now).await {
+                        tracing::warn!(error = %e, key_id = %found.id, "could not record a credits notice; the next verification retries");
+                    }
+                }
+                Ok(Spend::Refused { remaining }) => {
+                    give_back(counted);
+                    result.valid = false;
+                    result.code = VerifyCode::UsageExceeded;
+                    result.credits = Some(CreditState {
+                        remaining,
+                        refill_at,
+                    });
+                    result.retry_after = refill_at.map(|t| (t - now).max(1));
+                    return Ok(result);
+                }
             }
         }
         me.usage.record(&found, now);
@@ -405,6 +508,16 @@ impl Verifier {
     pub fn store(&self) -> &Store {
         &self.0.store
     }
+}
+
+/// Where a verification's daily quota use was counted (to give it back there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QuotaTaken {
+    No,
+    /// In Redis, through this node's quota lease.
+    Shared,
+    /// In this node's memory.
+    Local,
 }
 
 /// The bucket a source address counts in: the address for IPv4, its /64 for IPv6 (one

@@ -116,6 +116,15 @@ impl Usage {
         )))
     }
 
+    /// Uncounts a verification that [`take_quota`](Self::take_quota) counted, when a later
+    /// check refused it.
+    pub fn give_back_quota(&self, key: &ApiKey, now: i64) {
+        let mut st = self.lock();
+        if let Some(used) = st.counts.get_mut(&(key.id.clone(), day_of(now))) {
+            *used = (*used - 1).max(0);
+        }
+    }
+
     /// Records a successful verification (flushed later).
     pub fn record(&self, key: &ApiKey, now: i64) {
         let day = day_of(now);

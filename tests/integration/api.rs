@@ -639,6 +639,7 @@ async fn openapi_covers_every_route(app: TestApp) {
         ("patch", "/api/v1/keys/{id}"),
         ("post", "/api/v1/keys/{id}/roll"),
         ("post", "/api/v1/keys/{id}/revoke"),
+        ("post", "/api/v1/keys/{id}/credits"),
         ("delete", "/api/v1/keys/current"),
         ("get", "/api/v1/audit-events"),
         ("get", "/api/v1/audit-events/export"),

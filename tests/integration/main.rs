@@ -10,6 +10,7 @@ mod api;
 mod api_keys;
 mod audit;
 mod cli;
+mod credits;
 mod email;
 mod in_process;
 mod key_policy;

@@ -49,6 +49,7 @@ async fn list_of_1000_keys() {
             created_at: now - i,
             expires_at: (i % 2 == 0).then_some(now + 86_400 * (i % 60)),
             rolled_from: None,
+            credits: None,
         };
         let audit = NewAudit::new("key.created", now)
             .org(&org)
