@@ -243,6 +243,37 @@ async fn three_nodes_share_rate_limits_and_see_revocations() {
     assert!(valid >= 990, "only {valid} of the quota's 1,000 passed");
     eprintln!("three nodes, daily quota 1,000: {valid} of 1,500 passed");
 
+    // Credits are exact across the three processes: 60 simultaneous verifications against
+    // 20 credits pass exactly 20.
+    let (credited_id, credited) = key_with(&mut b, "credited", &["read"], &[]).await;
+    b.get(&format!("/settings/api-keys/{credited_id}")).await;
+    let res = b
+        .post(
+            &format!("/settings/api-keys/{credited_id}/credits"),
+            &[
+                ("remaining", "20"),
+                ("refill_interval", ""),
+                ("refill_amount", ""),
+                ("refill_day", ""),
+                ("low_threshold", ""),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, reqwest::StatusCode::SEE_OTHER, "{}", res.body);
+    let answers = futures_util::future::join_all((0..60).map(|i| {
+        let node = bases[i % bases.len()].clone();
+        let client = client.clone();
+        let key = credited.clone();
+        async move { verify(&client, &node, &key).await.1 }
+    }))
+    .await;
+    let passed = answers.iter().filter(|v| v["valid"] == true).count();
+    let exhausted = answers
+        .iter()
+        .filter(|v| v["code"] == "USAGE_EXCEEDED")
+        .count();
+    assert_eq!((passed, exhausted), (20, 40), "{answers:?}");
+
     // A revocation on one node is seen by every node within a second.
     for n in &bases {
         assert_eq!(verify(&client, n, &doomed).await.1["valid"], true);
