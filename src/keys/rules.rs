@@ -199,6 +199,7 @@ mod tests {
             credits_refilled_at: None,
             credits_low_threshold: None,
             lifetime: Default::default(),
+            parsed: Default::default(),
         }
     }
 

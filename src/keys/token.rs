@@ -90,6 +90,13 @@ impl PlainKey {
     /// Parses and checks a presented key. Cheap and allocation-free on failure; never
     /// touches the store.
     pub fn parse(prefix: &str, input: &str) -> Result<(Self, Environment), ParseError> {
+        let env = Self::check(prefix, input)?;
+        Ok((Self(input.to_string()), env))
+    }
+
+    /// [`parse`](Self::parse) without keeping the key: checks its format and checksum,
+    /// allocation-free (the verifier then hashes the input as it is).
+    pub fn check(prefix: &str, input: &str) -> Result<Environment, ParseError> {
         if input.len() > MAX_KEY_LEN || !input.is_ascii() {
             return Err(ParseError::Format);
         }
@@ -108,7 +115,7 @@ impl PlainKey {
         if checksum(body).as_bytes() != sum.as_bytes() {
             return Err(ParseError::Checksum);
         }
-        Ok((Self(input.to_string()), env))
+        Ok(env)
     }
 
     /// The full key. Show it once, never log it.

@@ -61,6 +61,18 @@ pub struct ApiKey {
     #[sqlx(flatten)]
     #[serde(skip)]
     pub lifetime: crate::keys::policy::LifetimePolicy,
+    /// The scopes and metadata parsed once per cached key, not once per verification.
+    #[sqlx(skip)]
+    #[serde(skip)]
+    pub parsed: ParsedKey,
+}
+
+/// Verification-facing values derived from a key's stored text, computed on first use and
+/// kept with the (cached) key.
+#[derive(Debug, Clone, Default)]
+pub struct ParsedKey {
+    scopes: std::sync::OnceLock<Arc<[String]>>,
+    metadata: std::sync::OnceLock<Option<Arc<serde_json::Value>>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -124,6 +136,22 @@ impl ApiKey {
 
     pub fn scope_list(&self) -> Vec<String> {
         crate::keys::scopes::split(&self.scopes)
+    }
+
+    /// The scopes, split once.
+    pub fn scopes_shared(&self) -> Arc<[String]> {
+        self.parsed
+            .scopes
+            .get_or_init(|| self.scope_list().into())
+            .clone()
+    }
+
+    /// The metadata as JSON, parsed once (`None` if the stored text is not JSON).
+    pub fn metadata_shared(&self) -> Option<Arc<serde_json::Value>> {
+        self.parsed
+            .metadata
+            .get_or_init(|| serde_json::from_str(&self.metadata).ok().map(Arc::new))
+            .clone()
     }
 }
 

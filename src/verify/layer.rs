@@ -175,7 +175,11 @@ where
                 name: v.name.clone().unwrap_or_default(),
                 environment: v.environment.clone().unwrap_or_default(),
                 scopes: v.scope_list().to_vec(),
-                metadata: v.metadata.clone().unwrap_or(serde_json::Value::Null),
+                metadata: v
+                    .metadata
+                    .as_deref()
+                    .cloned()
+                    .unwrap_or(serde_json::Value::Null),
             });
             let mut res = inner.call(req).await?;
             if let Some(d) = ratelimit {

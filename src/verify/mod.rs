@@ -28,7 +28,7 @@ use self::{
 use crate::{
     clock::Clock,
     config::KeyPepper,
-    keys::token::PlainKey,
+    keys::token::{KeyHash, PlainKey},
     store::{ApiKey, Spend, Store, StoreError},
 };
 
@@ -67,10 +67,11 @@ pub struct Verification {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub environment: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub scopes: Option<Vec<String>>,
+    #[schema(value_type = Option<Vec<String>>)]
+    pub scopes: Option<Arc<[String]>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
-    pub metadata: Option<serde_json::Value>,
+    pub metadata: Option<Arc<serde_json::Value>>,
     /// When the key stops working (expiry or a roll's grace deadline), Unix seconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<i64>,
@@ -114,8 +115,8 @@ impl Verification {
             org_id: Some(key.org_id.clone()),
             name: Some(key.name.clone()),
             environment: Some(key.environment.clone()),
-            scopes: Some(key.scope_list()),
-            metadata: serde_json::from_str(&key.metadata).ok(),
+            scopes: Some(key.scopes_shared()),
+            metadata: key.metadata_shared(),
             expires_at: key.ends_at(),
             ratelimit: None,
             quota: None,
@@ -297,13 +298,13 @@ impl Verifier {
             None => true,
         };
 
-        let Ok((key, _env)) = PlainKey::parse(&me.prefix, presented) else {
+        let Ok(_env) = PlainKey::check(&me.prefix, presented) else {
             return match &source {
                 Some(src) if !pay(&source) => refuse(src),
                 _ => Ok(Verification::without_key(VerifyCode::InvalidFormat)),
             };
         };
-        let hash = key.hash(&me.pepper);
+        let hash = KeyHash::of(presented, &me.pepper);
         let found = match me.store.cached_key(&hash.0) {
             Some(found) => found,
             None => {
@@ -334,7 +335,10 @@ impl Verifier {
             Some(VerifyCode::ExceedsMaxLifetime)
         } else if !ip_allowed(&found.ip_allowlist, req.ip) {
             Some(VerifyCode::IpNotAllowed)
-        } else if !req.scopes.iter().all(|s| found.scope_list().contains(s)) {
+        } else if !req.scopes.is_empty() && {
+            let held = found.scopes_shared();
+            !req.scopes.iter().all(|s| held.contains(s))
+        } {
             Some(VerifyCode::InsufficientScope)
         } else {
             None
