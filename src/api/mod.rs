@@ -290,7 +290,10 @@ async fn by_key(
             "This API key has neither {SCOPE_READ} nor {SCOPE_WRITE}, the management scopes."
         )));
     }
-    let (Some(key_id), Some(org_id)) = (v.key_id.clone(), v.org_id.clone()) else {
+    let (Some(key_id), Some(org_id)) = (
+        v.key_id.as_deref().map(str::to_string),
+        v.org_id.as_deref().map(str::to_string),
+    ) else {
         return Err(unauthorized());
     };
     let record = state

@@ -67,10 +67,22 @@ pub struct ApiKey {
     pub parsed: ParsedKey,
 }
 
+/// A key's identifying texts as verification answers carry them (cloned by reference count,
+/// not copied).
+#[derive(Debug, Clone)]
+pub struct KeyNames {
+    pub id: Arc<str>,
+    pub org_id: Arc<str>,
+    pub name: Arc<str>,
+    pub environment: Arc<str>,
+}
+
 /// Verification-facing values derived from a key's stored text, computed on first use and
 /// kept with the (cached) key.
 #[derive(Debug, Clone, Default)]
 pub struct ParsedKey {
+    /// Id, organization id, name and environment, shared with each answer.
+    names: std::sync::OnceLock<KeyNames>,
     scopes: std::sync::OnceLock<Arc<[String]>>,
     metadata: std::sync::OnceLock<Option<Arc<serde_json::Value>>>,
 }
@@ -136,6 +148,19 @@ impl ApiKey {
 
     pub fn scope_list(&self) -> Vec<String> {
         crate::keys::scopes::split(&self.scopes)
+    }
+
+    /// Id, organization, name and environment, shared.
+    pub fn names_shared(&self) -> KeyNames {
+        self.parsed
+            .names
+            .get_or_init(|| KeyNames {
+                id: self.id.as_str().into(),
+                org_id: self.org_id.as_str().into(),
+                name: self.name.as_str().into(),
+                environment: self.environment.as_str().into(),
+            })
+            .clone()
     }
 
     /// The scopes, split once.

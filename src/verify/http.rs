@@ -299,16 +299,17 @@ pub fn forward_auth_response(v: &Verification, nginx: bool) -> Response {
         VerifyCode::Valid => {
             let mut res = StatusCode::OK.into_response();
             let h = res.headers_mut();
+            let scopes = v.scope_list().join(" ");
             for (name, value) in [
-                ("x-keyward-key-id", v.key_id.clone().unwrap_or_default()),
-                ("x-keyward-org-id", v.org_id.clone().unwrap_or_default()),
-                ("x-keyward-scopes", v.scope_list().join(" ")),
+                ("x-keyward-key-id", v.key_id.as_deref().unwrap_or_default()),
+                ("x-keyward-org-id", v.org_id.as_deref().unwrap_or_default()),
+                ("x-keyward-scopes", scopes.as_str()),
                 (
                     "x-keyward-environment",
-                    v.environment.clone().unwrap_or_default(),
+                    v.environment.as_deref().unwrap_or_default(),
                 ),
             ] {
-                if let Ok(value) = HeaderValue::from_str(&value) {
+                if let Ok(value) = HeaderValue::from_str(value) {
                     h.insert(HeaderName::from_static(name), value);
                 }
             }

@@ -170,10 +170,10 @@ where
             }
             let ratelimit = v.ratelimit;
             req.extensions_mut().insert(VerifiedKey {
-                key_id: v.key_id.clone().unwrap_or_default(),
-                org_id: v.org_id.clone().unwrap_or_default(),
-                name: v.name.clone().unwrap_or_default(),
-                environment: v.environment.clone().unwrap_or_default(),
+                key_id: v.key_id.as_deref().unwrap_or_default().to_string(),
+                org_id: v.org_id.as_deref().unwrap_or_default().to_string(),
+                name: v.name.as_deref().unwrap_or_default().to_string(),
+                environment: v.environment.as_deref().unwrap_or_default().to_string(),
                 scopes: v.scope_list().to_vec(),
                 metadata: v
                     .metadata

@@ -59,13 +59,17 @@ pub struct Verification {
     pub valid: bool,
     pub code: VerifyCode,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub key_id: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub key_id: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub org_id: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub org_id: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub name: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub environment: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub environment: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<String>>)]
     pub scopes: Option<Arc<[String]>>,
@@ -108,13 +112,14 @@ impl Verification {
     }
 
     fn for_key(code: VerifyCode, key: &ApiKey) -> Self {
+        let names = key.names_shared();
         Self {
             valid: code == VerifyCode::Valid,
             code,
-            key_id: Some(key.id.clone()),
-            org_id: Some(key.org_id.clone()),
-            name: Some(key.name.clone()),
-            environment: Some(key.environment.clone()),
+            key_id: Some(names.id),
+            org_id: Some(names.org_id),
+            name: Some(names.name),
+            environment: Some(names.environment),
             scopes: Some(key.scopes_shared()),
             metadata: key.metadata_shared(),
             expires_at: key.ends_at(),

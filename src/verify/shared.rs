@@ -198,11 +198,11 @@ impl SharedLimits {
     }
 
     /// Tokens taken per lease: a tenth of the burst, but at least a quarter of it up to
-    /// 5 (so small bursts still lease), at most 100. A burst under 8 leases 1 token: such
-    /// keys ask Redis on every request.
+    /// 5 (so small bursts still lease), at most 1,000. A burst under 8 leases 1 token:
+    /// such keys ask Redis on every request.
     pub fn lease_size(limit: Limit) -> i64 {
         let burst = limit.burst.max(1);
-        (burst / 10).max((burst / 4).min(5)).clamp(1, 100)
+        (burst / 10).max((burst / 4).min(5)).clamp(1, 1000)
     }
 
     fn now_ms(&self) -> u64 {
