@@ -367,7 +367,7 @@ pub async fn login(
         .await?;
     drop(turns);
     tracing::info!(event = %AuditAction::AuthSignedIn, user_id = %user.id, ip = %meta.ip, method = "password", "signed in");
-    session::sign_in(&session, &user, None, &meta, now).await?;
+    session::sign_in(&state.store, &session, &user, None, &meta, now).await?;
     Ok(with_device_cookie(
         Redirect::to(&safe_next(form.next.as_deref())).into_response(),
     ))
@@ -580,7 +580,7 @@ pub async fn signup(
             welcome = format!("Welcome to Keyward! You joined {org} as {}.", inv.role);
         }
     }
-    session::sign_in(&session, &user, Some(&active_org), &meta, now).await?;
+    session::sign_in(&state.store, &session, &user, Some(&active_org), &meta, now).await?;
     session::set_flash(&session, "success", welcome).await?;
     Ok(Redirect::to("/settings/api-keys").into_response())
 }

@@ -106,7 +106,10 @@ pub async fn consume_form_token(
 
 /// Signs the user in on this session: a new session id (against fixation), a new CSRF
 /// token, the timestamps the timeouts are measured from, and where the sign-in came from.
+/// Every way in (password, second step, passkey, SSO, sign-up by invitation) comes through
+/// here, so here is where the account's "last sign-in" is recorded.
 pub async fn sign_in(
+    store: &crate::store::Store,
     session: &Session,
     user: &crate::store::User,
     org_id: Option<&str>,
@@ -125,6 +128,7 @@ pub async fn sign_in(
     session.insert(IP, &meta.ip).await?;
     session.insert(USER_AGENT, &meta.user_agent).await?;
     csrf_token(session).await?;
+    store.record_sign_in(&user.id, now).await?;
     Ok(())
 }
 

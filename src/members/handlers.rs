@@ -61,6 +61,11 @@ struct MembersPage {
     invite_error: Option<String>,
     /// The viewer's own address, while it is not verified (no inviting until it is).
     unverified: Option<String>,
+    /// A personal organization: just for its owner (no inviting, transferring or leaving).
+    personal: bool,
+    /// The viewer is the organization's only owner (cannot leave; can transfer only to
+    /// another member).
+    sole_owner: bool,
 }
 
 /// Roles an admin or owner may give through the members page (ownership moves by transfer).
@@ -74,7 +79,7 @@ async fn members_page(
 ) -> Result<MembersPage> {
     let now = state.clock.unix();
     let can_manage = cu.role.can(Action::ManageMembers);
-    let members = state
+    let members: Vec<MemberView> = state
         .store
         .members(cu.org_id())
         .await?
@@ -120,6 +125,8 @@ async fn members_page(
     } else {
         vec![]
     };
+    let sole_owner =
+        cu.role == Role::Owner && members.iter().filter(|m| m.role == "owner").count() <= 1;
     Ok(MembersPage {
         chrome: cu.chrome("members").await?,
         members,
@@ -132,6 +139,8 @@ async fn members_page(
         invite_email,
         invite_error,
         unverified: crate::account::unverified_notice(cu),
+        personal: cu.org.personal,
+        sole_owner,
     })
 }
 

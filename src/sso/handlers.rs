@@ -735,7 +735,15 @@ async fn finish_sign_in(
     };
     state.store.sso_signed_in(&identity, &audit).await?;
     tracing::info!(event = %AuditAction::AuthSignedIn, user_id = %user.id, ip = %meta.ip, method = "sso", issuer = %id.issuer, "signed in");
-    session::sign_in(session, &user, landing_org.as_deref(), meta, now).await?;
+    session::sign_in(
+        &state.store,
+        session,
+        &user,
+        landing_org.as_deref(),
+        meta,
+        now,
+    )
+    .await?;
     // An organization's two-step policy leaves sign-ins through its own connection to its
     // provider; any other SSO sign-in (an operator-wide provider, another organization's
     // connection) counts like a password there.

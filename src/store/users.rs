@@ -126,6 +126,21 @@ macro_rules! insert_user {
 pub(crate) use insert_user;
 
 impl Store {
+    /// Records a sign-in (the members page's "Last sign-in").
+    pub async fn record_sign_in(&self, user_id: &str, now: i64) -> Result<()> {
+        with_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE users SET last_login_at = $2 WHERE id = $1 \
+                 AND (last_login_at IS NULL OR last_login_at < $2)",
+            )
+            .bind(user_id)
+            .bind(now)
+            .execute(pool)
+            .await?;
+            Ok(())
+        })
+    }
+
     /// Creates a user with their personal organization (owner) and records `user.signed_up`,
     /// in one transaction. Fails with [`StoreError::Conflict`](super::StoreError::Conflict)
     /// when the email is taken.

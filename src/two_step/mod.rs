@@ -192,7 +192,7 @@ pub(crate) async fn complete(
         .login_succeeded(&user.id, &pending.device, None, throttle::RULES, &audit)
         .await?;
     tracing::info!(event = %AuditAction::AuthSignedIn, user_id = %user.id, ip = %meta.ip, method, "signed in");
-    session::sign_in(session, user, None, meta, now).await?;
+    session::sign_in(&state.store, session, user, None, meta, now).await?;
     session::set_sign_in_method(session, method).await?;
     Ok(session::safe_next(Some(next)))
 }

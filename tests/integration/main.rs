@@ -12,6 +12,7 @@ mod audit;
 mod cli;
 mod credits;
 mod email;
+mod first_visit;
 mod in_process;
 mod key_policy;
 mod key_rules;

@@ -47,8 +47,9 @@ async fn invite(b: &mut Browser, email: &str, role: &str) -> String {
 
 async fn invitations_bring_teammates_in(app: TestApp) {
     let mut owner = app.signed_up("boss@example.com").await;
-    // Personal organizations are not for sharing.
-    owner.get("/settings/members").await;
+    // Personal organizations are not for sharing (the members page offers no invitation
+    // form there; a forged one is refused).
+    owner.get("/settings/api-keys/new").await;
     let res = owner
         .post(
             "/settings/invitations",
@@ -96,6 +97,17 @@ async fn invitations_bring_teammates_in(app: TestApp) {
     assert!(
         list.body.contains("team key"),
         "the teammate sees the org's keys"
+    );
+    // Signing up through the invitation counts as a sign-in.
+    assert!(
+        app.store
+            .user_by_email("mate@example.com")
+            .await
+            .unwrap()
+            .unwrap()
+            .last_login_at
+            .is_some(),
+        "sign-up by invitation is a sign-in"
     );
     assert!(!list.body.contains("Create API key"), "as a viewer");
     let forged = mate
