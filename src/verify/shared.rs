@@ -274,14 +274,8 @@ impl SharedLimits {
         now: f64,
         want: i64,
     ) -> Result<(i64, i64, i64), SharedUnavailable> {
-        if self.is_down() {
-            return Err(SharedUnavailable("recently unreachable".into()));
-        }
-        let Some(mut conn) = self.connection().await else {
-            return Err(SharedUnavailable("unreachable".into()));
-        };
         let interval_us = limit.window_secs.max(1) as f64 * 1e6 / limit.limit.max(1) as f64;
-        let call = async {
+        self.redis(|mut conn| async move {
             self.script
                 .key(format!("{}rl:{key_id}", self.prefix))
                 .arg((now * 1e6).round() as i64)
@@ -290,8 +284,24 @@ impl SharedLimits {
                 .arg(want)
                 .invoke_async::<(i64, i64, i64)>(&mut conn)
                 .await
+        })
+        .await
+    }
+
+    /// Runs one Redis call, bounded by [`REDIS_TIMEOUT`]; a failure marks Redis down for
+    /// [`RETRY_AFTER_FAILURE`], during which calls fail at once.
+    async fn redis<T, F, Fut>(&self, call: F) -> Result<T, SharedUnavailable>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        if self.is_down() {
+            return Err(SharedUnavailable("recently unreachable".into()));
+        }
+        let Some(conn) = self.connection().await else {
+            return Err(SharedUnavailable("unreachable".into()));
         };
-        match tokio::time::timeout(REDIS_TIMEOUT, call).await {
+        match tokio::time::timeout(REDIS_TIMEOUT, call(conn)).await {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(e)) => {
                 self.mark_down(&e.to_string());
@@ -475,13 +485,7 @@ impl SharedLimits {
         seed: i64,
         back: i64,
     ) -> Result<(i64, i64, i64), SharedUnavailable> {
-        if self.is_down() {
-            return Err(SharedUnavailable("recently unreachable".into()));
-        }
-        let Some(mut conn) = self.connection().await else {
-            return Err(SharedUnavailable("unreachable".into()));
-        };
-        let call = async {
+        self.redis(|mut conn| async move {
             self.quota_script
                 .key(format!("{}q:{key_id}:{day}", self.prefix))
                 .arg(quota)
@@ -491,18 +495,8 @@ impl SharedLimits {
                 .arg(back)
                 .invoke_async::<(i64, i64, i64)>(&mut conn)
                 .await
-        };
-        match tokio::time::timeout(REDIS_TIMEOUT, call).await {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(e)) => {
-                self.mark_down(&e.to_string());
-                Err(SharedUnavailable(e.to_string()))
-            }
-            Err(_) => {
-                self.mark_down("timed out");
-                Err(SharedUnavailable("timed out".into()))
-            }
-        }
+        })
+        .await
     }
 
     /// Takes one unit of the key's quota for `day`, shared by every node: from this node's
