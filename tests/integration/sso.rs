@@ -80,7 +80,9 @@ impl Idp {
             .spawn()
             .expect("node must be installed for the SSO tests");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let issuer = tokio::time::timeout(Duration::from_secs(30), async {
+        // Generous: on a loaded 2-core CI machine, starting Node and the provider while
+        // hundreds of tests run has once taken longer than 30 s.
+        let issuer = tokio::time::timeout(Duration::from_secs(120), async {
             while let Some(line) = lines.next_line().await.unwrap() {
                 if let Some(issuer) = line.strip_prefix("READY ") {
                     return issuer.trim().to_string();
@@ -89,7 +91,7 @@ impl Idp {
             panic!("the identity provider exited before it was ready");
         })
         .await
-        .expect("the identity provider did not start within 30 s");
+        .expect("the identity provider did not start within 120 s");
         // Keep reading so the provider never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Self {
