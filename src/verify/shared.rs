@@ -122,6 +122,19 @@ struct QuotaLease {
     shared_left: i64,
 }
 
+impl Lease {
+    fn empty(limit: Limit) -> Self {
+        Self {
+            limit,
+            tokens: 0,
+            expires: 0.0,
+            strict: false,
+            shared_left: 0,
+            refilling: false,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Lease {
     limit: Limit,
@@ -386,14 +399,9 @@ impl SharedLimits {
         // token (so simultaneous first requests do not pull the bucket into one node).
         let want = {
             let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
-            let l = leases.entry(key_id.to_string()).or_insert(Lease {
-                limit,
-                tokens: 0,
-                expires: 0.0,
-                strict: false,
-                shared_left: 0,
-                refilling: false,
-            });
+            let l = leases
+                .entry(key_id.to_string())
+                .or_insert_with(|| Lease::empty(limit));
             if l.limit != limit {
                 // The key was edited: nothing leased under the old limit carries over.
                 l.limit = limit;
@@ -409,14 +417,9 @@ impl SharedLimits {
         };
         let got = self.take(key_id, limit, now, want).await;
         let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
-        let l = leases.entry(key_id.to_string()).or_insert(Lease {
-            limit,
-            tokens: 0,
-            expires: 0.0,
-            strict: false,
-            shared_left: 0,
-            refilling: false,
-        });
+        let l = leases
+            .entry(key_id.to_string())
+            .or_insert_with(|| Lease::empty(limit));
         if want > 1 {
             l.refilling = false;
         }
