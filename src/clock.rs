@@ -19,7 +19,12 @@ pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
 
     /// The current time as Unix seconds with fractions (for attempt budgets).
     fn unix_f64(&self) -> f64 {
-        self.now().unix_timestamp_nanos() as f64 / 1e9
+        self.unix_nanos() as f64 / 1e9
+    }
+
+    /// The current time as Unix nanoseconds (the verifier's one reading per request).
+    fn unix_nanos(&self) -> i128 {
+        self.now().unix_timestamp_nanos()
     }
 }
 
@@ -32,6 +37,15 @@ impl Clock for SystemClock {
     #[allow(clippy::disallowed_methods)]
     fn now(&self) -> OffsetDateTime {
         OffsetDateTime::now_utc()
+    }
+
+    // Without building a calendar date: the verifier reads the clock on every request.
+    #[allow(clippy::disallowed_methods)]
+    fn unix_nanos(&self) -> i128 {
+        match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) => d.as_nanos() as i128,
+            Err(before) => -(before.duration().as_nanos() as i128),
+        }
     }
 }
 

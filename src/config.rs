@@ -102,6 +102,11 @@ pub struct ServeArgs {
     )]
     pub verifier_tokens: Vec<SecretString>,
 
+    /// Bearer token Prometheus must send to read `GET /metrics`. Unset: the endpoint is
+    /// open (keep it off the public network then).
+    #[arg(long, env = "KEYWARD_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<SecretString>,
+
     /// Extra header the forward-auth endpoint reads the key from (besides
     /// `Authorization: Bearer` and `X-API-Key`), e.g. `X-Acme-API-Key`.
     #[arg(long, env = "KEYWARD_KEY_HEADER")]
@@ -253,7 +258,9 @@ pub struct Config {
     pub min_password_length_two_step: usize,
     pub key_pepper: KeyPepper,
     /// Accepted verifier credentials (never empty when built from args).
-    pub verifier_tokens: Vec<SecretString>,
+    pub verifier_tokens: VerifierTokens,
+    /// Required to read `/metrics` when set.
+    pub metrics_token: Option<SecretString>,
     pub key_header: Option<axum::http::HeaderName>,
     /// Send the IETF draft's `RateLimit-Policy` / `RateLimit` headers too.
     pub ietf_ratelimit_headers: bool,
@@ -302,13 +309,17 @@ impl Config {
                 args.store.min_password_length.max(MIN_PASSWORD_FLOOR),
             ),
             key_pepper: load_pepper(&args.store)?,
-            verifier_tokens: if args.verifier_tokens.is_empty() {
+            verifier_tokens: VerifierTokens::new(if args.verifier_tokens.is_empty() {
                 vec![load_verifier_token(&args.store)?]
             } else {
                 args.verifier_tokens.clone()
-            },
+            }),
             key_header: header_name(args.key_header.as_deref(), "KEYWARD_KEY_HEADER")?,
             ietf_ratelimit_headers: args.ietf_ratelimit_headers,
+            metrics_token: args
+                .metrics_token
+                .clone()
+                .filter(|t| !t.expose_secret().is_empty()),
             client_ip_header: header_name(
                 args.client_ip_header.as_deref(),
                 "KEYWARD_CLIENT_IP_HEADER",
@@ -363,9 +374,10 @@ impl Config {
             min_password_length: 15,
             min_password_length_two_step: 8,
             key_pepper: KeyPepper::new(pepper.to_vec()),
-            verifier_tokens: vec![SecretString::from(TEST_VERIFIER_TOKEN)],
+            verifier_tokens: VerifierTokens::new(vec![SecretString::from(TEST_VERIFIER_TOKEN)]),
             key_header: None,
             ietf_ratelimit_headers: false,
+            metrics_token: None,
             client_ip_header: None,
             invalid_attempts_per_minute: 60,
             redis: None,
@@ -562,5 +574,38 @@ mod tests {
         assert_eq!(a.expose().len(), 32);
         assert!(!format!("{a:?}").contains(&B64.encode(a.expose())));
         std::fs::remove_dir_all(dir).unwrap();
+    }
+}
+
+/// The verifier credentials, kept as SHA-256 digests (computed once, not per request) and
+/// compared in constant time, so neither a token nor its length leaks through timing.
+#[derive(Clone)]
+pub struct VerifierTokens(Vec<[u8; 32]>);
+
+impl VerifierTokens {
+    pub fn new(tokens: Vec<SecretString>) -> Self {
+        use sha2::{Digest, Sha256};
+        Self(
+            tokens
+                .iter()
+                .map(|t| Sha256::digest(t.expose_secret().as_bytes()).into())
+                .collect(),
+        )
+    }
+
+    /// Whether `presented` is one of the credentials (every one is compared).
+    pub fn accepts(&self, presented: &str) -> bool {
+        use sha2::{Digest, Sha256};
+        use subtle::ConstantTimeEq;
+        let p: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        self.0
+            .iter()
+            .fold(false, |ok, t| ok | bool::from(t.ct_eq(&p)))
+    }
+}
+
+impl std::fmt::Debug for VerifierTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "VerifierTokens({} configured)", self.0.len())
     }
 }

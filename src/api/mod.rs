@@ -268,6 +268,7 @@ async fn by_key(
         .extensions
         .get::<ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0);
+    let started = std::time::Instant::now();
     let v = state
         .verifier
         .check(&VerifyRequest {
@@ -279,6 +280,9 @@ async fn by_key(
         })
         .await
         .map_err(|e| ApiError::Ready(Box::new(verify_http::fail_closed(e).into_response())))?;
+    state
+        .metrics
+        .verification(crate::metrics::Door::ManagementApi, v.code, started);
     if v.code != VerifyCode::Valid {
         let mut res = verify_http::forward_auth_response(&v, false);
         verify_http::rate_limit_headers(&mut res, &v);
@@ -291,8 +295,8 @@ async fn by_key(
         )));
     }
     let (Some(key_id), Some(org_id)) = (
-        v.key_id.as_deref().map(str::to_string),
-        v.org_id.as_deref().map(str::to_string),
+        v.key_id().map(str::to_string),
+        v.org_id().map(str::to_string),
     ) else {
         return Err(unauthorized());
     };

@@ -582,7 +582,7 @@ impl Keys<'_> {
         let hash = plain.hash(&self.config.key_pepper);
         let key = self
             .store
-            .key_by_hash_cached(&hash.0)
+            .key_by_hash_cached(&hash.0, now)
             .await?
             .filter(|k| require_open(k, now).is_ok())
             .ok_or(KeyError::Unauthenticated)?;

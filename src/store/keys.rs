@@ -67,24 +67,12 @@ pub struct ApiKey {
     pub parsed: ParsedKey,
 }
 
-/// A key's identifying texts as verification answers carry them (cloned by reference count,
-/// not copied).
-#[derive(Debug, Clone)]
-pub struct KeyNames {
-    pub id: Arc<str>,
-    pub org_id: Arc<str>,
-    pub name: Arc<str>,
-    pub environment: Arc<str>,
-}
-
 /// Verification-facing values derived from a key's stored text, computed on first use and
-/// kept with the (cached) key.
+/// kept with the (cached) key; answers borrow them through the key's `Arc`.
 #[derive(Debug, Clone, Default)]
 pub struct ParsedKey {
-    /// Id, organization id, name and environment, shared with each answer.
-    names: std::sync::OnceLock<KeyNames>,
-    scopes: std::sync::OnceLock<Arc<[String]>>,
-    metadata: std::sync::OnceLock<Option<Arc<serde_json::Value>>>,
+    scopes: std::sync::OnceLock<Vec<String>>,
+    metadata: std::sync::OnceLock<Option<serde_json::Value>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -150,33 +138,18 @@ impl ApiKey {
         crate::keys::scopes::split(&self.scopes)
     }
 
-    /// Id, organization, name and environment, shared.
-    pub fn names_shared(&self) -> KeyNames {
-        self.parsed
-            .names
-            .get_or_init(|| KeyNames {
-                id: self.id.as_str().into(),
-                org_id: self.org_id.as_str().into(),
-                name: self.name.as_str().into(),
-                environment: self.environment.as_str().into(),
-            })
-            .clone()
+    /// The scopes, split once per (cached) key.
+    pub fn scopes_parsed(&self) -> &[String] {
+        self.parsed.scopes.get_or_init(|| self.scope_list())
     }
 
-    /// The scopes, split once.
-    pub fn scopes_shared(&self) -> Arc<[String]> {
-        self.parsed
-            .scopes
-            .get_or_init(|| self.scope_list().into())
-            .clone()
-    }
-
-    /// The metadata as JSON, parsed once (`None` if the stored text is not JSON).
-    pub fn metadata_shared(&self) -> Option<Arc<serde_json::Value>> {
+    /// The metadata as JSON, parsed once per (cached) key (`None` if the stored text is not
+    /// JSON).
+    pub fn metadata_parsed(&self) -> Option<&serde_json::Value> {
         self.parsed
             .metadata
-            .get_or_init(|| serde_json::from_str(&self.metadata).ok().map(Arc::new))
-            .clone()
+            .get_or_init(|| serde_json::from_str(&self.metadata).ok())
+            .as_ref()
     }
 }
 
@@ -478,14 +451,19 @@ impl Store {
     }
 
     /// The verification lookup, through the cache: one indexed query by hash on a miss.
-    pub async fn key_by_hash_cached(&self, hash: &[u8; 32]) -> Result<Option<Arc<ApiKey>>> {
-        let generation = match self.key_cache.probe(hash) {
+    /// `now` (the caller's clock, Unix seconds) ages the cache entries.
+    pub async fn key_by_hash_cached(
+        &self,
+        hash: &[u8; 32],
+        now: i64,
+    ) -> Result<Option<Arc<ApiKey>>> {
+        let generation = match self.key_cache.probe(hash, now) {
             Probe::Hit(k) => return Ok(Some(k)),
             Probe::KnownMissing => return Ok(None),
             Probe::Miss(generation) => generation,
         };
         let found = self.key_by_hash(hash).await?.map(Arc::new);
-        self.key_cache.fill(*hash, found.clone(), generation);
+        self.key_cache.fill(*hash, found.clone(), generation, now);
         Ok(found)
     }
 

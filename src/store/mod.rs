@@ -16,6 +16,7 @@ mod keys;
 mod orgs;
 pub mod sessions;
 mod sso;
+pub mod stats;
 mod teams;
 mod two_step;
 mod usage;
@@ -255,9 +256,10 @@ impl Store {
         }))
     }
 
-    /// A key already in the verification cache (no database access).
-    pub fn cached_key(&self, hash: &[u8; 32]) -> Option<Arc<keys::ApiKey>> {
-        self.key_cache.cached(hash)
+    /// A key already in the verification cache at `now` (the caller's clock, Unix
+    /// seconds), without database access.
+    pub fn cached_key(&self, hash: &[u8; 32], now: i64) -> Option<Arc<keys::ApiKey>> {
+        self.key_cache.cached(hash, now)
     }
 
     pub fn is_closed(&self) -> bool {

@@ -14,16 +14,14 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{any, post},
 };
-use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::json;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use super::{Verification, VerifyCode, VerifyRequest, ratelimit::Decision};
 use crate::{
     error::{AppError, Result},
+    metrics::Door,
     state::AppState,
 };
 
@@ -81,16 +79,10 @@ fn parse_cost(v: Option<&serde_json::Value>) -> std::result::Result<i64, AppErro
     }
 }
 
-/// Checks the caller's verifier credential in constant time (comparing SHA-256 digests,
-/// so token lengths leak nothing either).
+/// Checks the caller's verifier credential (in constant time: see
+/// [`VerifierTokens`](crate::config::VerifierTokens)).
 fn verifier_authorized(state: &AppState, headers: &HeaderMap) -> bool {
-    let Some(presented) = bearer(headers) else {
-        return false;
-    };
-    let p = Sha256::digest(presented.as_bytes());
-    state.config.verifier_tokens.iter().fold(false, |ok, t| {
-        ok | bool::from(Sha256::digest(t.expose_secret().as_bytes()).ct_eq(&p))
-    })
+    bearer(headers).is_some_and(|p| state.config.verifier_tokens.accepts(p))
 }
 
 pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -103,7 +95,7 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
 /// its limits? Always 200 with the result for a well-formed call; `valid` tells.
 #[utoipa::path(post, path = "/v1/keys/verify", tag = "verify", request_body = VerifyBody,
     responses(
-        (status = 200, body = super::Verification, description = "The result; see `valid` and `code`"),
+        (status = 200, body = super::VerificationBody<'static>, description = "The result; see `valid` and `code`"),
         (status = 400, body = crate::api::ErrorBody), (status = 401, body = crate::api::ErrorBody),
         (status = 413, body = crate::api::ErrorBody), (status = 503, body = crate::api::ErrorBody),
     ),
@@ -113,6 +105,7 @@ pub async fn verify(
     headers: HeaderMap,
     body: std::result::Result<Json<VerifyBody>, JsonRejection>,
 ) -> Result<Response> {
+    let started = std::time::Instant::now();
     if !verifier_authorized(&state, &headers) {
         tracing::warn!(
             event = "verify.unauthorized",
@@ -150,6 +143,9 @@ pub async fn verify(
         })
         .await
         .map_err(fail_closed)?;
+    state
+        .metrics
+        .verification(Door::VerifyApi, result.code, started);
     let mut res = Json(&result).into_response();
     rate_limit_headers(&mut res, &result);
     if state.config.ietf_ratelimit_headers {
@@ -178,20 +174,32 @@ const KEY_PARAMS: [&str; 2] = ["api_key", "apikey"];
 pub(crate) fn key_in_query(uri: &str, prefix: &str) -> bool {
     let query = uri.split_once('?').map_or("", |(_, q)| q);
     let query = query.split_once('#').map_or(query, |(q, _)| q);
-    let live = format!("{prefix}_live_");
-    let test = format!("{prefix}_test_");
+    if query.is_empty() {
+        return false;
+    }
+    let looks_like_key = |value: &str| {
+        value
+            .trim_start()
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.strip_prefix('_'))
+            .is_some_and(|rest| rest.starts_with("live_") || rest.starts_with("test_"))
+    };
     query.split(['&', ';']).any(|pair| {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let (name, value) = (decoded(name), decoded(value));
-        let value = value.trim_start();
-        KEY_PARAMS.contains(&name.trim().to_ascii_lowercase().as_str())
-            || value.starts_with(&live)
-            || value.starts_with(&test)
+        let name = decoded(name);
+        KEY_PARAMS
+            .iter()
+            .any(|p| name.trim().eq_ignore_ascii_case(p))
+            || looks_like_key(&decoded(value))
     })
 }
 
-/// `s` percent-decoded (and `+` as a space) until it no longer changes, at most 3 times.
-fn decoded(s: &str) -> String {
+/// `s` percent-decoded (and `+` as a space) until it no longer changes, at most 3 times;
+/// borrowed when there is nothing to decode (the usual case: no allocation).
+fn decoded(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.contains(['%', '+']) {
+        return std::borrow::Cow::Borrowed(s);
+    }
     let mut current = s.to_string();
     for _ in 0..3 {
         let next = urlencoding::decode(&current.replace('+', " "))
@@ -202,7 +210,7 @@ fn decoded(s: &str) -> String {
         }
         current = next;
     }
-    current
+    std::borrow::Cow::Owned(current)
 }
 
 pub(crate) fn presented_key<'a>(state: &AppState, headers: &'a HeaderMap) -> Option<&'a str> {
@@ -243,6 +251,7 @@ pub(crate) fn client_ip(
     ),
     security(("api_key" = [])))]
 pub async fn forward_auth(State(state): State<AppState>, parts: Parts) -> Response {
+    let started = std::time::Instant::now();
     let (uri, headers) = (&parts.uri, &parts.headers);
     let peer = parts
         .extensions
@@ -254,7 +263,10 @@ pub async fn forward_auth(State(state): State<AppState>, parts: Parts) -> Respon
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let prefix = &state.config.key_prefix;
-    if key_in_query(&uri.to_string(), prefix) || key_in_query(original_uri, prefix) {
+    let query = uri.query().unwrap_or("");
+    if (!query.is_empty() && key_in_query(&format!("?{query}"), prefix))
+        || key_in_query(original_uri, prefix)
+    {
         return error_json(
             StatusCode::BAD_REQUEST,
             "key_in_query",
@@ -281,6 +293,9 @@ pub async fn forward_auth(State(state): State<AppState>, parts: Parts) -> Respon
         Ok(r) => r,
         Err(e) => return fail_closed(e).into_response(),
     };
+    state
+        .metrics
+        .verification(Door::ForwardAuth, result.code, started);
     let nginx = headers
         .get("x-keyward-proxy")
         .is_some_and(|v| v.as_bytes() == b"nginx");
@@ -301,13 +316,10 @@ pub fn forward_auth_response(v: &Verification, nginx: bool) -> Response {
             let h = res.headers_mut();
             let scopes = v.scope_list().join(" ");
             for (name, value) in [
-                ("x-keyward-key-id", v.key_id.as_deref().unwrap_or_default()),
-                ("x-keyward-org-id", v.org_id.as_deref().unwrap_or_default()),
+                ("x-keyward-key-id", v.key_id().unwrap_or_default()),
+                ("x-keyward-org-id", v.org_id().unwrap_or_default()),
                 ("x-keyward-scopes", scopes.as_str()),
-                (
-                    "x-keyward-environment",
-                    v.environment.as_deref().unwrap_or_default(),
-                ),
+                ("x-keyward-environment", v.environment().unwrap_or_default()),
             ] {
                 if let Ok(value) = HeaderValue::from_str(value) {
                     h.insert(HeaderName::from_static(name), value);

@@ -170,16 +170,12 @@ where
             }
             let ratelimit = v.ratelimit;
             req.extensions_mut().insert(VerifiedKey {
-                key_id: v.key_id.as_deref().unwrap_or_default().to_string(),
-                org_id: v.org_id.as_deref().unwrap_or_default().to_string(),
-                name: v.name.as_deref().unwrap_or_default().to_string(),
-                environment: v.environment.as_deref().unwrap_or_default().to_string(),
+                key_id: v.key_id().unwrap_or_default().to_string(),
+                org_id: v.org_id().unwrap_or_default().to_string(),
+                name: v.name().unwrap_or_default().to_string(),
+                environment: v.environment().unwrap_or_default().to_string(),
                 scopes: v.scope_list().to_vec(),
-                metadata: v
-                    .metadata
-                    .as_deref()
-                    .cloned()
-                    .unwrap_or(serde_json::Value::Null),
+                metadata: v.metadata().cloned().unwrap_or(serde_json::Value::Null),
             });
             let mut res = inner.call(req).await?;
             if let Some(d) = ratelimit {

@@ -15,7 +15,14 @@ pub mod ratelimit;
 pub mod shared;
 pub mod usage;
 
-use std::{net::IpAddr, sync::Arc, time::Duration};
+use std::{
+    net::IpAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use ipnet::IpNet;
 use serde::Serialize;
@@ -53,29 +60,87 @@ pub enum VerifyCode {
     UsageExceeded,
 }
 
-/// The answer for one presented key.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+impl VerifyCode {
+    /// Every code, in declaration order (`code as usize` indexes it).
+    pub const ALL: [VerifyCode; 13] = [
+        VerifyCode::Valid,
+        VerifyCode::Missing,
+        VerifyCode::InvalidFormat,
+        VerifyCode::NotFound,
+        VerifyCode::Revoked,
+        VerifyCode::Expired,
+        VerifyCode::Disabled,
+        VerifyCode::ExceedsMaxLifetime,
+        VerifyCode::IpNotAllowed,
+        VerifyCode::InsufficientScope,
+        VerifyCode::RateLimited,
+        VerifyCode::QuotaExceeded,
+        VerifyCode::UsageExceeded,
+    ];
+
+    /// The code as the JSON answer spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerifyCode::Valid => "VALID",
+            VerifyCode::Missing => "MISSING",
+            VerifyCode::InvalidFormat => "INVALID_FORMAT",
+            VerifyCode::NotFound => "NOT_FOUND",
+            VerifyCode::Revoked => "REVOKED",
+            VerifyCode::Expired => "EXPIRED",
+            VerifyCode::Disabled => "DISABLED",
+            VerifyCode::ExceedsMaxLifetime => "EXCEEDS_MAX_LIFETIME",
+            VerifyCode::IpNotAllowed => "IP_NOT_ALLOWED",
+            VerifyCode::InsufficientScope => "INSUFFICIENT_SCOPE",
+            VerifyCode::RateLimited => "RATE_LIMITED",
+            VerifyCode::QuotaExceeded => "QUOTA_EXCEEDED",
+            VerifyCode::UsageExceeded => "USAGE_EXCEEDED",
+        }
+    }
+}
+
+/// The answer for one presented key. It holds the (cached) key itself, so building one
+/// copies nothing; the key's texts are read through the accessors and serialized as
+/// [`VerificationBody`].
+#[derive(Clone)]
 pub struct Verification {
+    pub valid: bool,
+    pub code: VerifyCode,
+    key: Option<Arc<ApiKey>>,
+    /// When the key stops working (expiry or a roll's grace deadline), Unix seconds.
+    pub expires_at: Option<i64>,
+    pub ratelimit: Option<Decision>,
+    pub quota: Option<QuotaState>,
+    /// For a key with credits: the balance after this verification.
+    pub credits: Option<CreditState>,
+    /// Seconds to wait, for `RATE_LIMITED`, `QUOTA_EXCEEDED`, and `USAGE_EXCEEDED` on a
+    /// key with a refill.
+    pub retry_after: Option<i64>,
+}
+
+/// A verification as the verify API answers it (JSON).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Verification)]
+pub struct VerificationBody<'a> {
     pub valid: bool,
     pub code: VerifyCode,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
-    pub key_id: Option<Arc<str>>,
+    pub key_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
-    pub org_id: Option<Arc<str>>,
+    pub org_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
-    pub name: Option<Arc<str>>,
+    pub name: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
-    pub environment: Option<Arc<str>>,
+    pub environment: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<String>>)]
-    pub scopes: Option<Arc<[String]>>,
+    pub scopes: Option<&'a [String]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
-    pub metadata: Option<Arc<serde_json::Value>>,
+    pub metadata: Option<&'a serde_json::Value>,
     /// When the key stops working (expiry or a roll's grace deadline), Unix seconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<i64>,
@@ -92,17 +157,24 @@ pub struct Verification {
     pub retry_after: Option<i64>,
 }
 
+impl Serialize for Verification {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.body().serialize(s)
+    }
+}
+
+impl std::fmt::Debug for Verification {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.body().fmt(f)
+    }
+}
+
 impl Verification {
     fn without_key(code: VerifyCode) -> Self {
         Self {
             valid: false,
             code,
-            key_id: None,
-            org_id: None,
-            name: None,
-            environment: None,
-            scopes: None,
-            metadata: None,
+            key: None,
             expires_at: None,
             ratelimit: None,
             quota: None,
@@ -111,18 +183,12 @@ impl Verification {
         }
     }
 
-    fn for_key(code: VerifyCode, key: &ApiKey) -> Self {
-        let names = key.names_shared();
+    fn for_key(code: VerifyCode, key: Arc<ApiKey>) -> Self {
         Self {
             valid: code == VerifyCode::Valid,
             code,
-            key_id: Some(names.id),
-            org_id: Some(names.org_id),
-            name: Some(names.name),
-            environment: Some(names.environment),
-            scopes: Some(key.scopes_shared()),
-            metadata: key.metadata_shared(),
             expires_at: key.ends_at(),
+            key: Some(key),
             ratelimit: None,
             quota: None,
             credits: None,
@@ -130,9 +196,54 @@ impl Verification {
         }
     }
 
+    /// The answer as the verify API sends it.
+    pub fn body(&self) -> VerificationBody<'_> {
+        let key = self.key.as_deref();
+        VerificationBody {
+            valid: self.valid,
+            code: self.code,
+            key_id: self.key_id(),
+            org_id: self.org_id(),
+            name: self.name(),
+            environment: self.environment(),
+            scopes: key.map(ApiKey::scopes_parsed),
+            metadata: key.and_then(ApiKey::metadata_parsed),
+            expires_at: self.expires_at,
+            ratelimit: self.ratelimit,
+            quota: self.quota,
+            credits: self.credits,
+            retry_after: self.retry_after,
+        }
+    }
+
+    /// The key's id (when a key was found).
+    pub fn key_id(&self) -> Option<&str> {
+        self.key.as_deref().map(|k| k.id.as_str())
+    }
+
+    /// The key's organization.
+    pub fn org_id(&self) -> Option<&str> {
+        self.key.as_deref().map(|k| k.org_id.as_str())
+    }
+
+    /// The key's name.
+    pub fn name(&self) -> Option<&str> {
+        self.key.as_deref().map(|k| k.name.as_str())
+    }
+
+    /// The key's environment (`live` or `test`).
+    pub fn environment(&self) -> Option<&str> {
+        self.key.as_deref().map(|k| k.environment.as_str())
+    }
+
+    /// The key's metadata (JSON), when it has any.
+    pub fn metadata(&self) -> Option<&serde_json::Value> {
+        self.key.as_deref().and_then(ApiKey::metadata_parsed)
+    }
+
     /// The key's scopes (empty when no key was found).
     pub fn scope_list(&self) -> &[String] {
-        self.scopes.as_deref().unwrap_or_default()
+        self.key.as_deref().map_or(&[], ApiKey::scopes_parsed)
     }
 }
 
@@ -203,6 +314,32 @@ struct Inner {
     sources: RateLimiter,
     usage: Usage,
     options: VerifierOptions,
+    stats: Stats,
+}
+
+/// What the verifier counts as it decides (read by the metrics endpoint).
+#[derive(Debug, Default)]
+struct Stats {
+    local_allowed: AtomicU64,
+    local_refused: AtomicU64,
+    shared_allowed: AtomicU64,
+    shared_refused: AtomicU64,
+    sources_throttled: AtomicU64,
+}
+
+/// A snapshot of the verifier's counters.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct VerifierStats {
+    /// Rate-limit decisions taken by this node's own buckets (no Redis, or Redis away).
+    pub local_allowed: u64,
+    pub local_refused: u64,
+    /// Rate-limit decisions taken through Redis (a lease or a synchronous call).
+    pub shared_allowed: u64,
+    pub shared_refused: u64,
+    /// Requests refused because their source sent too many invalid keys.
+    pub sources_throttled: u64,
+    /// Limit decisions taken without Redis because it was unreachable.
+    pub shared_unavailable: u64,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -237,6 +374,7 @@ impl Verifier {
             sources: RateLimiter::default(),
             usage: Usage::default(),
             options,
+            stats: Stats::default(),
         }))
     }
 
@@ -278,9 +416,9 @@ impl Verifier {
         let Some(presented) = req.key.map(str::trim).filter(|s| !s.is_empty()) else {
             return Ok(Verification::without_key(VerifyCode::Missing));
         };
-        let now_precise = me.clock.now();
-        let now = now_precise.unix_timestamp();
-        let now_f = now_precise.unix_timestamp_nanos() as f64 / 1e9;
+        let nanos = me.clock.unix_nanos();
+        let now = nanos.div_euclid(1_000_000_000) as i64;
+        let now_f = nanos as f64 / 1e9;
         let source = req.ip.map(source_bucket);
         let source_limit = Limit {
             limit: me.options.invalid_attempts_per_minute,
@@ -293,6 +431,7 @@ impl Verifier {
         // before it runs (and paid back when the key exists): checking the budget first
         // and counting after would let a burst of simultaneous guesses all through.
         let refuse = |src: &str| {
+            me.stats.sources_throttled.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(event = "verify.source_throttled", source = %src, "too many invalid keys from one source");
             let mut v = Verification::without_key(VerifyCode::RateLimited);
             v.retry_after = Some(60);
@@ -310,7 +449,7 @@ impl Verifier {
             };
         };
         let hash = KeyHash::of(presented, &me.pepper);
-        let found = match me.store.cached_key(&hash.0) {
+        let found = match me.store.cached_key(&hash.0, now) {
             Some(found) => found,
             None => {
                 if let Some(src) = &source
@@ -318,7 +457,7 @@ impl Verifier {
                 {
                     return refuse(src);
                 }
-                match me.store.key_by_hash_cached(&hash.0).await? {
+                match me.store.key_by_hash_cached(&hash.0, now).await? {
                     Some(found) => {
                         if let Some(src) = &source {
                             me.sources.give_back(src, source_limit);
@@ -341,7 +480,7 @@ impl Verifier {
         } else if !ip_allowed(&found.ip_allowlist, req.ip) {
             Some(VerifyCode::IpNotAllowed)
         } else if !req.scopes.is_empty() && {
-            let held = found.scopes_shared();
+            let held = found.scopes_parsed();
             !req.scopes.iter().all(|s| held.contains(s))
         } {
             Some(VerifyCode::InsufficientScope)
@@ -349,26 +488,63 @@ impl Verifier {
             None
         };
         if let Some(code) = code {
-            return Ok(Verification::for_key(code, &found));
+            return Ok(Verification::for_key(code, found));
         }
+        let limits = self.limits(req, &found, now, now_f).await?;
+        if limits.code == VerifyCode::Valid {
+            me.usage.record(&found, now);
+        }
+        let mut result = Verification::for_key(limits.code, found);
+        result.ratelimit = limits.ratelimit;
+        result.quota = limits.quota;
+        result.credits = limits.credits;
+        result.retry_after = limits.retry_after;
+        Ok(result)
+    }
 
-        let mut result = Verification::for_key(VerifyCode::Valid, &found);
+    /// Rate limit, daily quota and credits, in that order, for a key that passed every
+    /// other check. Nothing is spent when an earlier limit refuses, and what the earlier
+    /// ones took is given back when a later one refuses.
+    async fn limits(
+        &self,
+        req: &VerifyRequest<'_>,
+        found: &ApiKey,
+        now: i64,
+        now_f: f64,
+    ) -> Result<Limits, StoreError> {
+        let me = &*self.0;
+        let mut result = Limits {
+            code: VerifyCode::Valid,
+            ratelimit: None,
+            quota: None,
+            credits: None,
+            retry_after: None,
+        };
         let limit = found.rate_limit.map(|limit| Limit {
             limit,
             window_secs: found.rate_window_secs,
             burst: found.rate_burst.unwrap_or(limit),
         });
         if let Some(l) = limit {
-            let d = match &me.options.shared {
-                Some(shared) => shared
-                    .check(&found.id, l, now_f, &me.limiter)
-                    .await
-                    .map_err(|e| StoreError::Unavailable(e.to_string()))?,
-                None => me.limiter.check(&found.id, l, now_f),
+            let (d, shared) = match &me.options.shared {
+                Some(shared) => (
+                    shared
+                        .check(&found.id, l, now_f, &me.limiter)
+                        .await
+                        .map_err(|e| StoreError::Unavailable(e.to_string()))?,
+                    !shared.is_down(),
+                ),
+                None => (me.limiter.check(&found.id, l, now_f), false),
             };
+            let counter = match (shared, d.allowed) {
+                (false, true) => &me.stats.local_allowed,
+                (false, false) => &me.stats.local_refused,
+                (true, true) => &me.stats.shared_allowed,
+                (true, false) => &me.stats.shared_refused,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
             result.ratelimit = Some(d);
             if !d.allowed {
-                result.valid = false;
                 result.code = VerifyCode::RateLimited;
                 result.retry_after = Some(d.retry_after);
                 return Ok(result);
@@ -386,7 +562,7 @@ impl Verifier {
                 (QuotaTaken::Shared, Some(shared)) => {
                     shared.give_back_quota(&found.id, usage::day_of(now));
                 }
-                (QuotaTaken::Local, _) => me.usage.give_back_quota(&found, now),
+                (QuotaTaken::Local, _) => me.usage.give_back_quota(found, now),
                 _ => {}
             }
         };
@@ -415,7 +591,6 @@ impl Verifier {
                 result.quota = Some(q);
                 if !ok {
                     give_back(QuotaTaken::No);
-                    result.valid = false;
                     result.code = VerifyCode::QuotaExceeded;
                     result.retry_after = Some((q.reset - now).max(1));
                     return Ok(result);
@@ -424,7 +599,7 @@ impl Verifier {
             }
         }
         if counted == QuotaTaken::No {
-            let local = match me.usage.take_quota(&me.store, &found, now).await {
+            let local = match me.usage.take_quota(&me.store, found, now).await {
                 Ok(q) => q,
                 Err(e) => {
                     give_back(QuotaTaken::No);
@@ -435,7 +610,6 @@ impl Verifier {
                 result.quota = Some(q);
                 if !ok {
                     give_back(QuotaTaken::No);
-                    result.valid = false;
                     result.code = VerifyCode::QuotaExceeded;
                     result.retry_after = Some((q.reset - now).max(1));
                     return Ok(result);
@@ -462,13 +636,12 @@ impl Verifier {
                         remaining: level.remaining,
                         refill_at,
                     });
-                    if let Err(e) = me.store.announce_credit_level(&found, &level, now).await {
+                    if let Err(e) = me.store.announce_credit_level(found, &level, now).await {
                         tracing::warn!(error = %e, key_id = %found.id, "could not record a credits notice; the next verification retries");
                     }
                 }
                 Ok(Spend::Refused { remaining }) => {
                     give_back(counted);
-                    result.valid = false;
                     result.code = VerifyCode::UsageExceeded;
                     result.credits = Some(CreditState {
                         remaining,
@@ -479,7 +652,6 @@ impl Verifier {
                 }
             }
         }
-        me.usage.record(&found, now);
         Ok(result)
     }
 
@@ -517,6 +689,34 @@ impl Verifier {
     pub fn store(&self) -> &Store {
         &self.0.store
     }
+
+    /// The verifier's counters so far (for metrics).
+    pub fn stats(&self) -> VerifierStats {
+        let s = &self.0.stats;
+        let read = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        VerifierStats {
+            local_allowed: read(&s.local_allowed),
+            local_refused: read(&s.local_refused),
+            shared_allowed: read(&s.shared_allowed),
+            shared_refused: read(&s.shared_refused),
+            sources_throttled: read(&s.sources_throttled),
+            shared_unavailable: self
+                .0
+                .options
+                .shared
+                .as_ref()
+                .map_or(0, |sh| sh.failures.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+/// What the limits decided for a key that passed every other check.
+struct Limits {
+    code: VerifyCode,
+    ratelimit: Option<Decision>,
+    quota: Option<QuotaState>,
+    credits: Option<CreditState>,
+    retry_after: Option<i64>,
 }
 
 /// Where a verification's daily quota use was counted (to give it back there).
@@ -597,5 +797,21 @@ mod tests {
             Some("::ffff:10.9.9.9".parse().unwrap())
         ));
         assert!(parse_network("not-an-ip").is_none());
+    }
+}
+
+#[cfg(test)]
+mod code_tests {
+    use super::*;
+
+    #[test]
+    fn every_code_is_listed_in_order_and_spelled_as_in_json() {
+        for (i, code) in VerifyCode::ALL.iter().enumerate() {
+            assert_eq!(*code as usize, i);
+            assert_eq!(
+                serde_json::to_value(code).unwrap(),
+                serde_json::Value::String(code.as_str().into())
+            );
+        }
     }
 }

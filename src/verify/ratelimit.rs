@@ -88,11 +88,20 @@ impl RateLimiter {
     /// Takes one token for `id` if one is available. `now` is Unix seconds (fractional).
     pub fn check(&self, id: &str, limit: Limit, now: f64) -> Decision {
         let mut map = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        let bucket = map.entry(id.to_string()).or_insert(Bucket {
-            tokens: limit.capacity(),
-            updated: now,
-            limit,
-        });
+        // Looked up by `&str` first: the id is copied only for a key's first bucket.
+        if !map.contains_key(id) {
+            map.insert(
+                id.to_string(),
+                Bucket {
+                    tokens: limit.capacity(),
+                    updated: now,
+                    limit,
+                },
+            );
+        }
+        let Some(bucket) = map.get_mut(id) else {
+            unreachable!("inserted above")
+        };
         bucket.refill(limit, now);
         let allowed = bucket.tokens >= 1.0;
         if allowed {

@@ -222,7 +222,8 @@ impl SharedLimits {
         self.start.elapsed().as_millis() as u64
     }
 
-    fn is_down(&self) -> bool {
+    /// Whether Redis is marked unreachable (decisions are local or refused meanwhile).
+    pub fn is_down(&self) -> bool {
         self.now_ms() < self.down_until.load(Ordering::Relaxed)
     }
 

@@ -9,12 +9,16 @@
 
 use std::{collections::HashMap, sync::Mutex};
 
+use rustc_hash::FxBuildHasher;
+
 use crate::store::{ApiKey, Store, StoreError, UsageDelta};
 
 #[derive(Debug, Default)]
 struct State {
-    /// Not yet flushed, by key id (today's counts).
-    pending: HashMap<String, UsageDelta>,
+    /// Not yet flushed, by key id (today's counts). Key ids are generated here, never
+    /// chosen by a client, so the fast non-keyed hash (FxHash) is safe: every successful
+    /// verification looks its key up in this map.
+    pending: HashMap<String, UsageDelta, FxBuildHasher>,
     /// Not yet flushed: days that ended, and batches whose write failed, by (key, day).
     closed: HashMap<(String, i64), UsageDelta>,
     /// Today's total (stored + this node's unflushed), for keys with a quota.

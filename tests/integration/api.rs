@@ -209,7 +209,7 @@ async fn management_with_a_key(app: TestApp) {
     assert_eq!(created["data"]["rate_limit"], 100);
     assert_eq!(created["data"]["metadata"]["plan"], "pro");
     let v = app.state.verifier.verify(Some(&secret), &[]).await.unwrap();
-    assert_eq!(v.key_id.as_deref(), Some(new_id.as_str()));
+    assert_eq!(v.key_id(), Some(new_id.as_str()));
     let (_, got) = call(
         &app,
         &mgmt,

@@ -135,7 +135,7 @@ async fn key_lifecycle(app: TestApp) {
     assert_eq!(verify(&app, &key, &[]).await.code, VerifyCode::Valid);
     let v = verify(&app, &new_key, &["read"]).await;
     assert_eq!(v.code, VerifyCode::Valid);
-    assert_eq!(v.name.as_deref(), Some("Billing worker v2"));
+    assert_eq!(v.name(), Some("Billing worker v2"));
     // The roll form cannot be replayed.
     let replay = b
         .post(
@@ -182,7 +182,12 @@ async fn key_lifecycle(app: TestApp) {
     // Every step is in the audit log.
     let (events, _) = app
         .store
-        .list_audit(&v.org_id.clone().unwrap(), &Default::default(), 100, 0)
+        .list_audit(
+            v.org_id().unwrap(),
+            &Default::default(),
+            100,
+            0,
+        )
         .await
         .unwrap();
     let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
@@ -322,7 +327,7 @@ async fn create_validation(app: TestApp) {
     let key = res.new_key().unwrap();
     assert!(key.starts_with("kw_test_"));
     let v = app.state.verifier.verify(Some(&key), &[]).await.unwrap();
-    assert_ne!(v.org_id.as_deref(), Some(other_org.as_str()));
+    assert_ne!(v.org_id(), Some(other_org.as_str()));
     assert_eq!(v.scope_list(), ["read", "write", "admin"]);
     let (keys, _) = app
         .store

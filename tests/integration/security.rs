@@ -208,7 +208,7 @@ async fn csrf_on_every_mutating_route(app: TestApp) {
     );
     let v = app.state.verifier.verify(Some(&key), &[]).await.unwrap();
     assert_eq!(v.code, VerifyCode::Valid);
-    assert_eq!(v.name.as_deref(), Some("target"));
+    assert_eq!(v.name(), Some("target"));
     assert!(
         app.store
             .user_by_email("new@example.com")
@@ -289,10 +289,7 @@ async fn other_orgs_keys_are_not_found(app: TestApp) {
     assert!(!export.body.contains(&key_id));
     // A's key is untouched and the attempts were logged.
     let v = app.state.verifier.verify(Some(&key), &[]).await.unwrap();
-    assert_eq!(
-        (v.code, v.name.as_deref()),
-        (VerifyCode::Valid, Some("A's key"))
-    );
+    assert_eq!((v.code, v.name()), (VerifyCode::Valid, Some("A's key")));
     assert!(crate::helpers::log_text().contains(&format!("key_id={key_id}")));
 }
 both!(other_orgs_keys_are_not_found);
