@@ -91,6 +91,8 @@ pub fn router(state: AppState, sessions: SessionBackend) -> Router {
             get(|| async { axum::Json(serde_json::json!({ "ok": true })) }),
         )
         .route("/readyz", get(readyz))
+        // Off the session stack: Prometheus has no cookie (optional bearer token).
+        .route("/metrics", get(crate::metrics::scrape))
         .route("/static/app.css", get(static_css))
         .route("/static/app.js", get(static_js))
         .route("/static/passkeys.js", get(static_passkeys_js))
@@ -99,6 +101,7 @@ pub fn router(state: AppState, sessions: SessionBackend) -> Router {
             state.clone(),
             security_headers,
         ))
+        .layer(crate::metrics::HttpMetricsLayer(state.metrics.clone()))
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(|_| {
             AppError::internal(anyhow::anyhow!("handler panicked")).into_response()

@@ -16,6 +16,7 @@ pub mod keys;
 pub mod leaks;
 pub mod mail;
 pub mod members;
+pub mod metrics;
 pub mod net;
 pub mod orgs;
 pub mod secretbox;

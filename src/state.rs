@@ -35,6 +35,8 @@ pub struct Inner {
     pub webauthn: Option<webauthn_rs::Webauthn>,
     /// Outbound HTTP for webhook deliveries (no redirects, short timeouts).
     pub http: reqwest::Client,
+    /// Prometheus metrics (`GET /metrics`).
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Deref for AppState {
@@ -82,6 +84,7 @@ impl AppState {
             webauthn: crate::two_step::relying_party(&config.base_url),
             http: crate::webhooks::http_client(config.allow_private_networks)?,
             mailer,
+            metrics: crate::metrics::Metrics::new(),
             passwords: Passwords::new()?,
             throttle: auth::throttle::Throttle::new(config.source_budget_scale),
             config,

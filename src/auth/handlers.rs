@@ -184,6 +184,7 @@ async fn failed_sign_in(
         }
         drop(turns);
     });
+    state.metrics.sign_in("password", false);
     // Only the domain: people sometimes type their password into the email field.
     tracing::info!(event = %AuditAction::AuthSignInFailed, email_domain = %email.rsplit('@').next().unwrap_or(""), ip = %meta.ip, known, "sign-in failed");
     let page = LoginPage::new(
@@ -367,7 +368,7 @@ pub async fn login(
         .await?;
     drop(turns);
     tracing::info!(event = %AuditAction::AuthSignedIn, user_id = %user.id, ip = %meta.ip, method = "password", "signed in");
-    session::sign_in(&state.store, &session, &user, None, &meta, now).await?;
+    session::sign_in(&state, &session, &user, None, &meta, now, "password").await?;
     Ok(with_device_cookie(
         Redirect::to(&safe_next(form.next.as_deref())).into_response(),
     ))
@@ -580,7 +581,16 @@ pub async fn signup(
             welcome = format!("Welcome to Keyward! You joined {org} as {}.", inv.role);
         }
     }
-    session::sign_in(&state.store, &session, &user, Some(&active_org), &meta, now).await?;
+    session::sign_in(
+        &state,
+        &session,
+        &user,
+        Some(&active_org),
+        &meta,
+        now,
+        "invitation",
+    )
+    .await?;
     session::set_flash(&session, "success", welcome).await?;
     Ok(Redirect::to("/settings/api-keys").into_response())
 }

@@ -108,13 +108,17 @@ pub async fn consume_form_token(
 /// token, the timestamps the timeouts are measured from, and where the sign-in came from.
 /// Every way in (password, second step, passkey, SSO, sign-up by invitation) comes through
 /// here, so here is where the account's "last sign-in" is recorded.
+/// `method` names the way in for the sign-in metrics (see
+/// [`Metrics::sign_in`](crate::metrics::Metrics::sign_in)).
+#[allow(clippy::too_many_arguments)]
 pub async fn sign_in(
-    store: &crate::store::Store,
+    state: &crate::state::AppState,
     session: &Session,
     user: &crate::store::User,
     org_id: Option<&str>,
     meta: &crate::audit::ClientMeta,
     now: i64,
+    method: &str,
 ) -> Result<()> {
     session.cycle_id().await?;
     session.clear().await;
@@ -128,7 +132,8 @@ pub async fn sign_in(
     session.insert(IP, &meta.ip).await?;
     session.insert(USER_AGENT, &meta.user_agent).await?;
     csrf_token(session).await?;
-    store.record_sign_in(&user.id, now).await?;
+    state.store.record_sign_in(&user.id, now).await?;
+    state.metrics.sign_in(method, true);
     Ok(())
 }
 

@@ -263,6 +263,9 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
         .throttle
         .spend(action, &meta.source, state.clock.unix_f64())
     {
+        state
+            .metrics
+            .count("keyward_throttled_total", &[("surface", "dashboard")]);
         return e.into_response();
     }
     if hashes && state.passwords.saturated() {

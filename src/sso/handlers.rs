@@ -736,12 +736,13 @@ async fn finish_sign_in(
     state.store.sso_signed_in(&identity, &audit).await?;
     tracing::info!(event = %AuditAction::AuthSignedIn, user_id = %user.id, ip = %meta.ip, method = "sso", issuer = %id.issuer, "signed in");
     session::sign_in(
-        &state.store,
+        state,
         session,
         &user,
         landing_org.as_deref(),
         meta,
         now,
+        "sso",
     )
     .await?;
     // An organization's two-step policy leaves sign-ins through its own connection to its

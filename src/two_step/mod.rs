@@ -192,7 +192,7 @@ pub(crate) async fn complete(
         .login_succeeded(&user.id, &pending.device, None, throttle::RULES, &audit)
         .await?;
     tracing::info!(event = %AuditAction::AuthSignedIn, user_id = %user.id, ip = %meta.ip, method, "signed in");
-    session::sign_in(&state.store, session, user, None, meta, now).await?;
+    session::sign_in(state, session, user, None, meta, now, method).await?;
     session::set_sign_in_method(session, method).await?;
     Ok(session::safe_next(Some(next)))
 }
@@ -253,6 +253,7 @@ pub(crate) async fn failed_attempt(
     user: &User,
 ) -> Result<bool> {
     count_wrong_answer(state, meta, user, &pending.gate, "two_step").await?;
+    state.metrics.sign_in("two_step", false);
     pending.failures += 1;
     if pending.failures < MAX_ATTEMPTS {
         session.insert(PENDING, &pending).await?;

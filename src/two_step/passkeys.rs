@@ -528,7 +528,7 @@ async fn passwordless_signed_in(
         )
         .await?;
     tracing::info!(event = %AuditAction::AuthSignedIn, user_id = %user.id, ip = %meta.ip, method = "passkey", "signed in");
-    session::sign_in(&state.store, session, user, None, meta, now).await?;
+    session::sign_in(state, session, user, None, meta, now, "passkey").await?;
     session::set_sign_in_method(session, "passkey").await?;
     Ok(())
 }

@@ -106,6 +106,7 @@ pub struct Dispatcher {
     http: reqwest::Client,
     secrets: SecretBox,
     allow_private_networks: bool,
+    metrics: crate::metrics::Metrics,
 }
 
 impl crate::state::Inner {
@@ -116,6 +117,7 @@ impl crate::state::Inner {
             http: self.http.clone(),
             secrets: self.webhook_secrets.clone(),
             allow_private_networks: self.config.allow_private_networks,
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -151,6 +153,13 @@ impl Dispatcher {
                 },
                 ok => ok,
             };
+            let label = match &outcome {
+                Attempt::Failed { retry_at: None, .. } => "failed",
+                Attempt::Failed { .. } => "retrying",
+                Attempt::Delivered { .. } => "delivered",
+            };
+            self.metrics
+                .count("keyward_webhook_deliveries_total", &[("outcome", label)]);
             if let Attempt::Failed {
                 error, retry_at, ..
             } = &outcome

@@ -17,6 +17,7 @@ mod in_process;
 mod key_policy;
 mod key_rules;
 mod leaks;
+mod metrics;
 mod nginx;
 mod nodes;
 mod perf;
