@@ -3,6 +3,7 @@
 //! every event carries, and the Settings → Audit log page with its exports.
 
 pub mod action;
+pub mod chain;
 mod handlers;
 
 pub use action::{AuditAction, action_label};
