@@ -5,6 +5,7 @@
 pub mod action;
 pub mod chain;
 mod handlers;
+pub mod integrity;
 
 pub use action::{AuditAction, action_label};
 
