@@ -300,10 +300,7 @@ mod tests {
         let other = AuditSigningKey::from_seed([8; 32]).public();
         assert!(!other.verifies("org-1", 5, GENESIS, 100, &sig));
         assert_ne!(public.id(), other.id());
-        assert_eq!(
-            AuditPublicKey::parse(&public.to_base64()).unwrap(),
-            public
-        );
+        assert_eq!(AuditPublicKey::parse(&public.to_base64()).unwrap(), public);
     }
 
     #[test]

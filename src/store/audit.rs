@@ -61,7 +61,8 @@ macro_rules! insert_audit {
             // that row until the transaction ends, so concurrent writers to one chain queue
             // here (Postgres) and each sees its predecessor's hash; SQLite has one writer.
             let chain = $crate::audit::chain::chain_of(ev.org_id.as_deref());
-            let next = "UPDATE audit_chain_heads SET seq = seq + 1 WHERE chain = $1 RETURNING seq, hash";
+            let next =
+                "UPDATE audit_chain_heads SET seq = seq + 1 WHERE chain = $1 RETURNING seq, hash";
             let head: Option<(i64, String)> = sqlx::query_as(next)
                 .bind(chain)
                 .fetch_optional($exec)

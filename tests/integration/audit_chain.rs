@@ -176,8 +176,10 @@ async fn a_removed_row_is_named(app: TestApp) {
     let f = only_finding(&report);
     assert_eq!(f.row_id, Some(ids[2]), "the row after the gap");
     assert!(
-        f.message
-            .contains(&format!("position 2 was removed (between row {} and row {})", ids[0], ids[2])),
+        f.message.contains(&format!(
+            "position 2 was removed (between row {} and row {})",
+            ids[0], ids[2]
+        )),
         "{}",
         f.message
     );
@@ -194,7 +196,8 @@ async fn a_removed_last_row_is_caught_by_the_chain_head(app: TestApp) {
     let f = only_finding(&report);
     assert_eq!(f.row_id, Some(ids[3]));
     assert!(
-        f.message.contains("removed: the chain head is at position 5"),
+        f.message
+            .contains("removed: the chain head is at position 5"),
         "{}",
         f.message
     );
@@ -360,7 +363,8 @@ async fn a_truncated_tail_is_caught_up_to_the_last_checkpoint(app: TestApp) {
     let f = only_finding(&report);
     assert_eq!(f.row_id, Some(ids[1]));
     assert!(
-        f.message.contains("were removed: checkpoint #") && f.message.contains("vouches for 4 rows"),
+        f.message.contains("were removed: checkpoint #")
+            && f.message.contains("vouches for 4 rows"),
         "{}",
         f.message
     );
@@ -482,10 +486,18 @@ fn keyward(args: &[&str], db_url: &str) -> std::process::Output {
 async fn audit_verify_exits_non_zero_naming_the_first_bad_row(app: TestApp) {
     let ids = some_events(&app, 4).await;
     let out = keyward(&["audit", "checkpoint"], &app.db_url);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("signed 3 checkpoints"));
     let out = keyward(&["audit", "verify"], &app.db_url);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("audit log intact: 12 rows in 3 chains, 3 signed checkpoints"),
@@ -508,7 +520,11 @@ async fn audit_verify_exits_non_zero_naming_the_first_bad_row(app: TestApp) {
     );
     // Another organization's chain is still intact.
     let out = keyward(&["audit", "verify", "--org", "org-b"], &app.db_url);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 both!(audit_verify_exits_non_zero_naming_the_first_bad_row);
 
@@ -604,7 +620,9 @@ async fn existing_rows_are_chained_on_upgrade(backend: Backend) {
         .map(|e| (e.occurred_at, e.chain_seq))
         .collect();
     assert_eq!(x, [(1, Some(1)), (4, Some(2)), (5, Some(3))]);
-    let report = integrity::verify(&store, &[test_key()], None).await.unwrap();
+    let report = integrity::verify(&store, &[test_key()], None)
+        .await
+        .unwrap();
     assert!(report.intact(), "{:#?}", report.findings);
     assert_eq!((report.chains, report.rows), (3, 5));
     // Start-up again changes nothing, and new rows continue the chain.
@@ -613,7 +631,9 @@ async fn existing_rows_are_chained_on_upgrade(backend: Backend) {
         .record(&NewAudit::new("test.event", 6).org("org-x"))
         .await
         .unwrap();
-    let report = integrity::verify(&store, &[test_key()], None).await.unwrap();
+    let report = integrity::verify(&store, &[test_key()], None)
+        .await
+        .unwrap();
     assert!(report.intact(), "{:#?}", report.findings);
     assert_eq!(report.rows, 6);
     // The relaxed trigger still refuses every other change.
@@ -696,14 +716,22 @@ async fn audit_verify_100k(backend: Backend) {
     }
     let written = started.elapsed();
     let out = keyward(&["audit", "checkpoint"], &app.db_url);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut runs = Vec::new();
     for _ in 0..3 {
         let started = std::time::Instant::now();
         let out = keyward(&["audit", "verify"], &app.db_url);
         runs.push(started.elapsed().as_secs_f64());
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(
             stdout.contains(&format!("audit log intact: {ROWS} rows in 11 chains")),
             "{stdout}"
