@@ -13,7 +13,7 @@ use clap::{Args, ValueEnum};
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 use serde::{Deserialize, Serialize};
 
-use crate::keys::scopes::ScopeCatalog;
+use crate::{audit::chain::AuditSigningKey, keys::scopes::ScopeCatalog};
 
 /// Who may create an account from the sign-up page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -276,6 +276,8 @@ pub struct Config {
     pub allow_private_networks: bool,
     pub leak_report_keys: Vec<crate::leaks::ReportKey>,
     pub leak_action: crate::leaks::LeakAction,
+    /// Signs the audit log's checkpoints (kept in the secrets file beside the pepper).
+    pub audit_signing_key: AuditSigningKey,
 }
 
 impl Config {
@@ -357,6 +359,7 @@ impl Config {
                 None => Vec::new(),
             },
             leak_action: args.leak_action,
+            audit_signing_key: load_audit_signing_key(&args.store)?,
         })
     }
 
@@ -390,6 +393,7 @@ impl Config {
             allow_private_networks: true,
             leak_report_keys: Vec::new(),
             leak_action: crate::leaks::LeakAction::Revoke,
+            audit_signing_key: AuditSigningKey::from_seed(TEST_AUDIT_SIGNING_SEED),
         }
     }
 
@@ -413,6 +417,9 @@ pub const MIN_PASSWORD_FLOOR: usize = 8;
 
 /// The verifier credential of [`Config::for_tests`].
 pub const TEST_VERIFIER_TOKEN: &str = "test-verifier-token";
+
+/// The audit signing key of [`Config::for_tests`] (its seed).
+pub const TEST_AUDIT_SIGNING_SEED: [u8; 32] = [24; 32];
 
 fn header_name(value: Option<&str>, what: &str) -> anyhow::Result<Option<axum::http::HeaderName>> {
     value
@@ -463,6 +470,8 @@ impl std::fmt::Debug for KeyPepper {
 struct SecretsFile {
     key_pepper: Option<String>,
     verifier_token: Option<String>,
+    /// Base64 Ed25519 seed that signs audit checkpoints.
+    audit_signing_key: Option<String>,
 }
 
 fn read_secrets(path: &std::path::Path) -> anyhow::Result<SecretsFile> {
@@ -513,6 +522,45 @@ pub fn load_pepper(args: &StoreArgs) -> anyhow::Result<KeyPepper> {
         "generated a new API-key pepper and saved it to the secrets file; keep this file (or set KEYWARD_KEY_PEPPER): without it existing keys cannot be verified"
     );
     Ok(KeyPepper::new(bytes))
+}
+
+/// The audit checkpoint key from the secrets file, generated and stored when absent.
+pub fn load_audit_signing_key(args: &StoreArgs) -> anyhow::Result<AuditSigningKey> {
+    if let Some(key) = read_audit_signing_key(args)? {
+        return Ok(key);
+    }
+    let path = &args.secrets_file;
+    let mut file = read_secrets(path)?;
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("OS random generator: {e}"))?;
+    file.audit_signing_key = Some(B64.encode(seed));
+    write_private(path, &toml::to_string(&file)?)?;
+    let key = AuditSigningKey::from_seed(seed);
+    tracing::warn!(
+        path = %path.display(),
+        key_id = %key.public().id(),
+        "generated an audit signing key and saved it to the secrets file (audit_signing_key); keep this file: checkpoints signed with it verify only with it"
+    );
+    Ok(key)
+}
+
+/// The audit checkpoint key from the secrets file, if there is one (never generates one).
+pub fn read_audit_signing_key(args: &StoreArgs) -> anyhow::Result<Option<AuditSigningKey>> {
+    let path = &args.secrets_file;
+    let Some(text) = read_secrets(path)?.audit_signing_key else {
+        return Ok(None);
+    };
+    let seed: [u8; 32] = B64
+        .decode(text.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .with_context(|| {
+            format!(
+                "audit_signing_key in {} must be 32 bytes of base64",
+                path.display()
+            )
+        })?;
+    Ok(Some(AuditSigningKey::from_seed(seed)))
 }
 
 fn decode_pepper(text: &str) -> anyhow::Result<KeyPepper> {
@@ -573,6 +621,31 @@ mod tests {
         assert_eq!(a.expose(), b.expose());
         assert_eq!(a.expose().len(), 32);
         assert!(!format!("{a:?}").contains(&B64.encode(a.expose())));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_audit_signing_key_is_generated_once_beside_the_pepper() {
+        let dir = std::env::temp_dir().join(format!("kw-secrets-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let args = StoreArgs {
+            database_url: String::new(),
+            secrets_file: dir.join("s"),
+            key_pepper: None,
+            min_password_length: 15,
+            min_password_length_two_step: 8,
+        };
+        assert!(read_audit_signing_key(&args).unwrap().is_none());
+        let pepper = load_pepper(&args).unwrap();
+        let a = load_audit_signing_key(&args).unwrap();
+        let b = load_audit_signing_key(&args).unwrap();
+        assert_eq!(a.public(), b.public());
+        assert_eq!(
+            read_audit_signing_key(&args).unwrap().unwrap().public(),
+            a.public()
+        );
+        // Adding the key kept the pepper.
+        assert_eq!(load_pepper(&args).unwrap().expose(), pepper.expose());
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -1,4 +1,5 @@
-//! The `keyward` command: `serve` (the default), `migrate`, `user create`.
+//! The `keyward` command: `serve` (the default), `migrate`, `user create`, `mail outbox`,
+//! `audit verify|checkpoint|public-key`.
 
 use keyward::audit::AuditAction;
 use std::{io::Read, net::SocketAddr, sync::Arc};
@@ -39,6 +40,40 @@ enum Command {
     /// Outgoing email.
     #[command(subcommand)]
     Mail(MailCommand),
+    /// The audit log's integrity: verify its hash chain and signed checkpoints.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Walk the audit chains and their checkpoints; exits non-zero naming the first row
+    /// that was changed, removed or inserted.
+    Verify {
+        /// Only this organization's chain (`""`: account events without an organization).
+        #[arg(long)]
+        org: Option<String>,
+        /// Also accept checkpoints signed with this Ed25519 public key (base64, as
+        /// `keyward audit public-key` prints it); e.g. a previous key. Repeatable.
+        #[arg(long = "public-key")]
+        public_keys: Vec<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Sign the head of every chain (or `--org`'s) that advanced since its last checkpoint
+    /// (the server does this hourly).
+    Checkpoint {
+        #[arg(long)]
+        org: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Print the public key that verifies this installation's checkpoints (for verifying
+    /// elsewhere with `--public-key`).
+    PublicKey {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -118,6 +153,10 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Some(Command::Audit(cmd)) => {
+            init_tracing(false);
+            audit_command(cmd).await
+        }
         Some(Command::User(UserCommand::Create {
             email,
             org,
@@ -162,6 +201,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("checking the SSO providers (KEYWARD_SSO_PROVIDERS_FILE)")?;
     let flusher = state.verifier.spawn_flusher();
+    let checkpoints = state.audit_checkpoints().spawn();
     let dispatcher = state.dispatcher().spawn();
     let notices = state.notices().spawn();
     let listener_task = store.spawn_invalidation_listener();
@@ -188,6 +228,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // claimed delivery after its lease, a notice was either committed or not).
     dispatcher.abort();
     notices.abort();
+    checkpoints.abort();
     // Usage counted since the last tick is written before the pool closes. The periodic
     // flusher is left running (aborting it mid-write could drop a batch); it stops by
     // itself once the store is closed. A failed write is kept and retried.
@@ -231,6 +272,73 @@ async fn shutdown_signal() {
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
     tracing::info!("shutting down: finishing in-flight requests");
+}
+
+async fn audit_command(cmd: AuditCommand) -> anyhow::Result<()> {
+    use keyward::audit::{chain::AuditPublicKey, integrity};
+    match cmd {
+        AuditCommand::Verify {
+            org,
+            public_keys,
+            store: args,
+        } => {
+            let mut keys = public_keys
+                .iter()
+                .map(|k| AuditPublicKey::parse(k).context("--public-key"))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            if let Some(key) = keyward::config::read_audit_signing_key(&args)? {
+                keys.push(key.public());
+            }
+            let store = Store::connect(&args.database_url).await?;
+            store.migrate().await?;
+            let started = std::time::Instant::now();
+            let report = integrity::verify(&store, &keys, org.as_deref()).await?;
+            let took = started.elapsed();
+            for f in &report.findings {
+                eprintln!("{}", f.message);
+            }
+            if let Some(first) = report.first() {
+                match first.row_id {
+                    Some(id) => bail!(
+                        "the audit log was tampered with: first bad row {id}: {}",
+                        first.message
+                    ),
+                    None => bail!("the audit log was tampered with: {}", first.message),
+                }
+            }
+            println!(
+                "audit log intact: {} rows in {} chains, {} signed checkpoints ({:.2} s)",
+                report.rows,
+                report.chains,
+                report.checkpoints,
+                took.as_secs_f64()
+            );
+            if report.checkpoints == 0 && report.rows > 0 {
+                println!(
+                    "note: no checkpoint yet; without one, rows are consistent but not proven unaltered (keyward audit checkpoint)"
+                );
+            }
+            Ok(())
+        }
+        AuditCommand::Checkpoint { org, store: args } => {
+            let key = keyward::config::load_audit_signing_key(&args)?;
+            let store = Store::connect(&args.database_url).await?;
+            store.migrate().await?;
+            let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+            let n = integrity::Checkpoints::new(store, clock, key)
+                .checkpoint_now(org.as_deref())
+                .await?;
+            println!("signed {n} checkpoints");
+            Ok(())
+        }
+        AuditCommand::PublicKey { store: args } => {
+            let key = keyward::config::load_audit_signing_key(&args)?;
+            // The key alone on the first line, for scripts.
+            println!("{}", key.public().to_base64());
+            println!("key id {}", key.public().id());
+            Ok(())
+        }
+    }
 }
 
 /// Hides a password in a database URL for messages.

@@ -188,6 +188,10 @@ struct ExportRow<'a> {
     ip: &'a str,
     user_agent: &'a str,
     details: serde_json::Value,
+    /// The row's position and hash in its chain (see `keyward audit verify`); account
+    /// events belong to the chain of events without an organization.
+    chain_seq: Option<i64>,
+    chain_hash: &'a str,
 }
 
 impl<'a> ExportRow<'a> {
@@ -204,6 +208,8 @@ impl<'a> ExportRow<'a> {
             ip: &e.ip,
             user_agent: &e.user_agent,
             details: serde_json::from_str(&e.details).unwrap_or(serde_json::Value::Null),
+            chain_seq: e.chain_seq,
+            chain_hash: e.chain_hash.as_deref().unwrap_or(""),
         }
     }
 }
@@ -229,12 +235,44 @@ pub async fn export(
     Query(q): Query<AuditQuery>,
 ) -> Result<Response> {
     cu.require(Action::ExportAudit)?;
+    if q.format == "checkpoints" {
+        return checkpoints_export(&state, cu.org_id()).await;
+    }
     let filter = q.filter()?;
     let (events, _) = state
         .store
         .list_audit(cu.org_id(), &filter, EXPORT_LIMIT, 0)
         .await?;
     export_response(&state, &events, &q.format)
+}
+
+/// The signed checkpoints of the organization's chain, with the public key that verifies
+/// them: kept outside the database, they prove the exported rows up to each checkpoint
+/// were not altered later (README, "Audit integrity").
+async fn checkpoints_export(state: &AppState, org_id: &str) -> Result<Response> {
+    let checkpoints = state.store.audit_checkpoints(Some(org_id)).await?;
+    let public = state.config.audit_signing_key.public();
+    let body = serde_json::json!({
+        "format": "keyward-audit-checkpoints/v1",
+        "chain": org_id,
+        "public_key": public.to_base64(),
+        "key_id": public.id(),
+        "checkpoints": checkpoints,
+    });
+    let stamp = state.clock.now().date();
+    let mut res = serde_json::to_string_pretty(&body)
+        .map_err(AppError::internal)?
+        .into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "attachment; filename=\"keyward-audit-checkpoints-{stamp}.json\""
+    )) {
+        res.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(res)
 }
 
 /// The export file of some events: `csv` (default) or `json`, as an attachment.
@@ -253,7 +291,7 @@ pub(crate) fn export_response(
         ),
         "csv" | "" => {
             let mut out = String::from(
-                "id,occurred_at,actor_email,actor_id,action,target_type,target_id,target_name,ip,user_agent,details\n",
+                "id,occurred_at,actor_email,actor_id,action,target_type,target_id,target_name,ip,user_agent,details,chain_seq,chain_hash\n",
             );
             for r in &rows {
                 let fields = [
@@ -268,6 +306,8 @@ pub(crate) fn export_response(
                     r.ip.to_string(),
                     r.user_agent.to_string(),
                     r.details.to_string(),
+                    r.chain_seq.map(|s| s.to_string()).unwrap_or_default(),
+                    r.chain_hash.to_string(),
                 ];
                 let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
                 out.push_str(&line.join(","));

@@ -3,7 +3,9 @@
 //! every event carries, and the Settings → Audit log page with its exports.
 
 pub mod action;
+pub mod chain;
 mod handlers;
+pub mod integrity;
 
 pub use action::{AuditAction, action_label};
 

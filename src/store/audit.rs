@@ -57,10 +57,48 @@ macro_rules! insert_audit {
     ($exec:expr, $ev:expr) => {{
         let ev: &$crate::store::NewAudit = $ev;
         async {
+            // The chain: take the next position from the chain's head row. The UPDATE locks
+            // that row until the transaction ends, so concurrent writers to one chain queue
+            // here (Postgres) and each sees its predecessor's hash; SQLite has one writer.
+            let chain = $crate::audit::chain::chain_of(ev.org_id.as_deref());
+            let next =
+                "UPDATE audit_chain_heads SET seq = seq + 1 WHERE chain = $1 RETURNING seq, hash";
+            let head: Option<(i64, String)> = sqlx::query_as(next)
+                .bind(chain)
+                .fetch_optional($exec)
+                .await?;
+            let (seq, prev) = match head {
+                Some(head) => head,
+                None => {
+                    // A chain's first row. Of two racing first writers one inserts the head
+                    // and the other waits for it, then both queue on the UPDATE.
+                    sqlx::query(
+                        "INSERT INTO audit_chain_heads (chain, seq, hash) VALUES ($1, 0, $2) \
+                         ON CONFLICT (chain) DO NOTHING",
+                    )
+                    .bind(chain)
+                    .bind($crate::audit::chain::GENESIS)
+                    .execute($exec)
+                    .await?;
+                    sqlx::query_as(next).bind(chain).fetch_one($exec).await?
+                }
+            };
+            if prev.is_empty() {
+                // Rows from before the chain still await their hashes (`Store::migrate`).
+                return Err(sqlx::Error::Protocol(
+                    "the audit chain is not initialised; run `keyward migrate`".into(),
+                ));
+            }
+            let hash = $crate::audit::chain::row_hash(ev.into(), seq, &prev);
+            sqlx::query("UPDATE audit_chain_heads SET hash = $2 WHERE chain = $1")
+                .bind(chain)
+                .bind(&hash)
+                .execute($exec)
+                .await?;
             sqlx::query(
                 "INSERT INTO audit_events (occurred_at, org_id, actor_id, actor_email, action, \
-             target_type, target_id, target_name, ip, user_agent, details) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+             target_type, target_id, target_name, ip, user_agent, details, chain_seq, chain_hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
             )
             .bind(ev.occurred_at)
             .bind(&ev.org_id)
@@ -73,6 +111,8 @@ macro_rules! insert_audit {
             .bind(&ev.ip)
             .bind(&ev.user_agent)
             .bind(&ev.details)
+            .bind(seq)
+            .bind(&hash)
             .execute($exec)
             .await?;
             // Webhooks subscribed to this event get a delivery in the same transaction.
@@ -113,6 +153,10 @@ pub struct AuditEvent {
     pub ip: String,
     pub user_agent: String,
     pub details: String,
+    /// Position in the organization's chain (`None` only on a row inserted behind
+    /// Keyward's back).
+    pub chain_seq: Option<i64>,
+    pub chain_hash: Option<String>,
 }
 
 /// Filters of the audit page; empty strings mean "any".
@@ -143,7 +187,11 @@ const AUDIT_WHERE: &str = "\
 impl Store {
     /// Records an event that is not part of a larger change (sign-in, sign-out, …).
     pub async fn record(&self, ev: &NewAudit) -> Result<()> {
-        with_pool!(self, |pool| insert_audit!(pool, ev))?;
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            insert_audit!(&mut *tx, ev)?;
+            tx.commit().await?;
+        });
         Ok(())
     }
 

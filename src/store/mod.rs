@@ -10,6 +10,7 @@
 //! Every change that is audited writes its audit row in the same transaction.
 
 mod audit;
+mod audit_chain;
 pub mod cache;
 mod credits;
 mod keys;
@@ -32,6 +33,7 @@ use sqlx::{
 };
 
 pub use audit::{AuditEvent, AuditFilter, NewAudit};
+pub use audit_chain::{ChainHead, Checkpoint};
 pub use credits::{CreditOp, CreditOpOutcome, KeyCredits, Refill, RefillInterval, Spend};
 pub use keys::{
     ApiKey, Hygiene, HygieneCounts, KeyChanges, KeyFilter, KeyLimits, KeyStatus, NewKey,
@@ -137,6 +139,12 @@ impl Store {
         match &self.db {
             Db::Sqlite(pool) => sqlx::migrate!("./migrations/sqlite").run(pool).await?,
             Db::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await?,
+        }
+        // Rows written before the audit chain (migration 0017) get their hashes before
+        // anything new is chained after them.
+        let chained = self.chain_pending_audit().await?;
+        if chained > 0 {
+            tracing::info!(rows = chained, "chained existing audit events");
         }
         Ok(())
     }
