@@ -134,4 +134,36 @@ proptest! {
         let uri = format!("/x?page=1{sep}k={encoded}");
         prop_assert!(key_in_query(&uri, "kw"), "{uri}");
     }
+
+    /// An authenticator code is six digits (spaces ignored) or nothing, whatever is typed
+    /// and whatever the clock says; and the code of a step matches that step.
+    #[test]
+    fn totp_codes(typed in prop_oneof![".{0,16}", "[0-9 ]{0,10}"], now in any::<i64>(), secret in proptest::collection::vec(any::<u8>(), 0..40)) {
+        if let Some(step) = crate::two_step::totp::matching_step(&secret, &typed, now) {
+            let digits: String = typed.chars().filter(|c| !c.is_whitespace()).collect();
+            prop_assert!(digits.len() == 6 && digits.bytes().all(|b| b.is_ascii_digit()));
+            prop_assert!(step >= 0);
+        }
+        let _ = crate::two_step::totp::secret_from_text(&typed);
+    }
+
+    /// Recovery codes hash as typed modulo case, spaces and dashes; any text hashes.
+    #[test]
+    fn recovery_codes(typed in ".{0,40}") {
+        let key = [7u8; 32];
+        let h = crate::two_step::recovery::hash(&key, &typed);
+        prop_assert_eq!(h.len(), 64);
+        let noisy = format!(" {}-", typed.to_uppercase());
+        if typed.chars().all(|c| c.is_ascii()) {
+            prop_assert_eq!(h, crate::two_step::recovery::hash(&key, &noisy));
+        }
+    }
+
+    /// Passkey bodies from the browser (registration and assertion) are refused, never a
+    /// panic, whatever JSON arrives.
+    #[test]
+    fn passkey_bodies(text in prop_oneof![".{0,200}", "\\{\"credential\":\\{\"id\":\"[A-Za-z0-9_-]{0,20}\",\"rawId\":\"[A-Za-z0-9_-]{0,20}\",\"type\":\"public-key\",\"response\":\\{[a-zA-Z\":,]{0,60}\\}\\}\\}"]) {
+        let _ = serde_json::from_str::<crate::two_step::passkeys::RegisterBody>(&text);
+        let _ = serde_json::from_str::<crate::two_step::passkeys::AssertionBody>(&text);
+    }
 }

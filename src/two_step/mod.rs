@@ -8,7 +8,7 @@
 
 use crate::audit::AuditAction;
 mod handlers;
-mod passkeys;
+pub(crate) mod passkeys;
 mod policy;
 pub use passkeys::relying_party;
 pub mod recovery;
