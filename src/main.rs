@@ -133,7 +133,7 @@ async fn main() -> anyhow::Result<()> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     init_tracing(args.log_format == "json");
     let config = Config::from_args(&args)?;
-    let store = Store::connect(&args.store.database_url)
+    let store = Store::connect_with(&args.store.database_url, args.store.store_options())
         .await
         .with_context(|| {
             format!(
@@ -267,7 +267,7 @@ async fn create_user(
     if let Err(why) = password::check_policy(password.expose_secret(), &email, min_len) {
         bail!("password refused: {why}");
     }
-    let store = Store::connect(&args.database_url).await?;
+    let store = Store::connect_with(&args.database_url, args.store_options()).await?;
     store.migrate().await?;
     let hash = password::Passwords::new()?.hash(&password).await?;
     let now = SystemClock.unix();

@@ -19,6 +19,7 @@ mod key_rules;
 mod leaks;
 mod nginx;
 mod nodes;
+mod outage;
 mod perf;
 mod schemathesis;
 mod security;
