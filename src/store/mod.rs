@@ -187,6 +187,59 @@ impl Store {
         Ok(())
     }
 
+    /// Writes a consistent copy of a live SQLite store to `path` with `VACUUM INTO` (one
+    /// read transaction: writers carry on, and the copy holds every transaction committed
+    /// before it started and none after), then checks the copy's integrity. The copy is
+    /// written beside `path` and renamed into place, so `path` never holds half a backup.
+    /// Postgres has its own tool for this (`pg_dump`, see README "Backups").
+    pub async fn backup_to(&self, path: &std::path::Path) -> anyhow::Result<u64> {
+        use anyhow::Context;
+        let Db::Sqlite(pool) = &self.db else {
+            anyhow::bail!(
+                "`keyward backup` copies a SQLite database; for Postgres use pg_dump, e.g. \
+                 `pg_dump --format=custom --file=keyward.dump \"$DATABASE_URL\"` (see README \"Backups\")"
+            );
+        };
+        if path.exists() {
+            anyhow::bail!("{} already exists; choose a new file name", path.display());
+        }
+        let name = path
+            .file_name()
+            .with_context(|| format!("{} is not a file name", path.display()))?
+            .to_string_lossy();
+        let partial = path.with_file_name(format!(".{name}.partial-{}", std::process::id()));
+        let _ = std::fs::remove_file(&partial);
+        let partial_str = partial
+            .to_str()
+            .with_context(|| format!("{} is not valid UTF-8", partial.display()))?;
+        let copied = async {
+            sqlx::query("VACUUM INTO $1")
+                .bind(partial_str)
+                .execute(pool)
+                .await
+                .with_context(|| format!("writing {}", partial.display()))?;
+            let opts = SqliteConnectOptions::new()
+                .filename(&partial)
+                .read_only(true);
+            let mut conn = sqlx::ConnectOptions::connect(&opts).await?;
+            let check: String = sqlx::query_scalar("PRAGMA integrity_check")
+                .fetch_one(&mut conn)
+                .await?;
+            sqlx::Connection::close(conn).await?;
+            if check != "ok" {
+                anyhow::bail!("the copy failed SQLite's integrity check: {check}");
+            }
+            std::fs::rename(&partial, path)
+                .with_context(|| format!("moving the copy to {}", path.display()))?;
+            Ok(std::fs::metadata(path)?.len())
+        }
+        .await;
+        if copied.is_err() {
+            let _ = std::fs::remove_file(&partial);
+        }
+        copied
+    }
+
     /// `sqlite` or `postgres`.
     pub fn backend(&self) -> &'static str {
         match self.db {

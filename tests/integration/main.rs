@@ -9,6 +9,7 @@ mod accounts;
 mod api;
 mod api_keys;
 mod audit;
+mod backup;
 mod cli;
 mod credits;
 mod email;
