@@ -30,5 +30,6 @@ mod sso;
 mod teams;
 mod throttle;
 mod two_step;
+mod upgrade;
 mod verify;
 mod webhooks;
