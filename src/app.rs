@@ -70,29 +70,57 @@ pub fn router(state: AppState, sessions: SessionBackend) -> Router {
             auth::throttle::guard,
         ))
         .layer(session_layer.clone())
+        .layer(middleware::from_fn(session_outage))
+        // Outside the session layer, so that loading and saving the session are bounded
+        // too; inside the error renderer, so that a timeout is rendered like any error.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::deadline::guard,
+        ))
         .layer(middleware::from_fn(no_store))
         .layer(middleware::from_fn(error::html_errors));
 
     let api = verify::http::router()
         .merge(crate::leaks::router())
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::deadline::guard,
+        ))
         .layer(middleware::from_fn(error::json_errors));
     // The management API: a session (cookie) or an API key; its own CSRF check (header).
+    // `api::router()` renders its own errors; the outer `json_errors` renders the deadline's
+    // (it re-renders an already rendered error to the same JSON).
     let management = crate::api::router()
         .layer(session_layer)
-        .layer(middleware::from_fn(no_store));
+        .layer(middleware::from_fn(session_outage))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::deadline::guard,
+        ))
+        .layer(middleware::from_fn(no_store))
+        .layer(middleware::from_fn(error::json_errors));
+
+    // Liveness never touches the database (a restart would not bring it back); readiness
+    // does, within the database timeout. Both are answered as plain text.
+    let probes = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        // Off the session stack: Prometheus has no cookie (optional bearer token).
+        .route("/metrics", get(crate::metrics::scrape))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::deadline::guard,
+        ));
 
     Router::new()
         .merge(api)
         .merge(management)
-        .route("/healthz", get(|| async { "ok" }))
+        .merge(probes)
         // A trivial JSON endpoint: the baseline the load script compares verification with.
         .route(
             "/v1/ping",
             get(|| async { axum::Json(serde_json::json!({ "ok": true })) }),
         )
-        .route("/readyz", get(readyz))
-        // Off the session stack: Prometheus has no cookie (optional bearer token).
-        .route("/metrics", get(crate::metrics::scrape))
         .route("/static/app.css", get(static_css))
         .route("/static/app.js", get(static_js))
         .route("/static/passkeys.js", get(static_passkeys_js))
@@ -112,6 +140,24 @@ pub fn router(state: AppState, sessions: SessionBackend) -> Router {
 async fn readyz(State(state): State<AppState>) -> Result<&'static str, AppError> {
     state.store.ping().await?;
     Ok("ready")
+}
+
+/// tower-sessions answers a bare 500 when it cannot save the session after the handler ran
+/// (the database went away mid-request, or is locked). Tell the person what happened: 503
+/// when the database was unavailable, else an internal error; both rendered as pages (or
+/// JSON) by the surface like any error.
+async fn session_outage(req: Request, next: Next) -> Response {
+    let (res, failure) = crate::store::sessions::observe_failures(next.run(req)).await;
+    if res.status() != StatusCode::INTERNAL_SERVER_ERROR
+        || res.extensions().get::<error::ErrorInfo>().is_some()
+    {
+        return res;
+    }
+    match failure {
+        Some(true) => AppError::Unavailable(anyhow::anyhow!("the session store is unavailable"))
+            .into_response(),
+        _ => AppError::internal(anyhow::anyhow!("the session could not be saved")).into_response(),
+    }
 }
 
 /// Bumped when the assets change, so browsers fetch the new ones (`?v=`).

@@ -58,6 +58,20 @@ pub struct StoreArgs {
         default_value_t = 8
     )]
     pub min_password_length_two_step: usize,
+
+    /// Seconds a request waits for a database connection (on SQLite: for a busy writer)
+    /// before it answers 503 "database unavailable" instead of hanging.
+    #[arg(long, env = "KEYWARD_DB_TIMEOUT_SECONDS", default_value_t = 5)]
+    pub db_timeout_seconds: u64,
+}
+
+impl StoreArgs {
+    /// The pool settings these flags ask for.
+    pub fn store_options(&self) -> crate::store::StoreOptions {
+        crate::store::StoreOptions {
+            db_timeout: Duration::from_secs(self.db_timeout_seconds.max(1)),
+        }
+    }
 }
 
 /// `keyward serve` flags.
@@ -224,6 +238,13 @@ pub struct ServeArgs {
     #[arg(long, env = "KEYWARD_SESSION_ABSOLUTE_HOURS", default_value_t = 24)]
     pub session_absolute_hours: u64,
 
+    /// Seconds one request may take, from its headers to its answer (reading the body,
+    /// database work, outbound calls). Then the dashboard shows a "took too long" page, the
+    /// JSON APIs answer `{"error":{"code":"timed_out"}}`: 408 when the client had not finished
+    /// sending its body, else 503. Must exceed `KEYWARD_DB_TIMEOUT_SECONDS`.
+    #[arg(long, env = "KEYWARD_REQUEST_TIMEOUT_SECONDS", default_value_t = 30)]
+    pub request_timeout_seconds: u64,
+
     /// Log format: `text` for people, `json` for log shippers.
     #[arg(long, env = "KEYWARD_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -278,6 +299,8 @@ pub struct Config {
     pub leak_action: crate::leaks::LeakAction,
     /// Signs the audit log's checkpoints (kept in the secrets file beside the pepper).
     pub audit_signing_key: AuditSigningKey,
+    /// The longest one request may take (`KEYWARD_REQUEST_TIMEOUT_SECONDS`).
+    pub request_timeout: Duration,
 }
 
 impl Config {
@@ -295,6 +318,16 @@ impl Config {
             .to_string();
         if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
             bail!("KEYWARD_BASE_URL must start with http:// or https://, got {base_url:?}");
+        }
+        let db_timeout = args.store.store_options().db_timeout;
+        let request_timeout = Duration::from_secs(args.request_timeout_seconds);
+        if request_timeout <= db_timeout {
+            bail!(
+                "KEYWARD_REQUEST_TIMEOUT_SECONDS ({}) must be larger than KEYWARD_DB_TIMEOUT_SECONDS ({}): \
+                 otherwise a database outage is reported as a slow request",
+                request_timeout.as_secs(),
+                db_timeout.as_secs()
+            );
         }
         Ok(Self {
             base_url,
@@ -360,6 +393,7 @@ impl Config {
             },
             leak_action: args.leak_action,
             audit_signing_key: load_audit_signing_key(&args.store)?,
+            request_timeout,
         })
     }
 
@@ -394,6 +428,7 @@ impl Config {
             leak_report_keys: Vec::new(),
             leak_action: crate::leaks::LeakAction::Revoke,
             audit_signing_key: AuditSigningKey::from_seed(TEST_AUDIT_SIGNING_SEED),
+            request_timeout: Duration::from_secs(30),
         }
     }
 
@@ -615,6 +650,7 @@ mod tests {
             key_pepper: None,
             min_password_length: 15,
             min_password_length_two_step: 8,
+            db_timeout_seconds: 5,
         };
         let a = load_pepper(&args).unwrap();
         let b = load_pepper(&args).unwrap();
@@ -634,6 +670,7 @@ mod tests {
             key_pepper: None,
             min_password_length: 15,
             min_password_length_two_step: 8,
+            db_timeout_seconds: 5,
         };
         assert!(read_audit_signing_key(&args).unwrap().is_none());
         let pepper = load_pepper(&args).unwrap();

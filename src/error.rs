@@ -38,6 +38,10 @@ pub enum AppError {
     /// Password hashing is at capacity (admission control): try again shortly.
     #[error("busy")]
     Busy,
+    /// The request ran past `KEYWARD_REQUEST_TIMEOUT_SECONDS` ([`crate::deadline`]);
+    /// `slow_client` when the client had not finished sending its body by then.
+    #[error("request timed out")]
+    TimedOut { slow_client: bool },
     /// A client's budget of attempts is spent (per source address); retry after N seconds.
     #[error("too many attempts")]
     TooManyAttempts { retry_after: u64 },
@@ -63,18 +67,8 @@ impl From<StoreError> for AppError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict => AppError::Conflict("that already exists".into()),
-            StoreError::Db(
-                ref inner @ (sqlx::Error::PoolTimedOut
-                | sqlx::Error::PoolClosed
-                | sqlx::Error::Io(_)),
-            ) => {
-                let msg = inner.to_string();
-                AppError::Unavailable(anyhow::anyhow!(msg))
-            }
-            StoreError::Db(sqlx::Error::Database(ref d))
-                if d.message().contains("database is locked") =>
-            {
-                AppError::Unavailable(anyhow::anyhow!(d.message().to_string()))
+            StoreError::Db(ref inner) if crate::store::is_unavailable(inner) => {
+                AppError::Unavailable(anyhow::anyhow!(inner.to_string()))
             }
             StoreError::Db(inner) => AppError::Internal(inner.into()),
             StoreError::Unavailable(why) => AppError::Unavailable(anyhow::anyhow!(why)),
@@ -144,6 +138,16 @@ impl AppError {
                 "busy",
                 "Keyward is handling a lot of sign-ins right now. Please try again in a few seconds.".into(),
             ),
+            AppError::TimedOut { slow_client: true } => (
+                StatusCode::REQUEST_TIMEOUT,
+                "timed_out",
+                "Your request did not arrive in time: the connection was too slow. Please try again.".into(),
+            ),
+            AppError::TimedOut { slow_client: false } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timed_out",
+                "Keyward took too long to answer this request. Please try again in a moment.".into(),
+            ),
             AppError::TooManyAttempts { retry_after } => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_attempts",
@@ -182,6 +186,10 @@ impl IntoResponse for AppError {
         } else if matches!(self, AppError::Busy) {
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+        } else if info.status == StatusCode::REQUEST_TIMEOUT {
+            // The connection is in an unknown state (part of a body unread): end it.
+            res.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         } else if info.status == StatusCode::SERVICE_UNAVAILABLE {
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));

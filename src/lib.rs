@@ -11,6 +11,7 @@ pub mod audit;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod deadline;
 pub mod error;
 pub mod keys;
 pub mod leaks;

@@ -34,6 +34,14 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Apply database migrations and exit.
     Migrate(StoreArgs),
+    /// Write a consistent copy of a live SQLite database to PATH (`VACUUM INTO`); the
+    /// server keeps running. For Postgres use `pg_dump` (README "Backups").
+    Backup {
+        /// The new file (must not exist yet).
+        path: std::path::PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Manage users.
     #[command(subcommand)]
     User(UserCommand),
@@ -126,17 +134,21 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Serve(args)) => serve(*args).await,
         Some(Command::Migrate(args)) => {
             init_tracing(false);
-            let store = Store::connect(&args.database_url).await?;
+            let store = Store::connect_with(&args.database_url, args.store_options()).await?;
             store.migrate().await?;
             store.session_store().await?;
             tracing::info!(backend = store.backend(), "migrations applied");
             Ok(())
         }
+        Some(Command::Backup { path, store }) => {
+            init_tracing(false);
+            backup(&path, &store).await
+        }
         Some(Command::Mail(MailCommand::Outbox { limit, store })) => {
             init_tracing(false);
             // Kept bodies are sealed with a key derived from the pepper.
             let seal = keyward::mail::outbox_box(&keyward::config::load_pepper(&store)?);
-            let store = Store::connect(&store.database_url).await?;
+            let store = Store::connect_with(&store.database_url, store.store_options()).await?;
             store.migrate().await?;
             for e in keyward::mail::open_outbox(&store, &seal, limit.clamp(1, 1000)).await? {
                 let when = keyward::templates::exact_utc(keyward::clock::from_unix(e.created_at));
@@ -172,7 +184,7 @@ async fn main() -> anyhow::Result<()> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     init_tracing(args.log_format == "json");
     let config = Config::from_args(&args)?;
-    let store = Store::connect(&args.store.database_url)
+    let store = Store::connect_with(&args.store.database_url, args.store.store_options())
         .await
         .with_context(|| {
             format!(
@@ -341,6 +353,37 @@ async fn audit_command(cmd: AuditCommand) -> anyhow::Result<()> {
     }
 }
 
+async fn backup(path: &std::path::Path, args: &StoreArgs) -> anyhow::Result<()> {
+    // Never create an empty database where the operator meant an existing one.
+    if let Some(file) = args
+        .database_url
+        .strip_prefix("sqlite://")
+        .or_else(|| args.database_url.strip_prefix("sqlite:"))
+        .map(|rest| rest.split('?').next().unwrap_or(rest))
+        && !file.is_empty()
+        && file != ":memory:"
+        && !std::path::Path::new(file).exists()
+    {
+        bail!("there is no database at {file} (DATABASE_URL); nothing to back up");
+    }
+    let store = Store::connect_with(&args.database_url, args.store_options())
+        .await
+        .with_context(|| format!("opening the database ({})", redact(&args.database_url)))?;
+    let bytes = store.backup_to(path).await;
+    store.close().await;
+    let bytes = bytes?;
+    println!(
+        "backed up {} ({bytes} bytes) to {}",
+        store.backend(),
+        path.display()
+    );
+    println!(
+        "keep the secrets file ({}) or KEYWARD_KEY_PEPPER with it: without the same pepper no key in the backup verifies",
+        args.secrets_file.display()
+    );
+    Ok(())
+}
+
 /// Hides a password in a database URL for messages.
 fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -375,7 +418,7 @@ async fn create_user(
     if let Err(why) = password::check_policy(password.expose_secret(), &email, min_len) {
         bail!("password refused: {why}");
     }
-    let store = Store::connect(&args.database_url).await?;
+    let store = Store::connect_with(&args.database_url, args.store_options()).await?;
     store.migrate().await?;
     let hash = password::Passwords::new()?.hash(&password).await?;
     let now = SystemClock.unix();

@@ -46,8 +46,24 @@ pub use usage::UsageDelta;
 pub use users::{FailureRules, NewUser, SignInGate, TrustedDevice, User};
 
 /// How long a request waits for a pooled connection before the store reports itself
-/// unavailable (→ 503), instead of hanging.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// unavailable (→ 503), instead of hanging: the default of `KEYWARD_DB_TIMEOUT_SECONDS`.
+pub const DEFAULT_DB_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How the store's pool behaves when the database is slow or away.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreOptions {
+    /// The longest a request waits for a connection (Postgres: including connecting to the
+    /// server) and, on SQLite, for a busy writer; then it answers 503.
+    pub db_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            db_timeout: DEFAULT_DB_TIMEOUT,
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub(crate) enum Db {
@@ -99,9 +115,40 @@ impl From<sqlx::Error> for StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// Whether `e` means the database is unreachable, overloaded or busy (→ 503, retry later)
+/// rather than a fault in Keyward (→ 500): no connection within the timeout, a connection
+/// that broke or could not be made, the server shutting down or out of connection slots,
+/// a SQLite database locked past the busy timeout.
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(d) => {
+            let code = d.code().unwrap_or_default();
+            // Postgres: class 08 (connection exception), 53 (insufficient resources),
+            // 57P01–57P03 (admin shutdown, crash shutdown, cannot connect now).
+            code.starts_with("08")
+                || code.starts_with("53")
+                || matches!(&*code, "57P01" | "57P02" | "57P03")
+                // SQLite: SQLITE_BUSY (5) and SQLITE_LOCKED (6), with extended codes.
+                || d.message().contains("database is locked")
+                || d.message().contains("database table is locked")
+        }
+        _ => false,
+    }
+}
+
 impl Store {
     /// Opens (and for SQLite, creates) the database named by `url`.
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        Self::connect_with(url, StoreOptions::default()).await
+    }
+
+    /// [`Store::connect`] with explicit pool options.
+    pub async fn connect_with(url: &str, options: StoreOptions) -> anyhow::Result<Self> {
         let db = if url.starts_with("sqlite:") {
             let opts = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
@@ -111,17 +158,17 @@ impl Store {
                 // SQLite does not enforce foreign keys unless asked, per connection.
                 .foreign_keys(true)
                 // Wait for a busy writer up to this long, then fail (→ 503) rather than hang.
-                .busy_timeout(Duration::from_secs(5));
+                .busy_timeout(options.db_timeout);
             let pool = SqlitePoolOptions::new()
                 .max_connections(8)
-                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .acquire_timeout(options.db_timeout)
                 .connect_with(opts)
                 .await?;
             Db::Sqlite(pool)
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let pool = PgPoolOptions::new()
                 .max_connections(16)
-                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .acquire_timeout(options.db_timeout)
                 .connect(url)
                 .await?;
             Db::Postgres(pool)
@@ -147,6 +194,59 @@ impl Store {
             tracing::info!(rows = chained, "chained existing audit events");
         }
         Ok(())
+    }
+
+    /// Writes a consistent copy of a live SQLite store to `path` with `VACUUM INTO` (one
+    /// read transaction: writers carry on, and the copy holds every transaction committed
+    /// before it started and none after), then checks the copy's integrity. The copy is
+    /// written beside `path` and renamed into place, so `path` never holds half a backup.
+    /// Postgres has its own tool for this (`pg_dump`, see README "Backups").
+    pub async fn backup_to(&self, path: &std::path::Path) -> anyhow::Result<u64> {
+        use anyhow::Context;
+        let Db::Sqlite(pool) = &self.db else {
+            anyhow::bail!(
+                "`keyward backup` copies a SQLite database; for Postgres use pg_dump, e.g. \
+                 `pg_dump --format=custom --file=keyward.dump \"$DATABASE_URL\"` (see README \"Backups\")"
+            );
+        };
+        if path.exists() {
+            anyhow::bail!("{} already exists; choose a new file name", path.display());
+        }
+        let name = path
+            .file_name()
+            .with_context(|| format!("{} is not a file name", path.display()))?
+            .to_string_lossy();
+        let partial = path.with_file_name(format!(".{name}.partial-{}", std::process::id()));
+        let _ = std::fs::remove_file(&partial);
+        let partial_str = partial
+            .to_str()
+            .with_context(|| format!("{} is not valid UTF-8", partial.display()))?;
+        let copied = async {
+            sqlx::query("VACUUM INTO $1")
+                .bind(partial_str)
+                .execute(pool)
+                .await
+                .with_context(|| format!("writing {}", partial.display()))?;
+            let opts = SqliteConnectOptions::new()
+                .filename(&partial)
+                .read_only(true);
+            let mut conn = sqlx::ConnectOptions::connect(&opts).await?;
+            let check: String = sqlx::query_scalar("PRAGMA integrity_check")
+                .fetch_one(&mut conn)
+                .await?;
+            sqlx::Connection::close(conn).await?;
+            if check != "ok" {
+                anyhow::bail!("the copy failed SQLite's integrity check: {check}");
+            }
+            std::fs::rename(&partial, path)
+                .with_context(|| format!("moving the copy to {}", path.display()))?;
+            Ok(std::fs::metadata(path)?.len())
+        }
+        .await;
+        if copied.is_err() {
+            let _ = std::fs::remove_file(&partial);
+        }
+        copied
     }
 
     /// `sqlite` or `postgres`.

@@ -95,7 +95,27 @@ impl Columns {
 }
 
 fn backend(e: sqlx::Error) -> session_store::Error {
+    let unavailable = super::is_unavailable(&e);
+    let _ = FAILURE.try_with(|f| f.set(Some(unavailable)));
     session_store::Error::Backend(e.to_string())
+}
+
+tokio::task_local! {
+    /// The last database failure of the session store in this request: `Some(true)` when
+    /// the database was unavailable. tower-sessions answers a failed save with a bare 500
+    /// and drops the error; [`observe_failures`] keeps the difference.
+    static FAILURE: std::cell::Cell<Option<bool>>;
+}
+
+/// Runs `request` and says whether the session store failed during it, and how:
+/// `Some(true)` the database was unavailable (→ 503), `Some(false)` another database error.
+pub async fn observe_failures<F: std::future::Future>(request: F) -> (F::Output, Option<bool>) {
+    FAILURE
+        .scope(std::cell::Cell::new(None), async move {
+            let out = request.await;
+            (out, FAILURE.with(std::cell::Cell::get))
+        })
+        .await
 }
 
 /// Compared with tower-sessions' expiry dates, which come from the system clock.

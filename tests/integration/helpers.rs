@@ -12,7 +12,7 @@ use keyward::{
     AppState, Store,
     clock::{Clock, ManualClock},
     config::Config,
-    store::sessions::SessionBackend,
+    store::{StoreOptions, sessions::SessionBackend},
 };
 use regex::Regex;
 use reqwest::{StatusCode, header::HeaderMap, redirect::Policy};
@@ -145,28 +145,19 @@ fn postgres_required() -> bool {
     std::env::var("KEYWARD_REQUIRE_POSTGRES").is_ok_and(|v| v == "1")
 }
 
-impl TestApp {
-    pub async fn spawn(backend: Backend) -> Option<Self> {
-        Self::spawn_with(backend, |_| {}).await
-    }
+/// A fresh, empty database of its own (a SQLite file in a temp dir, or a new Postgres
+/// database), dropped with the test. `None` when Postgres is unreachable and not required.
+pub struct EmptyDb {
+    pub backend: Backend,
+    pub url: String,
+    db: TestDb,
+}
 
-    /// Spawns the app; `tweak` adjusts the configuration first. Returns `None` (test
-    /// skipped) when Postgres is not reachable and not required.
-    pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Option<Self> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        Self::spawn_on(backend, listener, tweak).await
-    }
-
-    /// Spawns the app on a listener the test bound first (so that its address can be
-    /// registered somewhere, e.g. at an identity provider, before the app starts).
-    pub async fn spawn_on(
-        backend: Backend,
-        listener: tokio::net::TcpListener,
-        tweak: impl FnOnce(&mut Config),
-    ) -> Option<Self> {
+impl EmptyDb {
+    pub async fn create(backend: Backend) -> Option<Self> {
         init_logging();
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let (db_url, db) = match backend {
+        let (url, db) = match backend {
             Backend::Sqlite => {
                 let dir = std::env::temp_dir().join(format!("keyward-test-{id}"));
                 std::fs::create_dir_all(&dir).unwrap();
@@ -198,16 +189,60 @@ impl TestApp {
                 (url, TestDb::Postgres { admin_url, name })
             }
         };
-        let (store, state, base, clock) = Self::start_node(&db_url, listener, tweak).await;
-        Some(Self {
+        Some(Self { backend, url, db })
+    }
+
+    /// The SQLite file's path (SQLite only).
+    pub fn sqlite_path(&self) -> std::path::PathBuf {
+        match &self.db {
+            TestDb::Sqlite(dir) => dir.join("keyward.db"),
+            TestDb::Postgres { .. } => panic!("not a SQLite database"),
+        }
+    }
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> Option<Self> {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    /// Spawns the app; `tweak` adjusts the configuration first. Returns `None` (test
+    /// skipped) when Postgres is not reachable and not required.
+    pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Option<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::spawn_on(backend, listener, tweak).await
+    }
+
+    /// Spawns the app on a listener the test bound first (so that its address can be
+    /// registered somewhere, e.g. at an identity provider, before the app starts).
+    pub async fn spawn_on(
+        backend: Backend,
+        listener: tokio::net::TcpListener,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Option<Self> {
+        let db = EmptyDb::create(backend).await?;
+        Some(Self::spawn_on_db(db, listener, StoreOptions::default(), tweak).await)
+    }
+
+    /// Spawns the app on a database the test prepared (an [`EmptyDb`] it filled, e.g. with
+    /// an older schema); the app migrates it as `keyward serve` does.
+    pub async fn spawn_on_db(
+        db: EmptyDb,
+        listener: tokio::net::TcpListener,
+        options: StoreOptions,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
+        let (store, state, base, clock) =
+            Self::start_node_with(&db.url, listener, options, tweak).await;
+        Self {
             base,
             clock,
             store,
             state,
-            backend,
-            db_url,
-            _db: db,
-        })
+            backend: db.backend,
+            db_url: db.url,
+            _db: db.db,
+        }
     }
 
     /// A second server on the same database (another "node": its own pool and cache).
@@ -222,7 +257,18 @@ impl TestApp {
         listener: tokio::net::TcpListener,
         tweak: impl FnOnce(&mut Config),
     ) -> (Store, AppState, String, ManualClock) {
-        let store = Store::connect(db_url).await.unwrap();
+        Self::start_node_with(db_url, listener, StoreOptions::default(), tweak).await
+    }
+
+    /// A server on `db_url` (which may lead through a proxy the test controls), with its own
+    /// pool options: (store, state, base URL, clock).
+    pub async fn start_node_with(
+        db_url: &str,
+        listener: tokio::net::TcpListener,
+        options: StoreOptions,
+        tweak: impl FnOnce(&mut Config),
+    ) -> (Store, AppState, String, ManualClock) {
+        let store = Store::connect_with(db_url, options).await.unwrap();
         store.migrate().await.unwrap();
         store.spawn_invalidation_listener();
         let sessions: SessionBackend = store.session_store().await.unwrap();
