@@ -154,7 +154,7 @@ proptest! {
         let h = crate::two_step::recovery::hash(&key, &typed);
         prop_assert_eq!(h.len(), 64);
         let noisy = format!(" {}-", typed.to_uppercase());
-        if typed.chars().all(|c| c.is_ascii()) {
+        if typed.is_ascii() {
             prop_assert_eq!(h, crate::two_step::recovery::hash(&key, &noisy));
         }
     }

@@ -182,12 +182,7 @@ async fn key_lifecycle(app: TestApp) {
     // Every step is in the audit log.
     let (events, _) = app
         .store
-        .list_audit(
-            v.org_id().unwrap(),
-            &Default::default(),
-            100,
-            0,
-        )
+        .list_audit(v.org_id().unwrap(), &Default::default(), 100, 0)
         .await
         .unwrap();
     let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
