@@ -80,13 +80,10 @@ pub fn router(state: AppState, sessions: SessionBackend) -> Router {
         .layer(middleware::from_fn(no_store))
         .layer(middleware::from_fn(error::html_errors));
 
+    // The deadline and JSON errors as one allocation-free layer (the verification hot path).
     let api = verify::http::router()
         .merge(crate::leaks::router())
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            crate::deadline::guard,
-        ))
-        .layer(middleware::from_fn(error::json_errors));
+        .layer(crate::deadline::JsonDeadlineLayer(state.clone()));
     // The management API: a session (cookie) or an API key; its own CSRF check (header).
     // `api::router()` renders its own errors; the outer `json_errors` renders the deadline's
     // (it re-renders an already rendered error to the same JSON).

@@ -34,32 +34,122 @@ use crate::{error::AppError, state::AppState};
 /// Runs the request under the configured deadline. Layer it inside the surface's error
 /// renderer (`html_errors` / `json_errors`) so that the timeout is rendered like any error.
 pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let (parts, body) = req.into_parts();
-    let received = Arc::new(AtomicBool::new(body.is_end_stream()));
-    let body = if received.load(Ordering::Relaxed) {
-        body
-    } else {
-        Body::from_stream(Tracked {
-            inner: body.into_data_stream(),
-            received: received.clone(),
-        })
-    };
-    let (method, uri) = (parts.method.clone(), parts.uri.clone());
-    let req = Request::from_parts(parts, body);
+    let (req, received) = tracked(req);
+    let (method, uri) = (req.method().clone(), req.uri().clone());
     match tokio::time::timeout(state.config.request_timeout, next.run(req)).await {
         Ok(res) => res,
-        Err(_) => {
-            let slow_client = !received.load(Ordering::Relaxed);
-            tracing::warn!(
-                event = "request_timed_out",
-                %method,
-                path = uri.path(),
-                slow_client,
-                limit_seconds = state.config.request_timeout.as_secs(),
-                "request exceeded its deadline"
-            );
-            AppError::TimedOut { slow_client }.into_response()
+        Err(_) => timed_out(&state, &method, &uri, &received),
+    }
+}
+
+/// The request with its body watched (no wrapping when it has none), and the flag that
+/// tells whether the client finished sending it.
+fn tracked(req: Request) -> (Request, Option<Arc<AtomicBool>>) {
+    let (parts, body) = req.into_parts();
+    if body.is_end_stream() {
+        return (Request::from_parts(parts, body), None);
+    }
+    let received = Arc::new(AtomicBool::new(false));
+    let body = Body::from_stream(Tracked {
+        inner: body.into_data_stream(),
+        received: received.clone(),
+    });
+    (Request::from_parts(parts, body), Some(received))
+}
+
+/// The answer when the deadline passed: 408 when the client had not sent its body, else 503.
+fn timed_out(
+    state: &AppState,
+    method: &axum::http::Method,
+    uri: &axum::http::Uri,
+    received: &Option<Arc<AtomicBool>>,
+) -> Response {
+    let slow_client = received
+        .as_ref()
+        .is_some_and(|r| !r.load(Ordering::Relaxed));
+    tracing::warn!(
+        event = "request_timed_out",
+        %method,
+        path = uri.path(),
+        slow_client,
+        limit_seconds = state.config.request_timeout.as_secs(),
+        "request exceeded its deadline"
+    );
+    AppError::TimedOut { slow_client }.into_response()
+}
+
+/// The deadline and the JSON error rendering of the verification routes as one tower layer:
+/// what `guard` and `json_errors` do, without their per-request boxing (every `from_fn`
+/// clones the route's boxed service and boxes its future; these routes are the hot path).
+#[derive(Clone)]
+pub struct JsonDeadlineLayer(pub AppState);
+
+impl<S> tower::Layer<S> for JsonDeadlineLayer {
+    type Service = JsonDeadline<S>;
+    fn layer(&self, inner: S) -> JsonDeadline<S> {
+        JsonDeadline {
+            inner,
+            state: self.0.clone(),
         }
+    }
+}
+
+#[derive(Clone)]
+pub struct JsonDeadline<S> {
+    inner: S,
+    state: AppState,
+}
+
+impl<S> tower::Service<Request> for JsonDeadline<S>
+where
+    S: tower::Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = JsonDeadlineFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let (req, received) = tracked(req);
+        let (method, uri) = (req.method().clone(), req.uri().clone());
+        JsonDeadlineFuture {
+            inner: tokio::time::timeout(self.state.config.request_timeout, self.inner.call(req)),
+            state: self.state.clone(),
+            method,
+            uri,
+            received,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    pub struct JsonDeadlineFuture<F> {
+        #[pin]
+        inner: tokio::time::Timeout<F>,
+        state: AppState,
+        method: axum::http::Method,
+        uri: axum::http::Uri,
+        received: Option<Arc<AtomicBool>>,
+    }
+}
+
+impl<F, E> std::future::Future for JsonDeadlineFuture<F>
+where
+    F: std::future::Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let res = match std::task::ready!(this.inner.poll(cx)) {
+            Ok(Ok(res)) => res,
+            Ok(Err(e)) => return Poll::Ready(Err(e)),
+            Err(_) => timed_out(this.state, this.method, this.uri, this.received),
+        };
+        Poll::Ready(Ok(crate::error::render_json_error(res)))
     }
 }
 

@@ -263,7 +263,11 @@ fn render_page(res: Response, info: ErrorInfo) -> Response {
 
 /// Renders [`ErrorInfo`] responses of the JSON APIs as `{"error":{"code","message"}}`.
 pub async fn json_errors(req: Request, next: Next) -> Response {
-    let res = next.run(req).await;
+    render_json_error(next.run(req).await)
+}
+
+/// The JSON rendering of an [`ErrorInfo`] response (others pass unchanged).
+pub fn render_json_error(res: Response) -> Response {
     let Some(info) = res.extensions().get::<ErrorInfo>().cloned() else {
         return res;
     };

@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use axum::{
     Json, Router,
     extract::{ConnectInfo, DefaultBodyLimit, State, rejection::JsonRejection},
-    http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header, request::Parts},
+    http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{any, post},
 };
@@ -250,11 +250,12 @@ pub(crate) fn client_ip(
         (status = 429, body = crate::api::ErrorBody), (status = 503, body = crate::api::ErrorBody),
     ),
     security(("api_key" = [])))]
-pub async fn forward_auth(State(state): State<AppState>, parts: Parts) -> Response {
+// The request by value: extracting `Parts` would copy every header.
+pub async fn forward_auth(State(state): State<AppState>, req: axum::extract::Request) -> Response {
     let started = std::time::Instant::now();
-    let (uri, headers) = (&parts.uri, &parts.headers);
-    let peer = parts
-        .extensions
+    let (uri, headers) = (req.uri(), req.headers());
+    let peer = req
+        .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
     let original_uri = headers
