@@ -116,6 +116,19 @@ pub struct ServeArgs {
     )]
     pub verifier_tokens: Vec<SecretString>,
 
+    /// Credentials of the team's own backend for the operator endpoints (portal sign-in
+    /// hand-offs, organizations' external ids, key import), comma-separated, each
+    /// `name=token` or a bare token (named `default`). The name is the namespace of the
+    /// team's user ids: keep it when rotating a token. When none is given, one is generated
+    /// and stored in the secrets file (`operator_token`).
+    #[arg(
+        long,
+        env = "KEYWARD_OPERATOR_TOKENS",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub operator_tokens: Vec<SecretString>,
+
     /// Bearer token Prometheus must send to read `GET /metrics`. Unset: the endpoint is
     /// open (keep it off the public network then).
     #[arg(long, env = "KEYWARD_METRICS_TOKEN", hide_env_values = true)]
@@ -280,6 +293,8 @@ pub struct Config {
     pub key_pepper: KeyPepper,
     /// Accepted verifier credentials (never empty when built from args).
     pub verifier_tokens: VerifierTokens,
+    /// Accepted operator credentials, by name (never empty when built from args).
+    pub operator_tokens: OperatorTokens,
     /// Required to read `/metrics` when set.
     pub metrics_token: Option<SecretString>,
     pub key_header: Option<axum::http::HeaderName>,
@@ -349,6 +364,14 @@ impl Config {
             } else {
                 args.verifier_tokens.clone()
             }),
+            operator_tokens: if args.operator_tokens.is_empty() {
+                OperatorTokens::new(vec![(
+                    DEFAULT_OPERATOR.to_string(),
+                    load_operator_token(&args.store)?,
+                )])
+            } else {
+                OperatorTokens::parse(&args.operator_tokens)?
+            },
             key_header: header_name(args.key_header.as_deref(), "KEYWARD_KEY_HEADER")?,
             ietf_ratelimit_headers: args.ietf_ratelimit_headers,
             metrics_token: args
@@ -412,6 +435,10 @@ impl Config {
             min_password_length_two_step: 8,
             key_pepper: KeyPepper::new(pepper.to_vec()),
             verifier_tokens: VerifierTokens::new(vec![SecretString::from(TEST_VERIFIER_TOKEN)]),
+            operator_tokens: OperatorTokens::new(vec![(
+                DEFAULT_OPERATOR.to_string(),
+                SecretString::from(TEST_OPERATOR_TOKEN),
+            )]),
             key_header: None,
             ietf_ratelimit_headers: false,
             metrics_token: None,
@@ -452,6 +479,10 @@ pub const MIN_PASSWORD_FLOOR: usize = 8;
 
 /// The verifier credential of [`Config::for_tests`].
 pub const TEST_VERIFIER_TOKEN: &str = "test-verifier-token";
+/// The operator credential of [`Config::for_tests`] (named [`DEFAULT_OPERATOR`]).
+pub const TEST_OPERATOR_TOKEN: &str = "test-operator-token";
+/// The name of an operator credential given without one.
+pub const DEFAULT_OPERATOR: &str = "default";
 
 /// The audit signing key of [`Config::for_tests`] (its seed).
 pub const TEST_AUDIT_SIGNING_SEED: [u8; 32] = [24; 32];
@@ -505,6 +536,8 @@ impl std::fmt::Debug for KeyPepper {
 struct SecretsFile {
     key_pepper: Option<String>,
     verifier_token: Option<String>,
+    /// The operator credential named `default`, when `KEYWARD_OPERATOR_TOKENS` is unset.
+    operator_token: Option<String>,
     /// Base64 Ed25519 seed that signs audit checkpoints.
     audit_signing_key: Option<String>,
 }
@@ -533,6 +566,25 @@ pub fn load_verifier_token(args: &StoreArgs) -> anyhow::Result<SecretString> {
     tracing::warn!(
         path = %path.display(),
         "generated a verifier credential for POST /v1/keys/verify and saved it to the secrets file (verifier_token)"
+    );
+    Ok(SecretString::from(token))
+}
+
+/// The operator credential from the secrets file, generated and stored when absent.
+pub fn load_operator_token(args: &StoreArgs) -> anyhow::Result<SecretString> {
+    let path = &args.secrets_file;
+    let mut file = read_secrets(path)?;
+    if let Some(t) = &file.operator_token {
+        return Ok(SecretString::from(t.clone()));
+    }
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("OS random generator: {e}"))?;
+    let token = format!("kwo_{}", hex::encode(bytes));
+    file.operator_token = Some(token.clone());
+    write_private(path, &toml::to_string(&file)?)?;
+    tracing::warn!(
+        path = %path.display(),
+        "generated an operator credential for the operator endpoints (/api/v1/portal/…, /api/v1/orgs/…, /api/v1/keys/import) and saved it to the secrets file (operator_token)"
     );
     Ok(SecretString::from(token))
 }
@@ -717,5 +769,97 @@ impl VerifierTokens {
 impl std::fmt::Debug for VerifierTokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "VerifierTokens({} configured)", self.0.len())
+    }
+}
+
+/// The operator credentials: each a name (the namespace of the team's user ids) and the
+/// token's SHA-256, compared in constant time like [`VerifierTokens`].
+#[derive(Clone)]
+pub struct OperatorTokens(Vec<(String, [u8; 32])>);
+
+impl OperatorTokens {
+    pub fn new(tokens: Vec<(String, SecretString)>) -> Self {
+        use sha2::{Digest, Sha256};
+        Self(
+            tokens
+                .into_iter()
+                .map(|(name, t)| (name, Sha256::digest(t.expose_secret().as_bytes()).into()))
+                .collect(),
+        )
+    }
+
+    /// `KEYWARD_OPERATOR_TOKENS` entries: `name=token` or a bare token (named `default`).
+    pub fn parse(entries: &[SecretString]) -> anyhow::Result<Self> {
+        let mut tokens = Vec::new();
+        for (i, entry) in entries.iter().enumerate() {
+            let entry = entry.expose_secret().trim();
+            let (name, token) = match entry.split_once('=') {
+                Some((name, token)) => (name.trim(), token.trim()),
+                None => (DEFAULT_OPERATOR, entry),
+            };
+            if name.is_empty()
+                || name.len() > 64
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                bail!(
+                    "KEYWARD_OPERATOR_TOKENS entry {}: the name before `=` must be 1–64 letters, digits, `-` or `_`",
+                    i + 1
+                );
+            }
+            if token.len() < 16 {
+                bail!(
+                    "KEYWARD_OPERATOR_TOKENS entry {} ({name}): the token must be at least 16 characters",
+                    i + 1
+                );
+            }
+            tokens.push((name.to_string(), SecretString::from(token.to_string())));
+        }
+        Ok(Self::new(tokens))
+    }
+
+    /// The name of the credential `presented` is, if any (every one is compared).
+    pub fn accepts(&self, presented: &str) -> Option<&str> {
+        use sha2::{Digest, Sha256};
+        use subtle::ConstantTimeEq;
+        let p: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        let mut found = None;
+        for (name, t) in &self.0 {
+            if bool::from(t.ct_eq(&p)) {
+                found = Some(name.as_str());
+            }
+        }
+        found
+    }
+}
+
+impl std::fmt::Debug for OperatorTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.0.iter().map(|(n, _)| n.as_str()).collect();
+        write!(f, "OperatorTokens({names:?})")
+    }
+}
+
+#[cfg(test)]
+mod operator_tests {
+    use super::*;
+
+    #[test]
+    fn operator_tokens_are_named_and_checked() {
+        let t = OperatorTokens::parse(&[
+            SecretString::from("app=0123456789abcdef0123"),
+            SecretString::from("fedcba9876543210fedcba"),
+        ])
+        .unwrap();
+        assert_eq!(t.accepts("0123456789abcdef0123"), Some("app"));
+        assert_eq!(t.accepts("fedcba9876543210fedcba"), Some(DEFAULT_OPERATOR));
+        assert_eq!(t.accepts("0123456789abcdef012"), None);
+        assert_eq!(t.accepts(""), None);
+        let short = OperatorTokens::parse(&[SecretString::from("app=short")]).unwrap_err();
+        assert!(short.to_string().contains("at least 16"), "{short}");
+        let bad = OperatorTokens::parse(&[SecretString::from("a b=0123456789abcdef0123")])
+            .unwrap_err();
+        assert!(bad.to_string().contains("the name"), "{bad}");
     }
 }

@@ -45,6 +45,9 @@ enum Command {
     /// Manage users.
     #[command(subcommand)]
     User(UserCommand),
+    /// Manage organizations.
+    #[command(subcommand)]
+    Org(OrgCommand),
     /// Outgoing email.
     #[command(subcommand)]
     Mail(MailCommand),
@@ -79,6 +82,23 @@ enum AuditCommand {
     /// Print the public key that verifies this installation's checkpoints (for verifying
     /// elsewhere with `--public-key`).
     PublicKey {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum OrgCommand {
+    /// Set the team's own id for an organization (its customer), which every verification
+    /// door returns with the organization's keys; `--clear` removes it.
+    ExternalId {
+        /// The organization's id (Settings → Organization shows it).
+        org: String,
+        /// The team's id for this customer (1–200 printable ASCII characters, unique).
+        #[arg(required_unless_present = "clear")]
+        external_id: Option<String>,
+        #[arg(long, conflicts_with = "external_id")]
+        clear: bool,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -168,6 +188,26 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Audit(cmd)) => {
             init_tracing(false);
             audit_command(cmd).await
+        }
+        Some(Command::Org(OrgCommand::ExternalId {
+            org,
+            external_id,
+            clear: _,
+            store,
+        })) => {
+            init_tracing(false);
+            let db = Store::connect_with(&store.database_url, store.store_options()).await?;
+            db.migrate().await?;
+            let audit = NewAudit::new(AuditAction::OrgExternalIdChanged, SystemClock.unix())
+                .actor(None, "operator:cli");
+            let org = keyward::orgs::external::set(&db, &org, external_id.as_deref(), audit)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            match &org.external_id {
+                Some(ext) => println!("{} ({}) now has the external id {ext:?}", org.id, org.name),
+                None => println!("{} ({}) now has no external id", org.id, org.name),
+            }
+            Ok(())
         }
         Some(Command::User(UserCommand::Create {
             email,

@@ -10,6 +10,8 @@
 
 mod audit;
 pub mod openapi;
+pub mod operator;
+pub mod orgs;
 
 use axum::{
     Json,
@@ -134,6 +136,29 @@ impl From<crate::store::StoreError> for ApiError {
 }
 
 pub type ApiResult<T> = std::result::Result<T, ApiError>;
+
+/// A JSON body, or the API's error for a malformed one (400, 413, 415).
+pub(crate) fn json_body<T>(body: std::result::Result<Json<T>, axum::extract::rejection::JsonRejection>) -> ApiResult<T> {
+    body.map(|Json(b)| b).map_err(|e| {
+        let status = e.status();
+        let code = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+            _ => "bad_request",
+        };
+        let status = if status == StatusCode::UNPROCESSABLE_ENTITY {
+            StatusCode::BAD_REQUEST
+        } else {
+            status
+        };
+        ApiError::Status(
+            status,
+            code,
+            format!("Malformed JSON body: {}", e.body_text()),
+        )
+    })
+}
+
 
 /// An RFC 3339 time as Unix seconds (the API's one time format).
 pub(crate) fn parse_rfc3339(s: &str) -> Option<i64> {

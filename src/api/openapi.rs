@@ -11,7 +11,7 @@ use utoipa::{
 };
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::audit;
+use super::{audit, orgs};
 use crate::keys::api as keys;
 use crate::{state::AppState, verify::http as verify_http};
 
@@ -28,6 +28,7 @@ use crate::{state::AppState, verify::http as verify_http};
         (name = "keys", description = "Create, list, change, roll and revoke API keys"),
         (name = "audit", description = "The organization's audit log"),
         (name = "verify", description = "Verification of presented keys"),
+        (name = "operator", description = "The deploying team's backend (an operator credential): organizations' external ids, sign-in hand-offs, key import"),
     )
 )]
 pub struct ApiDoc;
@@ -66,6 +67,17 @@ impl Modify for Security {
                     .build(),
             ),
         );
+        c.add_security_scheme(
+            "operator",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "The deploying team's operator credential (KEYWARD_OPERATOR_TOKENS).",
+                    ))
+                    .build(),
+            ),
+        );
     }
 }
 
@@ -80,6 +92,8 @@ pub fn split() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(keys::revoke_current))
         .routes(routes!(audit::list))
         .routes(routes!(audit::export))
+        .routes(routes!(orgs::by_external_id))
+        .routes(routes!(orgs::set_external_id))
         .split_for_parts()
 }
 

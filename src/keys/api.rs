@@ -21,7 +21,9 @@ use super::{
     service::KeyError,
 };
 use crate::{
-    api::{ApiError, ApiResult, Caller, Data, ErrorBody, SCOPE_READ, SCOPE_WRITE, data},
+    api::{
+        ApiError, ApiResult, Caller, Data, ErrorBody, SCOPE_READ, SCOPE_WRITE, data, json_body,
+    },
     audit::ClientMeta,
     orgs::Action,
     state::AppState,
@@ -548,27 +550,6 @@ impl UpdateKey {
             Err(errors)
         }
     }
-}
-
-fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> ApiResult<T> {
-    body.map(|Json(b)| b).map_err(|e| {
-        let status = e.status();
-        let code = match status {
-            StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-            _ => "bad_request",
-        };
-        let status = if status == StatusCode::UNPROCESSABLE_ENTITY {
-            StatusCode::BAD_REQUEST
-        } else {
-            status
-        };
-        ApiError::Status(
-            status,
-            code,
-            format!("Malformed JSON body: {}", e.body_text()),
-        )
-    })
 }
 
 /// The key as stored now, as the API shows it.

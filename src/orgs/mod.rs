@@ -1,5 +1,6 @@
 //! Organizations: creating them, switching between them, and the role model.
 
+pub mod external;
 mod handlers;
 mod roles;
 

@@ -57,6 +57,9 @@ pub struct ApiKey {
     /// `key.credits_low` fires when the balance falls to this or below (`None`: 10 % of
     /// the refill amount, or never without a refill).
     pub credits_low_threshold: Option<i64>,
+    /// The organization's external id (joined: the team's id for this customer).
+    #[sqlx(default)]
+    pub org_external_id: Option<String>,
     /// The organization's maximum lifetime (joined, so verification needs no second read).
     #[sqlx(flatten)]
     #[serde(skip)]
@@ -334,7 +337,7 @@ fn hygiene_condition(group: &str) -> &'static str {
 /// organization's lifetime policy.
 pub(crate) const KEY_SELECT: &str = "SELECT k.*, u.email AS creator_email, \
      (cm.user_id IS NULL) AS creator_removed, \
-     ko.key_max_lifetime_days, ko.key_lifetime_enforced_at \
+     ko.key_max_lifetime_days, ko.key_lifetime_enforced_at, ko.external_id AS org_external_id \
      FROM api_keys k LEFT JOIN users u ON u.id = k.created_by \
      LEFT JOIN memberships cm ON cm.org_id = k.org_id AND cm.user_id = k.created_by \
      JOIN organizations ko ON ko.id = k.org_id";

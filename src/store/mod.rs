@@ -38,7 +38,7 @@ pub use credits::{CreditOp, CreditOpOutcome, KeyCredits, Refill, RefillInterval,
 pub use keys::{
     ApiKey, Hygiene, HygieneCounts, KeyChanges, KeyFilter, KeyLimits, KeyStatus, NewKey,
 };
-pub use orgs::{KeyPolicy, Membership, Org};
+pub use orgs::{EXTERNAL_ID_MAX, KeyPolicy, Membership, Org, check_external_id};
 pub use sso::{SsoConnection, SsoConnectionInput, SsoIdentity, SsoJoin};
 pub use teams::{Invitation, Member, MemberChange, OutboxEmail, PasswordReset};
 pub use two_step::{FactorRemoval, PasskeyRow, TotpFactor};
@@ -184,7 +184,31 @@ impl Store {
     /// Applies the embedded migrations of this backend.
     pub async fn migrate(&self) -> anyhow::Result<()> {
         match &self.db {
-            Db::Sqlite(pool) => sqlx::migrate!("./migrations/sqlite").run(pool).await?,
+            Db::Sqlite(pool) => {
+                // One connection with foreign keys off, so a migration may rebuild a table
+                // that others reference (SQLite's documented way to change a column,
+                // e.g. 0018); the keys are checked before the connection goes back.
+                let mut conn = pool.acquire().await?;
+                sqlx::query("PRAGMA foreign_keys = OFF")
+                    .execute(&mut *conn)
+                    .await?;
+                let ran = sqlx::migrate!("./migrations/sqlite").run(&mut *conn).await;
+                let broken: Vec<(String, i64)> =
+                    sqlx::query_as("SELECT \"table\", rowid FROM pragma_foreign_key_check")
+                        .fetch_all(&mut *conn)
+                        .await
+                        .unwrap_or_default();
+                sqlx::query("PRAGMA foreign_keys = ON")
+                    .execute(&mut *conn)
+                    .await?;
+                ran?;
+                if let Some((table, row)) = broken.first() {
+                    anyhow::bail!(
+                        "after the migrations, {} rows break a foreign key (first: {table} row {row})",
+                        broken.len()
+                    );
+                }
+            }
             Db::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await?,
         }
         // Rows written before the audit chain (migration 0017) get their hashes before

@@ -24,6 +24,31 @@ pub struct Org {
     /// Key policy: the maximum lifetime, and when keys beyond it stop verifying.
     #[sqlx(flatten)]
     pub lifetime: crate::keys::policy::LifetimePolicy,
+    /// The deploying team's id for this customer (unique per deployment), returned by
+    /// every verification door so the team's API needs no lookup table.
+    #[sqlx(default)]
+    pub external_id: Option<String>,
+}
+
+/// The longest external id an operator may give an organization.
+pub const EXTERNAL_ID_MAX: usize = 200;
+
+/// Checks an external id (an organization's or a person's in the team's app): 1 to
+/// [`EXTERNAL_ID_MAX`] printable ASCII characters without surrounding spaces, so it
+/// travels unchanged in a header (`X-Keyward-Org-External-Id`). The message names `what`.
+pub fn check_external_id(what: &str, id: &str) -> std::result::Result<(), String> {
+    if id.is_empty() {
+        return Err(format!("{what} must not be empty."));
+    }
+    if id.len() > EXTERNAL_ID_MAX {
+        return Err(format!("{what} must be at most {EXTERNAL_ID_MAX} characters."));
+    }
+    if id.trim() != id || !id.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return Err(format!(
+            "{what} must be printable ASCII (letters, digits, punctuation, inner spaces)."
+        ));
+    }
+    Ok(())
 }
 
 /// Settings → Key policy.
@@ -84,6 +109,52 @@ impl Store {
             tx.commit().await?;
             self.key_cache.invalidate_all();
             Ok(())
+        })
+    }
+
+    /// The organization the team knows by `external_id`.
+    pub async fn org_by_external_id(&self, external_id: &str) -> Result<Option<Org>> {
+        with_pool!(self, |pool| {
+            Ok(
+                sqlx::query_as::<_, Org>("SELECT * FROM organizations WHERE external_id = $1")
+                    .bind(external_id)
+                    .fetch_optional(pool)
+                    .await?,
+            )
+        })
+    }
+
+    /// Sets (or with `None` clears) an organization's external id, audited. `Ok(false)`
+    /// when there is no such organization; [`StoreError::Conflict`](super::StoreError)
+    /// when another organization has the id. Every verifier's cache holds the id with
+    /// each key, so every node's cache is dropped when this commits.
+    pub async fn set_org_external_id(
+        &self,
+        org_id: &str,
+        external_id: Option<&str>,
+        audit: &NewAudit,
+    ) -> Result<bool> {
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let changed = sqlx::query("UPDATE organizations SET external_id = $2 WHERE id = $1")
+                .bind(org_id)
+                .bind(external_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if changed == 0 {
+                return Ok(false);
+            }
+            insert_audit!(&mut *tx, audit)?;
+            if self.backend() == "postgres" {
+                sqlx::query("SELECT pg_notify($1, 'all')")
+                    .bind(super::keys::NOTIFY_CHANNEL)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            self.key_cache.invalidate_all();
+            Ok(true)
         })
     }
 
@@ -209,5 +280,22 @@ impl Store {
                 .fetch_optional(pool)
                 .await?)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_external_id;
+
+    #[test]
+    fn external_ids_travel_in_headers() {
+        assert!(check_external_id("x", "cus_123").is_ok());
+        assert!(check_external_id("x", "Acme Corp #7").is_ok());
+        assert!(check_external_id("x", "").is_err());
+        assert!(check_external_id("x", " lead").is_err());
+        assert!(check_external_id("x", "caf\u{e9}").is_err());
+        assert!(check_external_id("x", "a\nb").is_err());
+        assert!(check_external_id("x", &"a".repeat(201)).is_err());
+        assert!(check_external_id("x", &"a".repeat(200)).is_ok());
     }
 }

@@ -26,6 +26,13 @@ pub struct User {
     /// When the email address was proved (a verification link, an invitation, a password
     /// reset, or a provider's `email_verified`); `None`: unverified.
     pub email_verified_at: Option<i64>,
+    /// For an account handed in by the team's app (`POST /api/v1/portal/sessions`): the
+    /// operator credential's name and the app's id for this person. Such an account is
+    /// found by these, never by its email.
+    #[sqlx(default)]
+    pub external_issuer: Option<String>,
+    #[sqlx(default)]
+    pub external_user_id: Option<String>,
 }
 
 impl User {
@@ -161,10 +168,14 @@ impl Store {
         })
     }
 
+    /// Keyward's own account with this email (accounts handed in by the team's app share
+    /// emails freely and are never found by one).
     pub async fn user_by_email(&self, email: &str) -> Result<Option<User>> {
         with_pool!(self, |pool| {
             Ok(
-                sqlx::query_as::<_, User>("SELECT * FROM users WHERE email = $1")
+                sqlx::query_as::<_, User>(
+                    "SELECT * FROM users WHERE email = $1 AND external_issuer IS NULL",
+                )
                     .bind(email)
                     .fetch_optional(pool)
                     .await?,

@@ -129,6 +129,10 @@ pub struct VerificationBody<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
     pub org_id: Option<&'a str>,
+    /// The deploying team's id for the key's organization (its customer), when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub external_org_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
     pub name: Option<&'a str>,
@@ -204,6 +208,7 @@ impl Verification {
             code: self.code,
             key_id: self.key_id(),
             org_id: self.org_id(),
+            external_org_id: self.external_org_id(),
             name: self.name(),
             environment: self.environment(),
             scopes: key.map(ApiKey::scopes_parsed),
@@ -224,6 +229,11 @@ impl Verification {
     /// The key's organization.
     pub fn org_id(&self) -> Option<&str> {
         self.key.as_deref().map(|k| k.org_id.as_str())
+    }
+
+    /// The deploying team's id for the key's organization, when set.
+    pub fn external_org_id(&self) -> Option<&str> {
+        self.key.as_deref().and_then(|k| k.org_external_id.as_deref())
     }
 
     /// The key's name.
