@@ -58,6 +58,7 @@ pub fn router(state: AppState, sessions: SessionBackend) -> Router {
         .merge(crate::sso::router())
         .merge(crate::webhooks::router())
         .merge(crate::two_step::router())
+        .merge(crate::portal::router())
         .fallback(|| async { AppError::NotFound })
         .layer(middleware::from_fn_with_state(
             state.clone(),

@@ -129,6 +129,12 @@ pub struct ServeArgs {
     )]
     pub operator_tokens: Vec<SecretString>,
 
+    /// Origins a sign-in hand-off's `return_url` may lead back to ("Back to <product>"),
+    /// comma-separated, e.g. `https://app.example.com`. Unset: hand-offs carry no
+    /// `return_url`.
+    #[arg(long, env = "KEYWARD_PORTAL_RETURN_ORIGINS", value_delimiter = ',')]
+    pub portal_return_origins: Vec<String>,
+
     /// Bearer token Prometheus must send to read `GET /metrics`. Unset: the endpoint is
     /// open (keep it off the public network then).
     #[arg(long, env = "KEYWARD_METRICS_TOKEN", hide_env_values = true)]
@@ -295,6 +301,8 @@ pub struct Config {
     pub verifier_tokens: VerifierTokens,
     /// Accepted operator credentials, by name (never empty when built from args).
     pub operator_tokens: OperatorTokens,
+    /// Origins (`scheme://host[:port]`) a hand-off's `return_url` may point to.
+    pub portal_return_origins: Vec<String>,
     /// Required to read `/metrics` when set.
     pub metrics_token: Option<SecretString>,
     pub key_header: Option<axum::http::HeaderName>,
@@ -372,6 +380,12 @@ impl Config {
             } else {
                 OperatorTokens::parse(&args.operator_tokens)?
             },
+            portal_return_origins: args
+                .portal_return_origins
+                .iter()
+                .filter(|o| !o.trim().is_empty())
+                .map(|o| return_origin(o.trim()))
+                .collect::<anyhow::Result<_>>()?,
             key_header: header_name(args.key_header.as_deref(), "KEYWARD_KEY_HEADER")?,
             ietf_ratelimit_headers: args.ietf_ratelimit_headers,
             metrics_token: args
@@ -439,6 +453,7 @@ impl Config {
                 DEFAULT_OPERATOR.to_string(),
                 SecretString::from(TEST_OPERATOR_TOKEN),
             )]),
+            portal_return_origins: vec!["http://127.0.0.1:9".into()],
             key_header: None,
             ietf_ratelimit_headers: false,
             metrics_token: None,
@@ -568,6 +583,25 @@ pub fn load_verifier_token(args: &StoreArgs) -> anyhow::Result<SecretString> {
         "generated a verifier credential for POST /v1/keys/verify and saved it to the secrets file (verifier_token)"
     );
     Ok(SecretString::from(token))
+}
+
+/// One `KEYWARD_PORTAL_RETURN_ORIGINS` entry as an origin (`scheme://host[:port]`).
+fn return_origin(given: &str) -> anyhow::Result<String> {
+    let url = url::Url::parse(given).with_context(|| {
+        format!("KEYWARD_PORTAL_RETURN_ORIGINS: {given:?} is not an origin like https://app.example.com")
+    })?;
+    if !matches!(url.scheme(), "http" | "https")
+        || url.host().is_none()
+        || url.path() != "/"
+        || url.query().is_some()
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+    {
+        bail!(
+            "KEYWARD_PORTAL_RETURN_ORIGINS: {given:?} must be an origin (http:// or https://, a host, an optional port, no path), like https://app.example.com"
+        );
+    }
+    Ok(url.origin().ascii_serialization())
 }
 
 /// The operator credential from the secrets file, generated and stored when absent.
@@ -844,6 +878,21 @@ impl std::fmt::Debug for OperatorTokens {
 #[cfg(test)]
 mod operator_tests {
     use super::*;
+
+    #[test]
+    fn return_origins_are_origins() {
+        assert_eq!(
+            return_origin("https://App.Example.com").unwrap(),
+            "https://app.example.com"
+        );
+        assert_eq!(
+            return_origin("http://127.0.0.1:8080/").unwrap(),
+            "http://127.0.0.1:8080"
+        );
+        for bad in ["app.example.com", "https://a.example/path", "ftp://a.example", "javascript:alert(1)"] {
+            assert!(return_origin(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn operator_tokens_are_named_and_checked() {

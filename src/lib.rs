@@ -20,6 +20,7 @@ pub mod members;
 pub mod metrics;
 pub mod net;
 pub mod orgs;
+pub mod portal;
 pub mod secretbox;
 pub mod sso;
 pub mod state;

@@ -10,6 +10,7 @@ CREATE UNIQUE INDEX organizations_external_id ON organizations(external_id);
 -- so a hand-off naming someone else's email makes a separate account, not a takeover.
 ALTER TABLE users ADD COLUMN external_issuer TEXT;
 ALTER TABLE users ADD COLUMN external_user_id TEXT;
+ALTER TABLE users ADD COLUMN portal_return_url TEXT;   -- "Back to <product>" (the last hand-off's)
 ALTER TABLE users ADD CONSTRAINT users_external_both
     CHECK ((external_issuer IS NULL) = (external_user_id IS NULL));
 ALTER TABLE users DROP CONSTRAINT users_email_key;

@@ -27,6 +27,7 @@ CREATE TABLE users_new (
     password_needs_two_step INTEGER NOT NULL DEFAULT 0 CHECK (password_needs_two_step IN (0, 1)),
     external_issuer         TEXT,               -- the operator credential's name
     external_user_id        TEXT,               -- the team's id for this person
+    portal_return_url       TEXT,               -- "Back to <product>" (the last hand-off's)
     CHECK ((external_issuer IS NULL) = (external_user_id IS NULL))
 );
 INSERT INTO users_new (id, email, name, password_hash, created_at, disabled_at, failed_logins,

@@ -94,6 +94,7 @@ pub fn split() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(audit::export))
         .routes(routes!(orgs::by_external_id))
         .routes(routes!(orgs::set_external_id))
+        .routes(routes!(crate::portal::api::create))
         .split_for_parts()
 }
 

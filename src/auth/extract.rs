@@ -90,6 +90,7 @@ impl CurrentUser {
                 .collect(),
             csrf: self.csrf.clone(),
             flash: session::take_flash(&self.session).await?,
+            back_to: self.user.portal_return_url.clone(),
         })
     }
 
@@ -168,6 +169,8 @@ pub struct Chrome {
     pub orgs: Vec<(String, String)>,
     pub csrf: String,
     pub flash: Option<Flash>,
+    /// For an account handed in by the team's app: where "Back to …" leads.
+    pub back_to: Option<String>,
 }
 
 impl Chrome {

@@ -198,6 +198,7 @@ mod tests {
             credits_refill_day: None,
             credits_refilled_at: None,
             credits_low_threshold: None,
+            org_external_id: None,
             lifetime: Default::default(),
             parsed: Default::default(),
         }

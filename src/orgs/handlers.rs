@@ -56,13 +56,12 @@ pub async fn create(
 ) -> Result<Response> {
     cu.require_verified_email()?;
     let name = form.name.trim().to_string();
-    let len = name.chars().count();
-    if len == 0 || len > 100 || name.chars().any(char::is_control) {
+    if let Err(message) = super::check_name(&name) {
         return Ok((
             StatusCode::BAD_REQUEST,
             NewOrgPage {
                 chrome: cu.chrome("orgs").await?,
-                error: Some("Give the organization a name of 1 to 100 characters.".into()),
+                error: Some(message),
                 name,
                 unverified: None,
             },

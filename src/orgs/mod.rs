@@ -13,6 +13,15 @@ use crate::state::AppState;
 
 pub use roles::{Action, Role};
 
+/// An organization's name (already trimmed): 1 to 100 characters, no control characters.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let len = name.chars().count();
+    if len == 0 || len > 100 || name.chars().any(char::is_control) {
+        return Err("Give the organization a name of 1 to 100 characters.".into());
+    }
+    Ok(())
+}
+
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/orgs/new", get(handlers::new_page))

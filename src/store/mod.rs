@@ -15,6 +15,7 @@ pub mod cache;
 mod credits;
 mod keys;
 mod orgs;
+mod portal;
 pub mod sessions;
 mod sso;
 pub mod stats;
@@ -38,6 +39,7 @@ pub use credits::{CreditOp, CreditOpOutcome, KeyCredits, Refill, RefillInterval,
 pub use keys::{
     ApiKey, Hygiene, HygieneCounts, KeyChanges, KeyFilter, KeyLimits, KeyStatus, NewKey,
 };
+pub use portal::{PortalArrival, PortalGrant, PortalRefusal};
 pub use orgs::{EXTERNAL_ID_MAX, KeyPolicy, Membership, Org, check_external_id};
 pub use sso::{SsoConnection, SsoConnectionInput, SsoIdentity, SsoJoin};
 pub use teams::{Invitation, Member, MemberChange, OutboxEmail, PasswordReset};

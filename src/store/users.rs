@@ -33,6 +33,10 @@ pub struct User {
     pub external_issuer: Option<String>,
     #[sqlx(default)]
     pub external_user_id: Option<String>,
+    /// Where "Back to <product>" leads, for an account handed in by the team's app (the
+    /// latest hand-off's `return_url`).
+    #[sqlx(default)]
+    pub portal_return_url: Option<String>,
 }
 
 impl User {

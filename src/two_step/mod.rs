@@ -337,12 +337,16 @@ pub fn policy_exempt(path: &str) -> bool {
 
 /// Whether the active organization's policy holds this user back: it requires two-step
 /// verification, the session did not sign in through the organization's own SSO
-/// connection (that is its provider's business; an operator-wide provider is not), and
-/// the account has no second factor. Returns the organization's name.
+/// connection (that is its provider's business; an operator-wide provider is not) nor
+/// through a hand-off the team's app vouched for, and the account has no second factor. Returns the organization's name.
 pub async fn policy_blocks(state: &AppState, cu: &CurrentUser) -> Result<Option<String>> {
-    if !cu.org.require_two_step
-        || session::sign_in_method(&cu.session).await? == session::org_sso_method(cu.org_id())
-    {
+    if !cu.org.require_two_step {
+        return Ok(None);
+    }
+    // The organization's own SSO vouches for its members; a hand-off the team's app
+    // marked as strongly authenticated vouches for the person (README: the trade-off).
+    let method = session::sign_in_method(&cu.session).await?;
+    if method == session::org_sso_method(cu.org_id()) || method == crate::portal::STRONG_METHOD {
         return Ok(None);
     }
     if state.store.has_second_factor(&cu.user.id).await? {

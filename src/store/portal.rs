@@ -1,0 +1,253 @@
+//! Sign-in hand-offs from the deploying team's app (`POST /api/v1/portal/sessions`): the
+//! single-use links, and the accounts, organizations and memberships they provision when
+//! opened.
+
+use super::{NewAudit, Org, Result, Store, User, audit::insert_audit, new_id, with_pool};
+use crate::audit::AuditAction;
+
+/// What the team's app asked for; kept (with the token's SHA-256, never the token) until
+/// the link is opened or expires.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PortalGrant {
+    /// The operator credential's name: the namespace of `external_user_id`.
+    pub issuer: String,
+    pub external_user_id: String,
+    pub email: String,
+    pub name: String,
+    pub org_external_id: String,
+    pub org_name: String,
+    pub role: String,
+    pub return_url: Option<String>,
+    /// The team's app vouches for a strong sign-in: the organization's two-step policy
+    /// does not ask again.
+    pub strong_auth: bool,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// An opened link: the account and organization as they are now.
+#[derive(Debug, Clone)]
+pub struct PortalArrival {
+    pub grant: PortalGrant,
+    pub user: User,
+    pub org: Org,
+}
+
+/// Why an unused, unexpired link could not sign anyone in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortalRefusal {
+    /// No such link, or it was used or has expired.
+    Gone,
+    /// The linked account was disabled by an operator.
+    Disabled,
+}
+
+impl Store {
+    /// Keeps a link's grant under the token's SHA-256, audited (`portal.link_issued`).
+    pub async fn insert_portal_grant(
+        &self,
+        token_hash: &[u8],
+        grant: &PortalGrant,
+        audit: &NewAudit,
+    ) -> Result<()> {
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            // Expired links are of no use to anyone: sweep them on the way.
+            sqlx::query("DELETE FROM portal_tokens WHERE expires_at < $1")
+                .bind(grant.created_at - 24 * 3600)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO portal_tokens (token_hash, issuer, external_user_id, email, name, \
+                 org_external_id, org_name, role, return_url, strong_auth, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            )
+            .bind(token_hash)
+            .bind(&grant.issuer)
+            .bind(&grant.external_user_id)
+            .bind(&grant.email)
+            .bind(&grant.name)
+            .bind(&grant.org_external_id)
+            .bind(&grant.org_name)
+            .bind(&grant.role)
+            .bind(&grant.return_url)
+            .bind(grant.strong_auth)
+            .bind(grant.created_at)
+            .bind(grant.expires_at)
+            .execute(&mut *tx)
+            .await?;
+            insert_audit!(&mut *tx, audit)?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    /// Uses a link (once: the first opener wins) and, in the same transaction, makes or
+    /// updates the account linked by (issuer, external user id) — never found by email —
+    /// the organization by its external id, and the membership with the grant's role.
+    /// Each change is audited; `meta` stamps the rows with the browser's address.
+    pub async fn open_portal_grant(
+        &self,
+        token_hash: &[u8],
+        now: i64,
+        meta: &crate::audit::ClientMeta,
+    ) -> Result<std::result::Result<PortalArrival, PortalRefusal>> {
+        let user_id = new_id();
+        let org_id = new_id();
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let grant = sqlx::query_as::<_, PortalGrant>(
+                "UPDATE portal_tokens SET used_at = $2 \
+                 WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 \
+                 RETURNING issuer, external_user_id, email, name, org_external_id, org_name, \
+                 role, return_url, strong_auth, created_at, expires_at",
+            )
+            .bind(token_hash)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(grant) = grant else {
+                return Ok(Err(PortalRefusal::Gone));
+            };
+            let label = format!("{}:{}", grant.issuer, grant.external_user_id);
+
+            // The account: by (issuer, external id) only.
+            let created = sqlx::query(
+                "INSERT INTO users (id, email, name, created_at, email_verified_at, \
+                 external_issuer, external_user_id, portal_return_url) \
+                 VALUES ($1, $2, $3, $4, $4, $5, $6, $7) \
+                 ON CONFLICT (external_issuer, external_user_id) DO NOTHING",
+            )
+            .bind(&user_id)
+            .bind(&grant.email)
+            .bind(&grant.name)
+            .bind(now)
+            .bind(&grant.issuer)
+            .bind(&grant.external_user_id)
+            .bind(&grant.return_url)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            let before = sqlx::query_as::<_, User>(
+                "SELECT * FROM users WHERE external_issuer = $1 AND external_user_id = $2",
+            )
+            .bind(&grant.issuer)
+            .bind(&grant.external_user_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            if before.disabled_at.is_some() {
+                // The link is spent either way; nothing else changes.
+                tx.commit().await?;
+                return Ok(Err(PortalRefusal::Disabled));
+            }
+            let stamp = |action| {
+                meta.stamp(NewAudit::new(action, now))
+                    .actor(None, &format!("operator:{}", grant.issuer))
+            };
+            let user = if created {
+                let audit = stamp(AuditAction::UserCreatedByPortal)
+                    .target("user", &before.id, &before.email)
+                    .details(serde_json::json!({ "external_user_id": label }));
+                insert_audit!(&mut *tx, &audit)?;
+                before
+            } else {
+                let user = sqlx::query_as::<_, User>(
+                    "UPDATE users SET email = $2, name = $3, \
+                     portal_return_url = COALESCE($4, portal_return_url), \
+                     email_verified_at = COALESCE(email_verified_at, $5) \
+                     WHERE id = $1 RETURNING *",
+                )
+                .bind(&before.id)
+                .bind(&grant.email)
+                .bind(&grant.name)
+                .bind(&grant.return_url)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await?;
+                if user.email != before.email || user.name != before.name {
+                    let audit = stamp(AuditAction::UserUpdatedByPortal)
+                        .target("user", &user.id, &user.email)
+                        .details(serde_json::json!({
+                            "external_user_id": label,
+                            "email": { "from": before.email, "to": user.email },
+                            "name": { "from": before.name, "to": user.name },
+                        }));
+                    insert_audit!(&mut *tx, &audit)?;
+                }
+                user
+            };
+
+            // The organization: by the team's id for it, made on first sight.
+            let org_created = sqlx::query(
+                "INSERT INTO organizations (id, name, personal, created_by, created_at, external_id) \
+                 VALUES ($1, $2, FALSE, $3, $4, $5) ON CONFLICT (external_id) DO NOTHING",
+            )
+            .bind(&org_id)
+            .bind(&grant.org_name)
+            .bind(&user.id)
+            .bind(now)
+            .bind(&grant.org_external_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            let org = sqlx::query_as::<_, Org>("SELECT * FROM organizations WHERE external_id = $1")
+                .bind(&grant.org_external_id)
+                .fetch_one(&mut *tx)
+                .await?;
+            if org_created {
+                let audit = stamp(AuditAction::OrgCreatedByOperator)
+                    .org(&org.id)
+                    .target("organization", &org.id, &org.name)
+                    .details(serde_json::json!({ "external_id": org.external_id }));
+                insert_audit!(&mut *tx, &audit)?;
+            }
+
+            // The membership, with the role the team's app gave.
+            let role: Option<(String,)> = sqlx::query_as(
+                "SELECT role FROM memberships WHERE org_id = $1 AND user_id = $2",
+            )
+            .bind(&org.id)
+            .bind(&user.id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let change = match role {
+                None => {
+                    sqlx::query(
+                        "INSERT INTO memberships (org_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(&org.id)
+                    .bind(&user.id)
+                    .bind(&grant.role)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    Some((AuditAction::MemberAdded, serde_json::json!({ "role": grant.role })))
+                }
+                Some((old,)) if old != grant.role => {
+                    sqlx::query("UPDATE memberships SET role = $3 WHERE org_id = $1 AND user_id = $2")
+                        .bind(&org.id)
+                        .bind(&user.id)
+                        .bind(&grant.role)
+                        .execute(&mut *tx)
+                        .await?;
+                    Some((
+                        AuditAction::MemberRoleChanged,
+                        serde_json::json!({ "from": old, "to": grant.role }),
+                    ))
+                }
+                Some(_) => None,
+            };
+            if let Some((action, details)) = change {
+                let audit = stamp(action)
+                    .org(&org.id)
+                    .target("user", &user.id, &user.email)
+                    .details(details);
+                insert_audit!(&mut *tx, &audit)?;
+            }
+            tx.commit().await?;
+            Ok(Ok(PortalArrival { grant, user, org }))
+        })
+    }
+}
