@@ -588,7 +588,9 @@ pub fn load_verifier_token(args: &StoreArgs) -> anyhow::Result<SecretString> {
 /// One `KEYWARD_PORTAL_RETURN_ORIGINS` entry as an origin (`scheme://host[:port]`).
 fn return_origin(given: &str) -> anyhow::Result<String> {
     let url = url::Url::parse(given).with_context(|| {
-        format!("KEYWARD_PORTAL_RETURN_ORIGINS: {given:?} is not an origin like https://app.example.com")
+        format!(
+            "KEYWARD_PORTAL_RETURN_ORIGINS: {given:?} is not an origin like https://app.example.com"
+        )
     })?;
     if !matches!(url.scheme(), "http" | "https")
         || url.host().is_none()
@@ -889,7 +891,12 @@ mod operator_tests {
             return_origin("http://127.0.0.1:8080/").unwrap(),
             "http://127.0.0.1:8080"
         );
-        for bad in ["app.example.com", "https://a.example/path", "ftp://a.example", "javascript:alert(1)"] {
+        for bad in [
+            "app.example.com",
+            "https://a.example/path",
+            "ftp://a.example",
+            "javascript:alert(1)",
+        ] {
             assert!(return_origin(bad).is_err(), "{bad}");
         }
     }
@@ -907,8 +914,8 @@ mod operator_tests {
         assert_eq!(t.accepts(""), None);
         let short = OperatorTokens::parse(&[SecretString::from("app=short")]).unwrap_err();
         assert!(short.to_string().contains("at least 16"), "{short}");
-        let bad = OperatorTokens::parse(&[SecretString::from("a b=0123456789abcdef0123")])
-            .unwrap_err();
+        let bad =
+            OperatorTokens::parse(&[SecretString::from("a b=0123456789abcdef0123")]).unwrap_err();
         assert!(bad.to_string().contains("the name"), "{bad}");
     }
 }

@@ -138,7 +138,9 @@ impl From<crate::store::StoreError> for ApiError {
 pub type ApiResult<T> = std::result::Result<T, ApiError>;
 
 /// A JSON body, or the API's error for a malformed one (400, 413, 415).
-pub(crate) fn json_body<T>(body: std::result::Result<Json<T>, axum::extract::rejection::JsonRejection>) -> ApiResult<T> {
+pub(crate) fn json_body<T>(
+    body: std::result::Result<Json<T>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<T> {
     body.map(|Json(b)| b).map_err(|e| {
         let status = e.status();
         let code = match status {
@@ -158,7 +160,6 @@ pub(crate) fn json_body<T>(body: std::result::Result<Json<T>, axum::extract::rej
         )
     })
 }
-
 
 /// An RFC 3339 time as Unix seconds (the API's one time format).
 pub(crate) fn parse_rfc3339(s: &str) -> Option<i64> {

@@ -13,8 +13,8 @@ use utoipa::ToSchema;
 use super::{ApiError, ApiResult, Data, ErrorBody, data, json_body, operator::Operator};
 use crate::{
     audit::AuditAction,
-    state::AppState,
     orgs::external::{self, ExternalIdError},
+    state::AppState,
     store::Org,
 };
 

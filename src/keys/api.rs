@@ -21,9 +21,7 @@ use super::{
     service::KeyError,
 };
 use crate::{
-    api::{
-        ApiError, ApiResult, Caller, Data, ErrorBody, SCOPE_READ, SCOPE_WRITE, data, json_body,
-    },
+    api::{ApiError, ApiResult, Caller, Data, ErrorBody, SCOPE_READ, SCOPE_WRITE, data, json_body},
     audit::ClientMeta,
     orgs::Action,
     state::AppState,

@@ -31,7 +31,10 @@ pub async fn set(
         .org(&org.id)
         .target("organization", &org.id, &org.name)
         .details(serde_json::json!({ "from": org.external_id, "to": external_id }));
-    match store.set_org_external_id(&org.id, external_id, &audit).await {
+    match store
+        .set_org_external_id(&org.id, external_id, &audit)
+        .await
+    {
         Ok(true) => {}
         Ok(false) => return Err(ExternalIdError::NoOrg),
         Err(StoreError::Conflict) => {

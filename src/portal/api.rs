@@ -91,7 +91,10 @@ pub async fn create(
     getrandom::fill(&mut bytes)
         .map_err(|e| crate::error::AppError::internal(anyhow::anyhow!("{e}")))?;
     let token = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes);
-    let existing = state.store.org_by_external_id(&grant.org_external_id).await?;
+    let existing = state
+        .store
+        .org_by_external_id(&grant.org_external_id)
+        .await?;
     let mut audit = operator
         .audit(AuditAction::PortalLinkIssued, now)
         .target("user", &grant.external_user_id, &grant.email)
@@ -142,8 +145,7 @@ fn validate(
             "The name must be at most 200 characters, without control characters.".into(),
         );
     }
-    if let Err(m) = check_external_id("organization.external_id", &body.organization.external_id)
-    {
+    if let Err(m) = check_external_id("organization.external_id", &body.organization.external_id) {
         bad("organization.external_id", m);
     }
     let org_name = body.organization.name.trim().to_string();
@@ -188,8 +190,9 @@ pub fn check_return_url(allowed: &[String], given: &str) -> Result<(), String> {
                 .into(),
         );
     }
-    let url = url::Url::parse(given)
-        .map_err(|_| "return_url must be an absolute URL like https://app.example.com/account.".to_string())?;
+    let url = url::Url::parse(given).map_err(|_| {
+        "return_url must be an absolute URL like https://app.example.com/account.".to_string()
+    })?;
     let origin = url.origin().ascii_serialization();
     if !matches!(url.scheme(), "http" | "https")
         || !url.username().is_empty()

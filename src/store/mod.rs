@@ -39,8 +39,8 @@ pub use credits::{CreditOp, CreditOpOutcome, KeyCredits, Refill, RefillInterval,
 pub use keys::{
     ApiKey, Hygiene, HygieneCounts, KeyChanges, KeyFilter, KeyLimits, KeyStatus, NewKey,
 };
-pub use portal::{PortalArrival, PortalGrant, PortalRefusal};
 pub use orgs::{EXTERNAL_ID_MAX, KeyPolicy, Membership, Org, check_external_id};
+pub use portal::{PortalArrival, PortalGrant, PortalRefusal};
 pub use sso::{SsoConnection, SsoConnectionInput, SsoIdentity, SsoJoin};
 pub use teams::{Invitation, Member, MemberChange, OutboxEmail, PasswordReset};
 pub use two_step::{FactorRemoval, PasskeyRow, TotpFactor};

@@ -41,7 +41,9 @@ pub fn check_external_id(what: &str, id: &str) -> std::result::Result<(), String
         return Err(format!("{what} must not be empty."));
     }
     if id.len() > EXTERNAL_ID_MAX {
-        return Err(format!("{what} must be at most {EXTERNAL_ID_MAX} characters."));
+        return Err(format!(
+            "{what} must be at most {EXTERNAL_ID_MAX} characters."
+        ));
     }
     if id.trim() != id || !id.bytes().all(|b| (0x20..0x7f).contains(&b)) {
         return Err(format!(

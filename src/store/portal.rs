@@ -192,10 +192,11 @@ impl Store {
             .await?
             .rows_affected()
                 == 1;
-            let org = sqlx::query_as::<_, Org>("SELECT * FROM organizations WHERE external_id = $1")
-                .bind(&grant.org_external_id)
-                .fetch_one(&mut *tx)
-                .await?;
+            let org =
+                sqlx::query_as::<_, Org>("SELECT * FROM organizations WHERE external_id = $1")
+                    .bind(&grant.org_external_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
             if org_created {
                 let audit = stamp(AuditAction::OrgCreatedByOperator)
                     .org(&org.id)
@@ -205,13 +206,12 @@ impl Store {
             }
 
             // The membership, with the role the team's app gave.
-            let role: Option<(String,)> = sqlx::query_as(
-                "SELECT role FROM memberships WHERE org_id = $1 AND user_id = $2",
-            )
-            .bind(&org.id)
-            .bind(&user.id)
-            .fetch_optional(&mut *tx)
-            .await?;
+            let role: Option<(String,)> =
+                sqlx::query_as("SELECT role FROM memberships WHERE org_id = $1 AND user_id = $2")
+                    .bind(&org.id)
+                    .bind(&user.id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
             let change = match role {
                 None => {
                     sqlx::query(
@@ -223,15 +223,20 @@ impl Store {
                     .bind(now)
                     .execute(&mut *tx)
                     .await?;
-                    Some((AuditAction::MemberAdded, serde_json::json!({ "role": grant.role })))
+                    Some((
+                        AuditAction::MemberAdded,
+                        serde_json::json!({ "role": grant.role }),
+                    ))
                 }
                 Some((old,)) if old != grant.role => {
-                    sqlx::query("UPDATE memberships SET role = $3 WHERE org_id = $1 AND user_id = $2")
-                        .bind(&org.id)
-                        .bind(&user.id)
-                        .bind(&grant.role)
-                        .execute(&mut *tx)
-                        .await?;
+                    sqlx::query(
+                        "UPDATE memberships SET role = $3 WHERE org_id = $1 AND user_id = $2",
+                    )
+                    .bind(&org.id)
+                    .bind(&user.id)
+                    .bind(&grant.role)
+                    .execute(&mut *tx)
+                    .await?;
                     Some((
                         AuditAction::MemberRoleChanged,
                         serde_json::json!({ "from": old, "to": grant.role }),

@@ -176,14 +176,12 @@ impl Store {
     /// emails freely and are never found by one).
     pub async fn user_by_email(&self, email: &str) -> Result<Option<User>> {
         with_pool!(self, |pool| {
-            Ok(
-                sqlx::query_as::<_, User>(
-                    "SELECT * FROM users WHERE email = $1 AND external_issuer IS NULL",
-                )
-                    .bind(email)
-                    .fetch_optional(pool)
-                    .await?,
+            Ok(sqlx::query_as::<_, User>(
+                "SELECT * FROM users WHERE email = $1 AND external_issuer IS NULL",
             )
+            .bind(email)
+            .fetch_optional(pool)
+            .await?)
         })
     }
 

@@ -321,7 +321,10 @@ pub fn forward_auth_response(v: &Verification, nginx: bool) -> Response {
                 ("x-keyward-org-id", v.org_id().unwrap_or_default()),
                 ("x-keyward-scopes", scopes.as_str()),
                 ("x-keyward-environment", v.environment().unwrap_or_default()),
-                ("x-keyward-org-external-id", v.external_org_id().unwrap_or_default()),
+                (
+                    "x-keyward-org-external-id",
+                    v.external_org_id().unwrap_or_default(),
+                ),
             ] {
                 if value.is_empty() && name == "x-keyward-org-external-id" {
                     continue;

@@ -233,7 +233,9 @@ impl Verification {
 
     /// The deploying team's id for the key's organization, when set.
     pub fn external_org_id(&self) -> Option<&str> {
-        self.key.as_deref().and_then(|k| k.org_external_id.as_deref())
+        self.key
+            .as_deref()
+            .and_then(|k| k.org_external_id.as_deref())
     }
 
     /// The key's name.

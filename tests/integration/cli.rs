@@ -12,7 +12,7 @@ use crate::{
     helpers::{PASSWORD, TestApp},
 };
 
-fn keyward(args: &[&str], db_url: &str, stdin: &str) -> std::process::Output {
+pub(crate) fn keyward(args: &[&str], db_url: &str, stdin: &str) -> std::process::Output {
     let dir = std::env::temp_dir().join(format!("kw-cli-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))

@@ -24,6 +24,7 @@ mod nginx;
 mod nodes;
 mod outage;
 mod perf;
+mod portal;
 mod schemathesis;
 mod security;
 mod sessions;
