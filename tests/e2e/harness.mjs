@@ -109,7 +109,7 @@ export async function startIdp(redirectUri, accounts) {
  * `http://<host>:<port>`.
  * Returns { base, idp, verify(key, scopes), verificationLink(email), stop() }.
  */
-export async function startKeyward(backend, { idpAccounts = {}, host = '127.0.0.1' } = {}) {
+export async function startKeyward(backend, { idpAccounts = {}, host = '127.0.0.1', env = {} } = {}) {
   const port = await freePort();
   // `host: 'localhost'` for passkeys: browsers offer them only to domain names.
   const base = `http://${host}:${port}`;
@@ -134,6 +134,7 @@ export async function startKeyward(backend, { idpAccounts = {}, host = '127.0.0.
       KEYWARD_ALLOW_PRIVATE_NETWORKS: 'true',
       KEYWARD_API_BASE_URL: 'https://api.example.com',
       RUST_LOG: process.env.E2E_LOG ? 'info' : 'warn',
+      ...env,
     },
     stdio: ['ignore', process.env.E2E_LOG ? 'inherit' : 'ignore', 'inherit'],
   });

@@ -17,7 +17,9 @@ import {
   postgresAvailable,
   shot,
   startKeyward,
+  freePort,
 } from './harness.mjs';
+import { startTeamApp } from '../../examples/team-app.mjs';
 
 const requirePostgres = process.env.KEYWARD_REQUIRE_POSTGRES === '1';
 const pg = postgresAvailable();
@@ -494,6 +496,43 @@ for (const backend of backends) {
         }
       } finally {
         await context.close();
+        await app.stop();
+      }
+    });
+    test('9. the team\'s app hands its signed-in user to Keyward: they create a key and go back', async () => {
+      const operatorToken = 'e2e-operator-token-7f3a9c';
+      const teamPort = await freePort();
+      const app = await startKeyward(backend, {
+        env: {
+          KEYWARD_OPERATOR_TOKENS: `acme=${operatorToken}`,
+          KEYWARD_PORTAL_RETURN_ORIGINS: `http://127.0.0.1:${teamPort}`,
+        },
+      });
+      const team = await startTeamApp({ keyward: app.base, operatorToken, port: teamPort });
+      const context = await newContext(app.base);
+      try {
+        const page = await context.newPage();
+        await page.goto(`${team.base}/`);
+        await page.getByRole('link', { name: 'Manage API keys' }).click();
+        // No second account, no password: straight to the customer's API keys.
+        await page.waitForURL(`${app.base}/settings/api-keys`);
+        assert.match(await page.locator('.sidenav-title').first().textContent(), /Acme Corp/);
+        const { key } = await createKey(page, { name: 'From the team app', scopes: ['read'] });
+        const v = await app.verify(key, ['read']);
+        assert.equal(v.valid, true);
+        assert.equal(v.external_org_id, 'cus_acme', 'the team knows its customer without a lookup');
+        await page.goto('/settings/api-keys');
+        await shot(page, `portal-keys-${backend}`);
+        await page.getByRole('link', { name: /Back to/ }).click();
+        await page.waitForURL(`${team.base}/`);
+        await page.getByRole('heading', { name: 'Acme Cloud' }).waitFor();
+        // The same person coming back is the same account, with the key still there.
+        await page.getByRole('link', { name: 'Manage API keys' }).click();
+        await page.waitForURL(`${app.base}/settings/api-keys`);
+        await page.getByText('From the team app').first().waitFor();
+      } finally {
+        await context.close();
+        await team.close();
         await app.stop();
       }
     });

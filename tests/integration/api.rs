@@ -646,6 +646,9 @@ async fn openapi_covers_every_route(app: TestApp) {
         ("post", "/v1/keys/verify"),
         ("get", "/v1/auth"),
         ("post", "/v1/auth"),
+        ("get", "/api/v1/orgs/by-external-id/{external_id}"),
+        ("put", "/api/v1/orgs/{id}/external-id"),
+        ("post", "/api/v1/portal/sessions"),
     ];
     for (m, p) in routes {
         assert!(doc["paths"][p][m].is_object(), "{m} {p} is documented");

@@ -36,8 +36,18 @@ async fn forward_auth_through_real_nginx(app: TestApp) {
     let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let upstream_port = upstream.local_addr().unwrap().port();
     let api = Router::new().fallback(get(|h: HeaderMap| async move {
-        let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-        Json(json!({ "reached": true, "key_id": get("x-keyward-key-id"), "org_id": get("x-keyward-org-id") }))
+        let get = |n: &str| {
+            h.get(n)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        Json(json!({
+            "reached": true,
+            "key_id": get("x-keyward-key-id"),
+            "org_id": get("x-keyward-org-id"),
+            "org_external_id": get("x-keyward-org-external-id"),
+        }))
     }));
     tokio::spawn(async move { axum::serve(upstream, api).await.unwrap() });
 
@@ -103,6 +113,24 @@ async fn forward_auth_through_real_nginx(app: TestApp) {
         ])
         .await;
     let (good_id, good_key) = (good.key_id(), good.new_key().unwrap());
+    // The organization is the team's customer `cus_nginx`.
+    let user = app
+        .store
+        .user_by_email("nginx@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    let org_id = app.store.memberships(&user.id).await.unwrap()[0]
+        .org_id
+        .clone();
+    keyward::orgs::external::set(
+        &app.store,
+        &org_id,
+        Some("cus_nginx"),
+        keyward::store::NewAudit::new(keyward::audit::AuditAction::OrgExternalIdChanged, 0),
+    )
+    .await
+    .unwrap();
     let limited = b
         .create_key(&[
             ("name", "limited"),
@@ -135,6 +163,7 @@ async fn forward_auth_through_real_nginx(app: TestApp) {
     let v: Value = res.json().await.unwrap();
     assert_eq!(v["reached"], true);
     assert_eq!(v["key_id"], good_id.as_str());
+    assert_eq!(v["org_external_id"], "cus_nginx", "passed upstream: {v}");
 
     // A key without limits: no rate-limit headers.
     let res = client
