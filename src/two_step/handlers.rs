@@ -352,6 +352,8 @@ struct ConfirmPage {
     has_password: bool,
     has_totp: bool,
     has_passkeys: bool,
+    /// The account was handed in by the team's app: signing in again there is the proof.
+    handed_in: bool,
     error: Option<String>,
 }
 
@@ -372,6 +374,7 @@ async fn render_confirm(
         StatusCode::OK
     };
     let page = ConfirmPage {
+        handed_in: cu.user.external_issuer.is_some(),
         chrome: cu.chrome("account").await?,
         next: session::safe_next(Some(next)),
         has_password: cu.user.password_hash.is_some(),

@@ -519,3 +519,27 @@ async fn the_cli_sets_an_external_id(app: TestApp) {
     assert_eq!(org.external_id, None);
 }
 both!(the_cli_sets_an_external_id);
+
+async fn handoff_sessions_follow_the_session_rules(app: TestApp) {
+    let path = link(&app, handoff("u-8", "fay@customer.test", "cus_8")).await;
+    let mut b = app.browser();
+    assert_eq!(b.get(&path).await.status, StatusCode::SEE_OTHER);
+    // Without a password or a factor, a later confirmation points back to the team's app
+    // (a new hand-off is the proof), not to a form that can only fail.
+    app.clock.advance(time::Duration::minutes(20));
+    let page = b.get("/settings/account/confirm").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(
+        page.shows("Go back to the app you came from"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains(&format!("href=\"{RETURN}\"")));
+    assert!(!page.body.contains("name=\"password\""), "{}", page.body);
+    // The idle limit ends the session like any other.
+    app.clock.advance(time::Duration::hours(2));
+    let page = b.get("/settings/api-keys").await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert!(page.location().starts_with("/login"), "{}", page.location());
+}
+both!(handoff_sessions_follow_the_session_rules);
