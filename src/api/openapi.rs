@@ -95,6 +95,7 @@ pub fn split() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(orgs::by_external_id))
         .routes(routes!(orgs::set_external_id))
         .routes(routes!(crate::portal::api::create))
+        .routes(routes!(crate::portal::api::update_user))
         .split_for_parts()
 }
 

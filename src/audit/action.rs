@@ -68,6 +68,8 @@ actions! {
     PortalLinkIssued => ("portal.link_issued", "Sign-in link issued by the team's app"),
     UserCreatedByPortal => ("user.created_by_portal", "Account created by the team's app"),
     UserUpdatedByPortal => ("user.updated_by_portal", "Account updated by the team's app"),
+    UserDisabledByPortal => ("user.disabled_by_portal", "Account disabled by the team's app"),
+    UserEnabledByPortal => ("user.enabled_by_portal", "Account enabled again by the team's app"),
     MemberAdded => ("member.added", "Member added"),
     MemberRoleChanged => ("member.role_changed", "Member's role changed"),
     MemberRemoved => ("member.removed", "Member removed"),

@@ -3,7 +3,7 @@
 
 use axum::{
     Json,
-    extract::{State, rejection::JsonRejection},
+    extract::{Path, State, rejection::JsonRejection},
     http::StatusCode,
     response::Response,
 };
@@ -116,6 +116,73 @@ pub async fn create(
         PortalLink {
             url: format!("{}/portal/{token}", state.config.base_url),
             expires_at: rfc3339(grant.expires_at),
+        },
+    ))
+}
+
+/// `{"disabled": true}` removes the person from Keyward; `false` lets them in again.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PortalUserPatch {
+    pub disabled: bool,
+}
+
+/// A person handed in by the team's app.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PortalUser {
+    pub external_user_id: String,
+    pub email: String,
+    pub name: String,
+    /// A disabled account has no sessions and cannot sign in by any way (hand-offs,
+    /// passkeys, …); its organization's keys stay.
+    pub disabled: bool,
+}
+
+/// Disable (or enable again) a person the team's app handed in, e.g. when they leave
+/// the team's app: their sessions end at once and every way in is refused.
+#[utoipa::path(patch, path = "/api/v1/portal/users/{external_user_id}", tag = "operator",
+    params(("external_user_id" = String, Path, description = "The app's id for the person (this operator credential's)")),
+    request_body = PortalUserPatch,
+    responses(
+        (status = 200, body = Data<PortalUser>),
+        (status = 400, body = ErrorBody, description = "Malformed JSON"),
+        (status = 401, body = ErrorBody, description = "No operator credential"),
+        (status = 404, body = ErrorBody, description = "No account for this external user id"),
+        (status = 415, body = ErrorBody, description = "The body is not JSON"),
+    ),
+    security(("operator" = [])))]
+pub async fn update_user(
+    State(state): State<AppState>,
+    operator: Operator,
+    Path(external_user_id): Path<String>,
+    body: Result<Json<PortalUserPatch>, JsonRejection>,
+) -> ApiResult<Response> {
+    let body = json_body(body)?;
+    let action = if body.disabled {
+        AuditAction::UserDisabledByPortal
+    } else {
+        AuditAction::UserEnabledByPortal
+    };
+    let audit = operator.audit(action, state.clock.unix());
+    let user = state
+        .store
+        .set_external_user_disabled(&operator.name, &external_user_id, body.disabled, audit)
+        .await?
+        .ok_or_else(|| {
+            ApiError::Status(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "No one was handed in with this external user id (by this operator credential)."
+                    .into(),
+            )
+        })?;
+    Ok(data(
+        StatusCode::OK,
+        PortalUser {
+            external_user_id,
+            email: user.email,
+            name: user.name,
+            disabled: user.disabled_at.is_some(),
         },
     ))
 }

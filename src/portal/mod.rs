@@ -1,8 +1,10 @@
 //! Sign-in hand-offs from the deploying team's app ("portal sessions").
 //!
 //! The team's backend, holding an operator credential, asks for a link for one of its
-//! users (`POST /api/v1/portal/sessions`); the person's browser opens it once, within
-//! [`LINK_TTL_SECS`], and is signed in to the account linked by (operator credential name,
+//! users (`POST /api/v1/portal/sessions`); the person's browser opens it, sees whom it
+//! signs in as and where, and continues (a form post: a link alone never signs anyone in,
+//! so a link someone sends you cannot silently put you in their account). Within
+//! [`LINK_TTL_SECS`] and once, that signs them in to the account linked by (operator credential name,
 //! the app's user id) — never by email, so a hand-off naming someone else's email makes
 //! a separate account instead of taking one over — in the organization the team knows by
 //! its external id, with the role the team gave. The dashboard then shows "Back to
@@ -11,6 +13,8 @@
 
 pub mod api;
 
+use askama::Template;
+use askama_web::WebTemplate;
 use axum::{
     Router,
     extract::{Path, State},
@@ -42,7 +46,7 @@ pub const METHOD: &str = "portal";
 pub const LANDING: &str = "/settings/api-keys";
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/portal/{token}", get(open))
+    Router::new().route("/portal/{token}", get(show).post(open))
 }
 
 /// A link's token as stored: its SHA-256 (the token itself has 256 random bits).
@@ -50,7 +54,62 @@ pub fn token_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-/// Opens a hand-off link: once, before it expires. A new session id, the account and
+fn gone() -> AppError {
+    AppError::Rejected(
+        StatusCode::GONE,
+        "This sign-in link has expired or was already used. Go back to the app you came from and open its API keys page again for a new link."
+            .into(),
+    )
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "auth/portal.html")]
+struct ContinuePage {
+    csrf: String,
+    token: String,
+    email: String,
+    org_name: String,
+    /// Someone else is signed in on this browser: continuing signs them out.
+    signed_in_as: Option<String>,
+}
+
+/// The link's page: whom it signs in as, and where; nothing is used or changed yet.
+async fn show(
+    State(state): State<AppState>,
+    session: Session,
+    Path(token): Path<String>,
+) -> Result<Response> {
+    let now = state.clock.unix();
+    let Some((grant, org_name)) = state
+        .store
+        .peek_portal_grant(&token_hash(&token), now)
+        .await?
+    else {
+        return Err(gone());
+    };
+    let signed_in_as = match session.get::<String>(session::USER_ID).await? {
+        Some(id) => state
+            .store
+            .user(&id)
+            .await?
+            .filter(|u| {
+                u.external_issuer.as_deref() != Some(grant.issuer.as_str())
+                    || u.external_user_id.as_deref() != Some(grant.external_user_id.as_str())
+            })
+            .map(|u| u.email),
+        None => None,
+    };
+    Ok(ContinuePage {
+        csrf: session::csrf_token(&session).await?,
+        token,
+        email: grant.email,
+        org_name,
+        signed_in_as,
+    }
+    .into_response())
+}
+
+/// Uses a hand-off link (the continue form): once, before it expires. A new session id, the account and
 /// organization made or updated, and the organization's two-step policy applied unless
 /// the team's app vouched for a strong sign-in.
 async fn open(
@@ -66,16 +125,10 @@ async fn open(
         .await?
     {
         Ok(a) => a,
-        Err(PortalRefusal::Gone) => {
-            return Err(AppError::Rejected(
-                StatusCode::GONE,
-                "This sign-in link has expired or was already used. Go back to the app you came from and open its API keys page again for a new link."
-                    .into(),
-            ));
-        }
+        Err(PortalRefusal::Gone) => return Err(gone()),
         Err(PortalRefusal::Disabled) => {
             return Err(AppError::forbidden(
-                "This account is disabled. Contact the support of the app you came from.",
+                "This account was disabled by the app you came from. Contact its support.",
             ));
         }
     };
@@ -94,7 +147,7 @@ async fn open(
         )
         .await?
         {
-            session.insert(session::ORG_ID, &org.id).await?;
+            crate::two_step::land_in(&session, &org.id).await?;
             return Ok(second_step);
         }
     }

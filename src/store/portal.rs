@@ -43,6 +43,54 @@ pub enum PortalRefusal {
 }
 
 impl Store {
+    /// Disables (or enables again) the account the team's app knows as
+    /// (`issuer`, `external_user_id`), audited. Disabling ends its sessions everywhere (a
+    /// new session epoch) and refuses its hand-offs, passkeys and every other way in.
+    /// `None`: no such account; `Some(user)`: the account as it is now.
+    pub async fn set_external_user_disabled(
+        &self,
+        issuer: &str,
+        external_user_id: &str,
+        disabled: bool,
+        audit: NewAudit,
+    ) -> Result<Option<User>> {
+        let now = audit.occurred_at;
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let before = sqlx::query_as::<_, User>(
+                "SELECT * FROM users WHERE external_issuer = $1 AND external_user_id = $2",
+            )
+            .bind(issuer)
+            .bind(external_user_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(before) = before else {
+                return Ok(None);
+            };
+            if before.disabled_at.is_some() == disabled {
+                return Ok(Some(before));
+            }
+            let user = sqlx::query_as::<_, User>(
+                "UPDATE users SET disabled_at = $2, \
+                 session_epoch = session_epoch + CASE WHEN $3 THEN 1 ELSE 0 END \
+                 WHERE id = $1 RETURNING *",
+            )
+            .bind(&before.id)
+            .bind(disabled.then_some(now))
+            .bind(disabled)
+            .fetch_one(&mut *tx)
+            .await?;
+            let audit = audit
+                .target("user", &user.id, &user.email)
+                .details(serde_json::json!({
+                    "external_user_id": format!("{issuer}:{external_user_id}"),
+                }));
+            insert_audit!(&mut *tx, &audit)?;
+            tx.commit().await?;
+            Ok(Some(user))
+        })
+    }
+
     /// Keeps a link's grant under the token's SHA-256, audited (`portal.link_issued`).
     pub async fn insert_portal_grant(
         &self,
@@ -79,6 +127,36 @@ impl Store {
             insert_audit!(&mut *tx, audit)?;
             tx.commit().await?;
             Ok(())
+        })
+    }
+
+    /// A link's grant if it is unused and unexpired, without using it, and the name of the
+    /// organization it leads to (existing, or the one it would make).
+    pub async fn peek_portal_grant(
+        &self,
+        token_hash: &[u8],
+        now: i64,
+    ) -> Result<Option<(PortalGrant, String)>> {
+        with_pool!(self, |pool| {
+            let grant = sqlx::query_as::<_, PortalGrant>(
+                "SELECT issuer, external_user_id, email, name, org_external_id, org_name, role, \
+                 return_url, strong_auth, created_at, expires_at FROM portal_tokens \
+                 WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2",
+            )
+            .bind(token_hash)
+            .bind(now)
+            .fetch_optional(pool)
+            .await?;
+            let Some(grant) = grant else {
+                return Ok(None);
+            };
+            let existing: Option<String> =
+                sqlx::query_scalar("SELECT name FROM organizations WHERE external_id = $1")
+                    .bind(&grant.org_external_id)
+                    .fetch_optional(pool)
+                    .await?;
+            let org_name = existing.unwrap_or_else(|| grant.org_name.clone());
+            Ok(Some((grant, org_name)))
         })
     }
 
@@ -205,41 +283,68 @@ impl Store {
                 insert_audit!(&mut *tx, &audit)?;
             }
 
-            // The membership, with the role the team's app gave.
-            let role: Option<(String,)> =
+            // The membership, with the role the team's app gave — under the same rules as
+            // a change in Members: an organization never loses its last owner (the first
+            // person handed into a new organization becomes its owner, so someone can
+            // manage it), and someone who may no longer invite has their open
+            // invitations revoked.
+            if self.backend() == "postgres" {
+                sqlx::query("SELECT id FROM organizations WHERE id = $1 FOR UPDATE")
+                    .bind(&org.id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let current: Option<(String,)> =
                 sqlx::query_as("SELECT role FROM memberships WHERE org_id = $1 AND user_id = $2")
                     .bind(&org.id)
                     .bind(&user.id)
                     .fetch_optional(&mut *tx)
                     .await?;
-            let change = match role {
+            let owners: i64 = sqlx::query_scalar(super::teams::OWNERS)
+                .bind(&org.id)
+                .fetch_one(&mut *tx)
+                .await?;
+            let role = match &current {
+                None if owners == 0 => "owner".to_string(),
+                Some((old,)) if old == "owner" && owners <= 1 => "owner".to_string(),
+                _ => grant.role.clone(),
+            };
+            let change = match current {
                 None => {
                     sqlx::query(
                         "INSERT INTO memberships (org_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)",
                     )
                     .bind(&org.id)
                     .bind(&user.id)
-                    .bind(&grant.role)
+                    .bind(&role)
                     .bind(now)
                     .execute(&mut *tx)
                     .await?;
                     Some((
                         AuditAction::MemberAdded,
-                        serde_json::json!({ "role": grant.role }),
+                        serde_json::json!({ "role": role, "asked": grant.role }),
                     ))
                 }
-                Some((old,)) if old != grant.role => {
+                Some((old,)) if old != role => {
                     sqlx::query(
                         "UPDATE memberships SET role = $3 WHERE org_id = $1 AND user_id = $2",
                     )
                     .bind(&org.id)
                     .bind(&user.id)
-                    .bind(&grant.role)
+                    .bind(&role)
                     .execute(&mut *tx)
                     .await?;
+                    if !matches!(role.as_str(), "owner" | "admin") {
+                        sqlx::query(super::teams::REVOKE_INVITER)
+                            .bind(&org.id)
+                            .bind(&user.id)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
                     Some((
                         AuditAction::MemberRoleChanged,
-                        serde_json::json!({ "from": old, "to": grant.role }),
+                        serde_json::json!({ "from": old, "to": role }),
                     ))
                 }
                 Some(_) => None,

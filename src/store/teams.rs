@@ -63,7 +63,8 @@ pub enum MemberChange {
     LastOwner,
 }
 
-const OWNERS: &str = "SELECT COUNT(*) FROM memberships WHERE org_id = $1 AND role = 'owner'";
+pub(super) const OWNERS: &str =
+    "SELECT COUNT(*) FROM memberships WHERE org_id = $1 AND role = 'owner'";
 
 const INVITATION_SELECT: &str = "SELECT id, org_id, email, role, invited_by, created_at, \
      expires_at, accepted_at, revoked_at FROM invitations";
@@ -87,7 +88,7 @@ macro_rules! lock_org {
 }
 
 /// Open invitations sent by someone who may no longer invite are revoked with them.
-const REVOKE_INVITER: &str = "UPDATE invitations SET revoked_at = $3 WHERE org_id = $1 AND invited_by = $2 \
+pub(super) const REVOKE_INVITER: &str = "UPDATE invitations SET revoked_at = $3 WHERE org_id = $1 AND invited_by = $2 \
      AND accepted_at IS NULL AND revoked_at IS NULL";
 
 impl Store {

@@ -108,6 +108,19 @@ pub(crate) struct Pending {
     /// Whose failure count a failed second step goes to (the account, or this trusted
     /// browser), as the password step decided.
     pub gate: SignInGate,
+    /// The organization the sign-in lands in (a hand-off names one); `None`: the first.
+    #[serde(default)]
+    pub org_id: Option<String>,
+}
+
+/// Makes the pending sign-in of this session land in `org_id` once the second step is
+/// answered (a hand-off from the team's app names the organization).
+pub(crate) async fn land_in(session: &Session, org_id: &str) -> Result<()> {
+    if let Some(mut p) = session.get::<Pending>(PENDING).await? {
+        p.org_id = Some(org_id.to_string());
+        session.insert(PENDING, &p).await?;
+    }
+    Ok(())
 }
 
 /// Called by the password sign-in once the password is verified (and only then): for an
@@ -137,6 +150,7 @@ pub async fn challenge(
         failures: 0,
         device: device.to_vec(),
         gate: gate.clone(),
+        org_id: None,
     };
     session.insert(PENDING, &pending).await?;
     tracing::info!(event = "auth.two_step_started", user_id = %user.id, "password accepted; second step asked");
@@ -192,7 +206,16 @@ pub(crate) async fn complete(
         .login_succeeded(&user.id, &pending.device, None, throttle::RULES, &audit)
         .await?;
     tracing::info!(event = %AuditAction::AuthSignedIn, user_id = %user.id, ip = %meta.ip, method, "signed in");
-    session::sign_in(state, session, user, None, meta, now, method).await?;
+    session::sign_in(
+        state,
+        session,
+        user,
+        pending.org_id.as_deref(),
+        meta,
+        now,
+        method,
+    )
+    .await?;
     session::set_sign_in_method(session, method).await?;
     Ok(session::safe_next(Some(next)))
 }

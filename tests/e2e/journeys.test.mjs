@@ -514,7 +514,9 @@ for (const backend of backends) {
         const page = await context.newPage();
         await page.goto(`${team.base}/`);
         await page.getByRole('link', { name: 'Manage API keys' }).click();
-        // No second account, no password: straight to the customer's API keys.
+        // No second account, no password: the link says whom and where, one click on.
+        await page.getByText('ada@acme.test').waitFor();
+        await page.getByRole('button', { name: 'Continue' }).click();
         await page.waitForURL(`${app.base}/settings/api-keys`);
         assert.match(await page.locator('.sidenav-title').first().textContent(), /Acme Corp/);
         const { key } = await createKey(page, { name: 'From the team app', scopes: ['read'] });
@@ -528,6 +530,7 @@ for (const backend of backends) {
         await page.getByRole('heading', { name: 'Acme Cloud' }).waitFor();
         // The same person coming back is the same account, with the key still there.
         await page.getByRole('link', { name: 'Manage API keys' }).click();
+        await page.getByRole('button', { name: 'Continue' }).click();
         await page.waitForURL(`${app.base}/settings/api-keys`);
         await page.getByText('From the team app').first().waitFor();
       } finally {

@@ -649,6 +649,7 @@ async fn openapi_covers_every_route(app: TestApp) {
         ("get", "/api/v1/orgs/by-external-id/{external_id}"),
         ("put", "/api/v1/orgs/{id}/external-id"),
         ("post", "/api/v1/portal/sessions"),
+        ("patch", "/api/v1/portal/users/{external_user_id}"),
     ];
     for (m, p) in routes {
         assert!(doc["paths"][p][m].is_object(), "{m} {p} is documented");

@@ -60,6 +60,14 @@ async fn link(app: &TestApp, body: Value) -> String {
         .to_string()
 }
 
+/// Opens a hand-off link as a person does: the page says whom and where; Continue posts.
+async fn enter(b: &mut crate::helpers::Browser, path: &str) -> crate::helpers::Page {
+    let page = b.get(path).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.shows("Continue to your API keys"), "{}", page.body);
+    b.post(path, &[]).await
+}
+
 async fn a_handoff_signs_the_person_in_once(app: TestApp) {
     let path = link(&app, handoff("u-1", "ada@customer.test", "cus_1")).await;
     // The token is long (≥ 128 bits) and only its hash is stored.
@@ -70,7 +78,16 @@ async fn a_handoff_signs_the_person_in_once(app: TestApp) {
     let mut b = app.browser();
     let before = b.get("/login").await;
     let old_cookie = b.session_cookie(&before);
-    let res = b.get(&path).await;
+    // Opening the link alone signs no one in and uses nothing (a link someone sends
+    // cannot silently put a browser in their account).
+    let shown = b.get(&path).await;
+    assert!(shown.shows("ada@customer.test"), "{}", shown.body);
+    assert!(shown.shows("Customer cus_1"), "{}", shown.body);
+    assert_eq!(
+        b.get("/settings/api-keys").await.status,
+        StatusCode::SEE_OTHER
+    );
+    let res = enter(&mut b, &path).await;
     assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
     assert_eq!(res.location(), "/settings/api-keys");
     let new_cookie = b.session_cookie(&res).expect("a new session cookie");
@@ -99,10 +116,14 @@ async fn a_handoff_signs_the_person_in_once(app: TestApp) {
         "signed out"
     );
 
-    // Single use: a second opening (any browser) is refused.
+    // Single use: a second opening (any browser) is refused, and so is a replayed post.
     let again = app.browser().get(&path).await;
     assert_eq!(again.status, StatusCode::GONE, "{}", again.body);
     assert!(again.shows("expired or was already used"), "{}", again.body);
+    let mut other = app.browser();
+    other.get("/login").await;
+    let replay = other.post(&path, &[]).await;
+    assert_eq!(replay.status, StatusCode::GONE, "{}", replay.body);
 
     let events: Vec<String> = app.audit_events().await.into_iter().map(|e| e.0).collect();
     for action in [
@@ -214,15 +235,13 @@ both!(handoff_fields_are_checked);
 async fn the_same_external_user_is_the_same_account(app: TestApp) {
     let first = link(&app, handoff("u-5", "dee@customer.test", "cus_5")).await;
     let mut b = app.browser();
-    assert_eq!(b.get(&first).await.status, StatusCode::SEE_OTHER);
+    assert_eq!(enter(&mut b, &first).await.status, StatusCode::SEE_OTHER);
     let mut again = handoff("u-5", "dee.new@customer.test", "cus_5");
     again["name"] = json!("Dee Renamed");
     again["role"] = json!("viewer");
     let second = link(&app, again).await;
     let mut b2 = app.browser();
-    assert_eq!(b2.get(&second).await.status, StatusCode::SEE_OTHER);
-    let users = app.dump_database().await.matches("u-5").count();
-    assert!(users >= 1);
+    assert_eq!(enter(&mut b2, &second).await.status, StatusCode::SEE_OTHER);
     let org = app
         .store
         .org_by_external_id("cus_5")
@@ -232,14 +251,10 @@ async fn the_same_external_user_is_the_same_account(app: TestApp) {
     let members = app.store.members(&org.id).await.unwrap();
     assert_eq!(members.len(), 1, "one account, not two: {members:?}");
     assert_eq!(members[0].email, "dee.new@customer.test");
-    assert_eq!(members[0].role, "viewer", "the app's role is applied");
-    // A viewer cannot create keys now.
-    let page = b2.get("/settings/api-keys").await;
-    assert!(
-        !page.body.contains("action=\"/settings/api-keys\""),
-        "{}",
-        page.body
-    );
+    assert_eq!(members[0].name, "Dee Renamed");
+    // The organization's only owner stays its owner (whatever `role` says).
+    assert_eq!(members[0].role, "owner");
+    assert_eq!(b2.get("/settings/api-keys").await.status, StatusCode::OK);
 }
 both!(the_same_external_user_is_the_same_account);
 
@@ -257,7 +272,7 @@ async fn a_handoff_never_takes_over_a_password_account(app: TestApp) {
     // The team's app hands in a person claiming that email.
     let path = link(&app, handoff("u-6", "victim@example.com", "cus_6")).await;
     let mut b = app.browser();
-    assert_eq!(b.get(&path).await.status, StatusCode::SEE_OTHER);
+    assert_eq!(enter(&mut b, &path).await.status, StatusCode::SEE_OTHER);
     let page = b.get("/settings/api-keys").await;
     assert!(page.shows("Customer cus_6"), "{}", page.body);
     assert!(!page.shows("victim's key"), "{}", page.body);
@@ -306,7 +321,7 @@ async fn the_two_step_policy_applies_unless_vouched_strong(app: TestApp) {
     // The organization exists (first hand-off) and requires two-step verification.
     let first = link(&app, handoff("u-7", "eve@customer.test", "cus_7")).await;
     assert_eq!(
-        app.browser().get(&first).await.status,
+        enter(&mut app.browser(), &first).await.status,
         StatusCode::SEE_OTHER
     );
     let org = app
@@ -323,7 +338,7 @@ async fn the_two_step_policy_applies_unless_vouched_strong(app: TestApp) {
     .unwrap();
     let plain = link(&app, handoff("u-7", "eve@customer.test", "cus_7")).await;
     let mut b = app.browser();
-    assert_eq!(b.get(&plain).await.status, StatusCode::SEE_OTHER);
+    assert_eq!(enter(&mut b, &plain).await.status, StatusCode::SEE_OTHER);
     let page = b.get("/settings/api-keys").await;
     assert_eq!(
         page.status,
@@ -341,7 +356,7 @@ async fn the_two_step_policy_applies_unless_vouched_strong(app: TestApp) {
     strong["strong_auth"] = json!(true);
     let path = link(&app, strong).await;
     let mut b = app.browser();
-    assert_eq!(b.get(&path).await.status, StatusCode::SEE_OTHER);
+    assert_eq!(enter(&mut b, &path).await.status, StatusCode::SEE_OTHER);
     let page = b.get("/settings/api-keys").await;
     assert_eq!(page.status, StatusCode::OK, "vouched strong: {}", page.body);
 }
@@ -523,7 +538,7 @@ both!(the_cli_sets_an_external_id);
 async fn handoff_sessions_follow_the_session_rules(app: TestApp) {
     let path = link(&app, handoff("u-8", "fay@customer.test", "cus_8")).await;
     let mut b = app.browser();
-    assert_eq!(b.get(&path).await.status, StatusCode::SEE_OTHER);
+    assert_eq!(enter(&mut b, &path).await.status, StatusCode::SEE_OTHER);
     // Without a password or a factor, a later confirmation points back to the team's app
     // (a new hand-off is the proof), not to a form that can only fail.
     app.clock.advance(time::Duration::minutes(20));
@@ -543,3 +558,132 @@ async fn handoff_sessions_follow_the_session_rules(app: TestApp) {
     assert!(page.location().starts_with("/login"), "{}", page.location());
 }
 both!(handoff_sessions_follow_the_session_rules);
+
+async fn a_browser_signed_in_elsewhere_is_told_before_switching(app: TestApp) {
+    let mut b = app.signed_up("someone@example.com").await;
+    let path = link(&app, handoff("u-9", "gil@customer.test", "cus_9")).await;
+    let page = b.get(&path).await;
+    assert!(
+        page.shows("This browser is signed in as someone@example.com"),
+        "{}",
+        page.body
+    );
+    // Still signed in as before: nothing happened without the click.
+    let keys = b.get("/settings/api-keys").await;
+    assert_eq!(keys.status, StatusCode::OK);
+    assert!(!keys.shows("Customer cus_9"));
+    // A post without the page's CSRF token (e.g. from another site) does nothing.
+    let forged = b.post_raw(&path, &[], &[]).await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN, "{}", forged.body);
+    let res = enter(&mut b, &path).await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER);
+    assert!(b.get("/settings/api-keys").await.shows("Customer cus_9"));
+}
+both!(a_browser_signed_in_elsewhere_is_told_before_switching);
+
+async fn the_team_app_can_disable_a_person(app: TestApp) {
+    let path = link(&app, handoff("u-10", "hal@customer.test", "cus_10")).await;
+    let mut b = app.browser();
+    assert_eq!(enter(&mut b, &path).await.status, StatusCode::SEE_OTHER);
+    assert_eq!(b.get("/settings/api-keys").await.status, StatusCode::OK);
+    let (status, body) = operator(
+        &app,
+        reqwest::Method::PATCH,
+        "/api/v1/portal/users/u-10",
+        Some(TEST_OPERATOR_TOKEN),
+        json!({ "disabled": true }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["disabled"], true);
+    // Their session ends at once; a new hand-off is refused.
+    assert_eq!(
+        b.get("/settings/api-keys").await.status,
+        StatusCode::SEE_OTHER
+    );
+    let again = link(&app, handoff("u-10", "hal@customer.test", "cus_10")).await;
+    let res = enter(&mut app.browser(), &again).await;
+    assert_eq!(res.status, StatusCode::FORBIDDEN, "{}", res.body);
+    assert!(
+        res.shows("disabled by the app you came from"),
+        "{}",
+        res.body
+    );
+    // Enabled again, they come back in.
+    let (status, _) = operator(
+        &app,
+        reqwest::Method::PATCH,
+        "/api/v1/portal/users/u-10",
+        Some(TEST_OPERATOR_TOKEN),
+        json!({ "disabled": false }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let back = link(&app, handoff("u-10", "hal@customer.test", "cus_10")).await;
+    assert_eq!(
+        enter(&mut app.browser(), &back).await.status,
+        StatusCode::SEE_OTHER
+    );
+    // Unknown people, and other credentials, are 404 / 401.
+    let (status, _) = operator(
+        &app,
+        reqwest::Method::PATCH,
+        "/api/v1/portal/users/nobody",
+        Some(TEST_OPERATOR_TOKEN),
+        json!({ "disabled": true }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = operator(
+        &app,
+        reqwest::Method::PATCH,
+        "/api/v1/portal/users/u-10",
+        Some(TEST_VERIFIER_TOKEN),
+        json!({ "disabled": true }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+both!(the_team_app_can_disable_a_person);
+
+async fn a_new_organization_gets_an_owner_and_keeps_one(app: TestApp) {
+    let mut first = handoff("u-11", "ida@customer.test", "cus_11");
+    first["role"] = json!("developer");
+    let path = link(&app, first).await;
+    assert_eq!(
+        enter(&mut app.browser(), &path).await.status,
+        StatusCode::SEE_OTHER
+    );
+    let org = app
+        .store
+        .org_by_external_id("cus_11")
+        .await
+        .unwrap()
+        .unwrap();
+    let members = app.store.members(&org.id).await.unwrap();
+    assert_eq!(members[0].role, "owner", "someone can manage it");
+    // A later hand-off does not demote the only owner.
+    let mut again = handoff("u-11", "ida@customer.test", "cus_11");
+    again["role"] = json!("viewer");
+    let path = link(&app, again).await;
+    assert_eq!(
+        enter(&mut app.browser(), &path).await.status,
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(app.store.members(&org.id).await.unwrap()[0].role, "owner");
+    // The second person gets the role asked for.
+    let mut second = handoff("u-12", "jo@customer.test", "cus_11");
+    second["role"] = json!("viewer");
+    let path = link(&app, second).await;
+    assert_eq!(
+        enter(&mut app.browser(), &path).await.status,
+        StatusCode::SEE_OTHER
+    );
+    let members = app.store.members(&org.id).await.unwrap();
+    let jo = members
+        .iter()
+        .find(|m| m.email == "jo@customer.test")
+        .unwrap();
+    assert_eq!(jo.role, "viewer");
+}
+both!(a_new_organization_gets_an_owner_and_keeps_one);
