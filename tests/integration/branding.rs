@@ -190,3 +190,77 @@ async fn a_favicon_is_served_and_linked(app: TestApp) {
     assert!(icon.body.contains("<svg"));
 }
 both!(a_favicon_is_served_and_linked);
+
+/// `keyward` with these environment variables (and a throw-away secrets file and database).
+fn keyward(args: &[&str], env: &[(&str, &str)], stdin: &str) -> std::process::Output {
+    use std::{io::Write, process::Stdio};
+    let dir = std::env::temp_dir().join(format!("kw-brand-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(args)
+        .env("DATABASE_URL", format!("sqlite://{}/k.db", dir.display()))
+        .env("KEYWARD_SECRETS_FILE", dir.join("secrets"))
+        .env("KEYWARD_BIND", "127.0.0.1:0")
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.as_bytes()).unwrap();
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+    out
+}
+
+#[test]
+fn start_up_refuses_an_accent_colour_without_enough_contrast() {
+    let out = keyward(&["serve"], &[("KEYWARD_ACCENT_COLOR", "#ffcc00")], "");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("KEYWARD_ACCENT_COLOR #ffcc00 has a contrast of 1.51:1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn start_up_refuses_a_logo_on_another_origin() {
+    let out = keyward(
+        &["serve"],
+        &[
+            ("KEYWARD_BASE_URL", "https://keys.acme.test"),
+            ("KEYWARD_LOGO", "https://cdn.example.net/logo.svg"),
+        ],
+        "",
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "KEYWARD_LOGO https://cdn.example.net/logo.svg is not on Keyward's own origin"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn user_create_refuses_a_password_built_from_the_product_name() {
+    let out = keyward(
+        &[
+            "user",
+            "create",
+            "--email",
+            "ops@example.com",
+            "--role",
+            "owner",
+        ],
+        &[("KEYWARD_PRODUCT_NAME", "Acme API")],
+        "AcmeAPI-2024-2025!\n",
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("based on the name of this service"), "{err}");
+}
