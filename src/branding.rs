@@ -485,10 +485,7 @@ pub async fn logo(State(state): State<AppState>) -> Response {
             ..
         }) => (
             [
-                (
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static(*content_type),
-                ),
+                (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
                 (
                     header::CACHE_CONTROL,
                     HeaderValue::from_static("public, max-age=86400"),
