@@ -79,7 +79,12 @@ pub fn router(state: AppState, sessions: SessionBackend) -> Router {
             crate::deadline::guard,
         ))
         .layer(middleware::from_fn(no_store))
-        .layer(middleware::from_fn(error::html_errors));
+        .layer(middleware::from_fn(error::html_errors))
+        // Outermost: every page, error pages included, shows this deployment's branding.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::branding::scope,
+        ));
 
     // The deadline and JSON errors as one allocation-free layer (the verification hot path).
     let api = verify::http::router()
@@ -96,7 +101,13 @@ pub fn router(state: AppState, sessions: SessionBackend) -> Router {
             crate::deadline::guard,
         ))
         .layer(middleware::from_fn(no_store))
-        .layer(middleware::from_fn(error::json_errors));
+        .layer(middleware::from_fn(error::json_errors))
+        // Its error messages name the product too. (Not the verification doors: their
+        // callers are the team's servers, and they stay free of per-request boxing.)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::branding::scope,
+        ));
 
     // Liveness never touches the database (a restart would not bring it back); readiness
     // does, within the database timeout. Both are answered as plain text.
@@ -122,6 +133,9 @@ pub fn router(state: AppState, sessions: SessionBackend) -> Router {
         .route("/static/app.css", get(static_css))
         .route("/static/app.js", get(static_js))
         .route("/static/passkeys.js", get(static_passkeys_js))
+        .route("/brand.css", get(crate::branding::stylesheet))
+        .route("/favicon.ico", get(crate::branding::favicon))
+        .route(crate::branding::LOGO_PATH, get(crate::branding::logo))
         .merge(dashboard)
         .layer(middleware::from_fn_with_state(
             state.clone(),

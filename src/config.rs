@@ -5,7 +5,7 @@
 //! persisted to the secrets file with mode 0600, never hard-coded, so that keys created
 //! before a restart still verify after it.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::{Context, bail};
 use base64::{Engine, engine::general_purpose::STANDARD as B64};
@@ -13,7 +13,11 @@ use clap::{Args, ValueEnum};
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 use serde::{Deserialize, Serialize};
 
-use crate::{audit::chain::AuditSigningKey, keys::scopes::ScopeCatalog};
+use crate::{
+    audit::chain::AuditSigningKey,
+    branding::{BrandSettings, Branding},
+    keys::scopes::ScopeCatalog,
+};
 
 /// Who may create an account from the sign-up page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -63,6 +67,12 @@ pub struct StoreArgs {
     /// before it answers 503 "database unavailable" instead of hanging.
     #[arg(long, env = "KEYWARD_DB_TIMEOUT_SECONDS", default_value_t = 5)]
     pub db_timeout_seconds: u64,
+
+    /// The product's name, shown in page titles, the header, sign-in pages and emails; a
+    /// password may not be built from it (here, beside the password rules, so that
+    /// `keyward user create` applies them too).
+    #[arg(long, env = "KEYWARD_PRODUCT_NAME", default_value = crate::branding::DEFAULT_PRODUCT_NAME)]
+    pub product_name: String,
 }
 
 impl StoreArgs {
@@ -157,13 +167,34 @@ pub struct ServeArgs {
     #[arg(long, env = "KEYWARD_SMTP_URL", hide_env_values = true)]
     pub smtp_url: Option<String>,
 
-    /// Sender of Keyward's emails.
-    #[arg(
-        long,
-        env = "KEYWARD_MAIL_FROM",
-        default_value = "Keyward <keyward@localhost>"
-    )]
+    /// Sender of Keyward's emails. Its display name is `KEYWARD_MAIL_SENDER_NAME` when set,
+    /// else the name given here, else the product name.
+    #[arg(long, env = "KEYWARD_MAIL_FROM", default_value = "keyward@localhost")]
     pub mail_from: String,
+
+    /// Display name of the sender of emails (`Acme API <keys@acme.com>`). Default: the name
+    /// in `KEYWARD_MAIL_FROM`, else the product name.
+    #[arg(long, env = "KEYWARD_MAIL_SENDER_NAME")]
+    pub mail_sender_name: Option<String>,
+
+    /// The logo shown in the header and on sign-in pages: the path of an .svg, .png, .jpg,
+    /// .webp, .gif or .ico file (Keyward serves it, and uses it as the favicon), or a URL on
+    /// Keyward's own origin. Default: the product name as text.
+    #[arg(long, env = "KEYWARD_LOGO")]
+    pub logo: Option<String>,
+
+    /// Accent colour of buttons and links, as hex (`#1967d2`). Refused at start-up unless
+    /// white text on it and it on the page background reach WCAG AA contrast (4.5:1).
+    #[arg(long, env = "KEYWARD_ACCENT_COLOR")]
+    pub accent_color: Option<String>,
+
+    /// Where your customers get help (shown at the foot of every page and in emails).
+    #[arg(long, env = "KEYWARD_SUPPORT_URL")]
+    pub support_url: Option<String>,
+
+    /// Support email address (shown at the foot of every page and in emails).
+    #[arg(long, env = "KEYWARD_SUPPORT_EMAIL")]
+    pub support_email: Option<String>,
 
     /// Invalid keys one source may present per minute before being throttled.
     #[arg(
@@ -324,6 +355,8 @@ pub struct Config {
     pub audit_signing_key: AuditSigningKey,
     /// The longest one request may take (`KEYWARD_REQUEST_TIMEOUT_SECONDS`).
     pub request_timeout: Duration,
+    /// Product name, logo, accent colour, support contacts, email sender name.
+    pub branding: Arc<Branding>,
 }
 
 impl Config {
@@ -352,6 +385,25 @@ impl Config {
                 db_timeout.as_secs()
             );
         }
+        let mail_from = args.mail_from.trim().to_string();
+        let mailbox: lettre::message::Mailbox = mail_from
+            .parse()
+            .map_err(|e| anyhow::anyhow!("KEYWARD_MAIL_FROM {mail_from:?}: {e}"))?;
+        let branding = Branding::resolve(
+            &BrandSettings {
+                product_name: Some(args.store.product_name.clone()),
+                logo: args.logo.clone(),
+                accent_color: args.accent_color.clone(),
+                support_url: args.support_url.clone(),
+                support_email: args.support_email.clone(),
+                mail_sender_name: args
+                    .mail_sender_name
+                    .clone()
+                    .filter(|n| !n.trim().is_empty())
+                    .or(mailbox.name),
+            },
+            &base_url,
+        )?;
         Ok(Self {
             base_url,
             api_base_url: args.api_base_url.trim_end_matches('/').to_string(),
@@ -418,7 +470,7 @@ impl Config {
                 )
             },
             smtp_url: args.smtp_url.clone(),
-            mail_from: args.mail_from.clone(),
+            mail_from,
             sso_providers: match &args.sso_providers_file {
                 Some(path) => crate::sso::load_providers(path)?,
                 None => Vec::new(),
@@ -431,6 +483,7 @@ impl Config {
             leak_action: args.leak_action,
             audit_signing_key: load_audit_signing_key(&args.store)?,
             request_timeout,
+            branding: Arc::new(branding),
         })
     }
 
@@ -463,7 +516,7 @@ impl Config {
             // Tests sign many people up from 127.0.0.1; the throttle's own tests use 1.0.
             source_budget_scale: 100.0,
             smtp_url: None,
-            mail_from: "Keyward <keyward@localhost>".into(),
+            mail_from: "keyward@localhost".into(),
             sso_providers: Vec::new(),
             // The tests' identity provider runs on loopback.
             allow_private_networks: true,
@@ -471,6 +524,7 @@ impl Config {
             leak_action: crate::leaks::LeakAction::Revoke,
             audit_signing_key: AuditSigningKey::from_seed(TEST_AUDIT_SIGNING_SEED),
             request_timeout: Duration::from_secs(30),
+            branding: Arc::new(Branding::default()),
         }
     }
 
@@ -739,6 +793,7 @@ mod tests {
             min_password_length: 15,
             min_password_length_two_step: 8,
             db_timeout_seconds: 5,
+            product_name: "Keyward".into(),
         };
         let a = load_pepper(&args).unwrap();
         let b = load_pepper(&args).unwrap();
@@ -759,6 +814,7 @@ mod tests {
             min_password_length: 15,
             min_password_length_two_step: 8,
             db_timeout_seconds: 5,
+            product_name: "Keyward".into(),
         };
         assert!(read_audit_signing_key(&args).unwrap().is_none());
         let pepper = load_pepper(&args).unwrap();

@@ -131,12 +131,12 @@ impl AppError {
             AppError::Unavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
-                "Keyward can't reach its database right now. Please try again in a moment.".into(),
+                format!("{} can't reach its database right now. Please try again in a moment.", crate::branding::current().product_name),
             ),
             AppError::Busy => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "busy",
-                "Keyward is handling a lot of sign-ins right now. Please try again in a few seconds.".into(),
+                format!("{} is handling a lot of sign-ins right now. Please try again in a few seconds.", crate::branding::current().product_name),
             ),
             AppError::TimedOut { slow_client: true } => (
                 StatusCode::REQUEST_TIMEOUT,
@@ -146,7 +146,7 @@ impl AppError {
             AppError::TimedOut { slow_client: false } => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "timed_out",
-                "Keyward took too long to answer this request. Please try again in a moment.".into(),
+                format!("{} took too long to answer this request. Please try again in a moment.", crate::branding::current().product_name),
             ),
             AppError::TooManyAttempts { retry_after } => (
                 StatusCode::TOO_MANY_REQUESTS,

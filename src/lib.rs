@@ -9,6 +9,7 @@ pub mod api;
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod branding;
 pub mod clock;
 pub mod config;
 pub mod deadline;

@@ -455,7 +455,12 @@ async fn create_user(
     let min_len = args
         .min_password_length
         .max(keyward::config::MIN_PASSWORD_FLOOR);
-    if let Err(why) = password::check_policy(password.expose_secret(), &email, min_len) {
+    if let Err(why) = password::check_policy(
+        password.expose_secret(),
+        &email,
+        min_len,
+        &args.product_name,
+    ) {
         bail!("password refused: {why}");
     }
     let store = Store::connect_with(&args.database_url, args.store_options()).await?;

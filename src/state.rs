@@ -69,6 +69,7 @@ impl AppState {
         let mailer = crate::mail::Mailer::new(
             config.smtp_url.as_deref(),
             &config.mail_from,
+            &config.branding,
             store.clone(),
             clock.clone(),
             &config.key_pepper,

@@ -128,7 +128,12 @@ pub async fn change(
         return Ok((StatusCode::BAD_REQUEST, page).into_response());
     }
     let new_password = form.new_password.expose_secret();
-    if let Err(why) = password::check_policy(new_password, &cu.user.email, page.min_len) {
+    if let Err(why) = password::check_policy(
+        new_password,
+        &cu.user.email,
+        page.min_len,
+        &state.config.branding.product_name,
+    ) {
         page.new_error = Some(why.to_string());
         return Ok((StatusCode::BAD_REQUEST, page).into_response());
     }
@@ -175,13 +180,18 @@ pub async fn change(
     } else {
         ""
     };
+    let product = &state.config.branding.product_name;
     let body = format!(
-        "The password of your Keyward account ({}) was changed on {when} from {browser} (IP address {}).\n\n{sessions}If it was not you, choose a new password now at {}/forgot-password, and tell your administrator.\n",
+        "The password of your {product} account ({}) was changed on {when} from {browser} (IP address {}).\n\n{sessions}If it was not you, choose a new password now at {}/forgot-password, and tell your administrator.\n",
         cu.user.email, meta.ip, state.config.base_url
     );
     state
         .mailer
-        .send(&cu.user.email, "Your Keyward password was changed", &body)
+        .send(
+            &cu.user.email,
+            &format!("Your {product} password was changed"),
+            &body,
+        )
         .await;
     cu.flash(
         "success",

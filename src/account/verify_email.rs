@@ -47,13 +47,18 @@ pub async fn send_verification(state: &AppState, user: &User) -> Result<bool> {
         .create_email_verification(user, &hash, now, now + VERIFY_TTL_SECS)
         .await?;
     let link = format!("{}/verify-email/{token}", state.config.base_url);
+    let product = &state.config.branding.product_name;
     let body = format!(
-        "Confirm that {} is your email address for Keyward:\n{link}\n\nThe link works once, for 24 hours. It confirms the address; then sign in with your password.\n\nIf you did not create a Keyward account, ignore this email.\n",
+        "Confirm that {} is your email address for {product}:\n{link}\n\nThe link works once, for 24 hours. It confirms the address; then sign in with your password.\n\nIf you did not create a {product} account, ignore this email.\n",
         user.email
     );
     state
         .mailer
-        .send(&user.email, "Confirm your email address for Keyward", &body)
+        .send(
+            &user.email,
+            &format!("Confirm your email address for {product}"),
+            &body,
+        )
         .await;
     Ok(true)
 }

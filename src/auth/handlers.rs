@@ -464,9 +464,10 @@ pub async fn signup(
     let email = normalize_email(&form.email);
     let invited = open_invitation(&state, &form.invite).await?;
     if state.config.signup == SignupMode::Closed {
-        return Err(AppError::forbidden(
-            "Sign-up is closed on this Keyward. Ask its operator for an account, then accept the invitation after signing in.",
-        ));
+        return Err(AppError::forbidden(format!(
+            "Sign-up is closed on {}. Ask its operator for an account, then accept the invitation after signing in.",
+            state.config.branding.product_name
+        )));
     }
     if !form.invite.is_empty() && invited.is_none() {
         return Err(AppError::Rejected(
@@ -486,9 +487,10 @@ pub async fn signup(
         )));
     }
     if invited.is_none() && state.config.signup != SignupMode::Open {
-        return Err(AppError::forbidden(
-            "Sign-up is not open on this Keyward. Ask an administrator for an invitation.",
-        ));
+        return Err(AppError::forbidden(format!(
+            "Sign-up is not open on {}. Ask an administrator for an invitation.",
+            state.config.branding.product_name
+        )));
     }
     let name: String = form.name.trim().chars().take(100).collect();
     let mut page = SignupPage {
@@ -515,6 +517,7 @@ pub async fn signup(
         form.password.expose_secret(),
         &email,
         state.config.min_password_length,
+        &state.config.branding.product_name,
     ) {
         page.password_error = Some(why.to_string());
     }
@@ -564,7 +567,8 @@ pub async fn signup(
     };
     tracing::info!(event = %AuditAction::UserSignedUp, user_id = %user.id, ip = %meta.ip, "signed up");
     let mut active_org = personal_org;
-    let mut welcome = "Welcome to Keyward! Create your first API key below.".to_string();
+    let product = &state.config.branding.product_name;
+    let mut welcome = format!("Welcome to {product}! Create your first API key below.");
     {
         let audit = meta
             .stamp(NewAudit::new(AuditAction::InvitationAccepted, now))
@@ -578,7 +582,7 @@ pub async fn signup(
             .await?
         {
             active_org = inv.org_id.clone();
-            welcome = format!("Welcome to Keyward! You joined {org} as {}.", inv.role);
+            welcome = format!("Welcome to {product}! You joined {org} as {}.", inv.role);
         }
     }
     session::sign_in(
@@ -602,7 +606,11 @@ struct CheckInboxPage {
     email: String,
 }
 
-const SIGNUP_TAKEN_SUBJECT: &str = "Someone tried to sign up to Keyward with your address";
+/// The subject of the notice to an address that already has an account (also how the
+/// notices of the last minute are found).
+fn signup_taken_subject(product: &str) -> String {
+    format!("Someone tried to sign up to {product} with your address")
+}
 
 /// The background half of an open sign-up: a new, unverified account and its verification
 /// link; or, when the address already has an account, a notice to its owner (at most one a
@@ -634,18 +642,16 @@ async fn finish_open_signup(
         }
         Err(StoreError::Conflict) => {
             tracing::info!(event = "user.signup_for_existing_email", ip = %meta.ip, "sign-up with an address that has an account");
-            if state
-                .store
-                .recent_email(&email, SIGNUP_TAKEN_SUBJECT, now - 60)
-                .await?
-            {
+            let product = &state.config.branding.product_name;
+            let subject = signup_taken_subject(product);
+            if state.store.recent_email(&email, &subject, now - 60).await? {
                 return Ok(());
             }
             let base = &state.config.base_url;
             let body = format!(
-                "Someone tried to create a Keyward account with your address ({email}), which already has an account.\n\nIf it was you: sign in at {base}/login, or, if you forgot your password, choose a new one at {base}/forgot-password.\n\nIf it was not you, you can ignore this email: nothing changed on your account.\n"
+                "Someone tried to create a {product} account with your address ({email}), which already has an account.\n\nIf it was you: sign in at {base}/login, or, if you forgot your password, choose a new one at {base}/forgot-password.\n\nIf it was not you, you can ignore this email: nothing changed on your account.\n"
             );
-            state.mailer.send(&email, SIGNUP_TAKEN_SUBJECT, &body).await;
+            state.mailer.send(&email, &subject, &body).await;
         }
         Err(e) => return Err(e.into()),
     }
@@ -760,13 +766,18 @@ async fn send_reset(state: &AppState, email: &str, meta: ClientMeta) -> Result<(
         .target("user", &user.id, &user.email);
     state.store.record(&audit).await?;
     let link = format!("{}/reset-password/{token}", state.config.base_url);
+    let product = &state.config.branding.product_name;
     let body = format!(
-        "Someone asked to reset the password of your Keyward account ({}).\n\nChoose a new password (the link works once, for 30 minutes):\n{link}\n\nIf it was not you, ignore this email; your password stays as it is.\n",
+        "Someone asked to reset the password of your {product} account ({}).\n\nChoose a new password (the link works once, for 30 minutes):\n{link}\n\nIf it was not you, ignore this email; your password stays as it is.\n",
         user.email
     );
     state
         .mailer
-        .send(&user.email, "Reset your Keyward password", &body)
+        .send(
+            &user.email,
+            &format!("Reset your {product} password"),
+            &body,
+        )
         .await;
     Ok(())
 }
@@ -849,7 +860,12 @@ pub async fn reset(
     page.min_len = state
         .config
         .password_min_for(state.store.has_second_factor(&user.id).await?);
-    if let Err(why) = password::check_policy(new_password, &user.email, page.min_len) {
+    if let Err(why) = password::check_policy(
+        new_password,
+        &user.email,
+        page.min_len,
+        &state.config.branding.product_name,
+    ) {
         page.error = Some(why.to_string());
         return Ok((StatusCode::BAD_REQUEST, page).into_response());
     }

@@ -20,7 +20,8 @@ pub const P_COST: u32 = 1;
 /// Longest accepted password, in characters: enough for any passphrase, short enough that
 /// hashing cannot be abused.
 pub const MAX_LEN: usize = 256;
-/// The service's own name, which makes a guessable password.
+/// The software's own name, which makes a guessable password whatever the product is called
+/// (`KEYWARD_PRODUCT_NAME`).
 const APP_NAME: &str = "keyward";
 
 static COMMON: LazyLock<HashSet<&'static str>> =
@@ -57,8 +58,14 @@ pub enum PasswordRejection {
 
 /// Checks a new password against the policy. No composition rules: any characters are
 /// allowed, length is counted in Unicode characters, and the password is never trimmed
-/// or case-folded before hashing.
-pub fn check_policy(password: &str, email: &str, min_len: usize) -> Result<(), PasswordRejection> {
+/// or case-folded before hashing. `product_name` is the name people know the service by
+/// (`KEYWARD_PRODUCT_NAME`): like "keyward", a password may not be built from it.
+pub fn check_policy(
+    password: &str,
+    email: &str,
+    min_len: usize,
+    product_name: &str,
+) -> Result<(), PasswordRejection> {
     let len = password.chars().count();
     if len < min_len {
         return Err(PasswordRejection::TooShort {
@@ -87,10 +94,31 @@ pub fn check_policy(password: &str, email: &str, min_len: usize) -> Result<(), P
             return Err(PasswordRejection::ContainsEmail);
         }
     }
-    if lower.contains(APP_NAME) && leftover_without(&lower, APP_NAME) < 4 {
+    if service_names(product_name)
+        .iter()
+        .any(|name| lower.contains(name.as_str()) && leftover_without(&lower, name) < 4)
+    {
         return Err(PasswordRejection::ContainsAppName);
     }
     Ok(())
+}
+
+/// The words a password may not be built from: "keyward", the product name lowercased
+/// ("acme api"), run together ("acmeapi"), and its longer words ("acme").
+fn service_names(product_name: &str) -> Vec<String> {
+    let lower = product_name.trim().to_lowercase();
+    let mut names = vec![APP_NAME.to_string(), lower.clone()];
+    names.push(lower.chars().filter(|c| c.is_alphanumeric()).collect());
+    names.extend(
+        lower
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| w.chars().count() >= 4)
+            .map(str::to_string),
+    );
+    names.retain(|n| n.chars().count() >= 3);
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// How many characters remain once every occurrence of `word` and all padding are
@@ -359,7 +387,22 @@ mod tests {
     use super::*;
 
     fn check(pw: &str) -> Result<(), PasswordRejection> {
-        check_policy(pw, "alice.smith@example.com", 15)
+        check_policy(pw, "alice.smith@example.com", 15, "Keyward")
+    }
+
+    #[test]
+    fn a_password_built_from_the_product_name_is_refused() {
+        let check = |pw: &str| check_policy(pw, "alice.smith@example.com", 15, "Acme API");
+        for pw in [
+            "Acme API 2024!!!",
+            "acmeapi12345678",
+            "ACME!!ACME!!2024",
+            "keywardkeyward1",
+        ] {
+            assert_eq!(check(pw), Err(PasswordRejection::ContainsAppName), "{pw}");
+        }
+        // A passphrase that merely mentions it is fine.
+        assert_eq!(check("acme tangerine quiz horse"), Ok(()));
     }
 
     #[test]

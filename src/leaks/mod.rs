@@ -253,11 +253,14 @@ async fn handle_leak(state: &AppState, key: &ApiKey, r: &Reported) -> Result<()>
     tracing::warn!(event = %AuditAction::KeyLeaked, key_id = %key.id, org_id = %key.org_id, revoked = revoke && active, "API key reported as leaked");
     let subject = format!("API key “{}” was found in public", key.name);
     let what = if revoke && active {
-        "Keyward revoked it: requests using it are refused from now on. Create or roll a key to replace it."
+        format!(
+            "{} revoked it: requests using it are refused from now on. Create or roll a key to replace it.",
+            state.config.branding.product_name
+        )
     } else if active {
-        "It still works. Revoke or roll it now unless you are sure the exposure is harmless."
+        "It still works. Revoke or roll it now unless you are sure the exposure is harmless.".into()
     } else {
-        "It was already revoked."
+        "It was already revoked.".into()
     };
     let body = format!(
         "GitHub secret scanning reported the API key “{}” ({}…{}) at:\n{}\n\n{what}\n\n{}/settings/api-keys/{}\n",

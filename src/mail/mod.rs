@@ -54,6 +54,8 @@ pub struct Mailer {
     store: Store,
     clock: Arc<dyn Clock>,
     seal: SecretBox,
+    /// Appended to every body: where to get help (`KEYWARD_SUPPORT_*`), or nothing.
+    signature: String,
 }
 
 impl std::fmt::Debug for Mailer {
@@ -70,6 +72,7 @@ impl Mailer {
     pub fn new(
         smtp_url: Option<&str>,
         from: &str,
+        branding: &crate::branding::Branding,
         store: Store,
         clock: Arc<dyn Clock>,
         pepper: &KeyPepper,
@@ -79,15 +82,18 @@ impl Mailer {
             .map(|u| AsyncSmtpTransport::<Tokio1Executor>::from_url(u).map(|b| b.build()))
             .transpose()
             .map_err(|e| anyhow::anyhow!("KEYWARD_SMTP_URL: {e}"))?;
-        let from = from
+        let from: Mailbox = from
             .parse()
             .map_err(|e| anyhow::anyhow!("KEYWARD_MAIL_FROM {from:?}: {e}"))?;
+        // The display name is the branding's (`KEYWARD_MAIL_SENDER_NAME`).
+        let from = Mailbox::new(Some(branding.mail_sender_name.clone()), from.email);
         Ok(Self {
             transport,
             from,
             store,
             clock,
             seal: outbox_box(pepper),
+            signature: branding.email_signature(),
         })
     }
 
@@ -99,6 +105,7 @@ impl Mailer {
     /// failures are recorded and logged, never raised: the action that sends the email
     /// (an invitation, a reset request) has already happened.
     pub async fn send(&self, to: &str, subject: &str, body: &str) {
+        let body = &format!("{body}{}", self.signature);
         let mut record = OutboxEmail {
             id: 0,
             created_at: self.clock.unix(),

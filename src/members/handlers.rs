@@ -389,15 +389,16 @@ async fn deliver_invitation(
     now: i64,
 ) -> Result<Response> {
     let link = format!("{}/invitations/{token}", state.config.base_url);
+    let product = &state.config.branding.product_name;
     let body = format!(
-        "{} invited you to join {} on Keyward as {role}.\n\nAccept the invitation (valid for 7 days, once):\n{link}\n\nIf you did not expect this, ignore this email.\n",
+        "{} invited you to join {} on {product} as {role}.\n\nAccept the invitation (valid for 7 days, once):\n{link}\n\nIf you did not expect this, ignore this email.\n",
         cu.user.email, cu.org.org_name
     );
     state
         .mailer
         .send(
             &email,
-            &format!("You're invited to {} on Keyward", cu.org.org_name),
+            &format!("You're invited to {} on {product}", cu.org.org_name),
             &body,
         )
         .await;

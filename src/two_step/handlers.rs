@@ -127,7 +127,8 @@ async fn render_totp(
     error: Option<&'static str>,
 ) -> Result<Response> {
     let secret = enrolling_secret(state, cu).await?;
-    let url = totp::otpauth_url(&secret, "Keyward", &cu.user.email).map_err(AppError::internal)?;
+    let url = totp::otpauth_url(&secret, &state.config.branding.product_name, &cu.user.email)
+        .map_err(AppError::internal)?;
     let page = TotpPage {
         chrome: cu.chrome("account").await?,
         secret: totp::secret_text(&secret),

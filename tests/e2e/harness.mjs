@@ -28,6 +28,17 @@ export const VERIFIER_TOKEN = 'e2e-verifier-token';
 export const IDP_CLIENT = { id: 'keyward-e2e', secret: 'e2e-idp-client-secret-4b1c' };
 export const PG_URL = process.env.KEYWARD_TEST_POSTGRES_URL || 'postgres://postgres@127.0.0.1:5432/test';
 
+/**
+ * Every journey runs on a branded deployment (README "Branding"), as a team that puts
+ * Keyward in front of its customers does; the README's screenshots show it too.
+ */
+export const BRANDING = {
+  KEYWARD_PRODUCT_NAME: 'Acme API',
+  KEYWARD_ACCENT_COLOR: '#0f766e',
+  KEYWARD_SUPPORT_URL: 'https://acme.example.com/support',
+  KEYWARD_SUPPORT_EMAIL: 'api-support@acme.example.com',
+};
+
 /** Screenshots go to tests/e2e/output; with KEYWARD_SCREENSHOTS_DIR, the README's too. */
 const OUT = join(here, 'output');
 const README_SHOTS = process.env.KEYWARD_SCREENSHOTS_DIR;
@@ -133,6 +144,7 @@ export async function startKeyward(backend, { idpAccounts = {}, host = '127.0.0.
       KEYWARD_VERIFIER_TOKENS: VERIFIER_TOKEN,
       KEYWARD_ALLOW_PRIVATE_NETWORKS: 'true',
       KEYWARD_API_BASE_URL: 'https://api.example.com',
+      ...BRANDING,
       RUST_LOG: process.env.E2E_LOG ? 'info' : 'warn',
       ...env,
     },

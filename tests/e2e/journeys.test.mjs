@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import { after, describe, test } from 'node:test';
 
 import {
+  BRANDING,
   PASSWORD,
   IDP_CLIENT,
   acceptDialogs,
@@ -115,6 +116,14 @@ for (const backend of backends) {
         // Landed in the personal organization, on an empty API keys page.
         await assert.doesNotReject(page.getByRole('heading', { name: 'No API keys yet' }).waitFor());
         assert.match(await page.locator('.sidenav-title').first().textContent(), /Ada/);
+        // The deployment's branding (harness BRANDING): name, accent colour, favicon.
+        assert.equal(await page.title(), `API keys · ${BRANDING.KEYWARD_PRODUCT_NAME}`);
+        assert.equal(await page.locator('header .brand').textContent(), BRANDING.KEYWARD_PRODUCT_NAME);
+        assert.equal(
+          await page.getByRole('link', { name: 'Create API key' }).first().evaluate((el) => getComputedStyle(el).backgroundColor),
+          'rgb(15, 118, 110)',
+        );
+        assert.equal((await page.request.get('/favicon.ico')).status(), 200);
         await shot(page, `keys-empty-${backend}`, { readme: backend === 'sqlite' });
 
         const { id, key } = await createKey(page, { name: 'Billing worker', scopes: ['read', 'write'] });

@@ -11,6 +11,7 @@ mod api_keys;
 mod audit;
 mod audit_chain;
 mod backup;
+mod branding;
 mod cli;
 mod credits;
 mod email;
