@@ -264,7 +264,7 @@ pub fn check_return_url(allowed: &[String], given: &str) -> Result<(), String> {
     if !matches!(url.scheme(), "http" | "https")
         || !url.username().is_empty()
         || url.password().is_some()
-        || !allowed.iter().any(|a| *a == origin)
+        || !allowed.contains(&origin)
     {
         return Err(format!(
             "return_url must be on one of the allowed origins ({}).",

@@ -54,11 +54,13 @@ pub fn token_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-fn gone() -> AppError {
+fn gone(state: &AppState) -> AppError {
     AppError::Rejected(
         StatusCode::GONE,
-        "This sign-in link has expired or was already used. Go back to the app you came from and open its API keys page again for a new link."
-            .into(),
+        format!(
+            "This sign-in link has expired or was already used. Go back to {} and open its API keys page again for a new link.",
+            state.config.branding.product_name
+        ),
     )
 }
 
@@ -85,7 +87,7 @@ async fn show(
         .peek_portal_grant(&token_hash(&token), now)
         .await?
     else {
-        return Err(gone());
+        return Err(gone(&state));
     };
     let signed_in_as = match session.get::<String>(session::USER_ID).await? {
         Some(id) => state
@@ -125,11 +127,12 @@ async fn open(
         .await?
     {
         Ok(a) => a,
-        Err(PortalRefusal::Gone) => return Err(gone()),
+        Err(PortalRefusal::Gone) => return Err(gone(&state)),
         Err(PortalRefusal::Disabled) => {
-            return Err(AppError::forbidden(
-                "This account was disabled by the app you came from. Contact its support.",
-            ));
+            return Err(AppError::forbidden(format!(
+                "This account was disabled by {}. Contact its support.",
+                state.config.branding.product_name
+            )));
         }
     };
     let (user, org, grant) = (arrival.user, arrival.org, arrival.grant);

@@ -99,6 +99,7 @@ async fn a_handoff_signs_the_person_in_once(app: TestApp) {
         page.body.contains(&format!("href=\"{RETURN}\"")),
         "Back to the app"
     );
+    assert!(page.shows("Back to Keyward"), "the product's name");
     // The person can create a key in their organization.
     let (_, key) = b.new_key("from the portal").await;
     let (_, v) = app.verify_api(json!({ "key": key })).await;
@@ -544,11 +545,7 @@ async fn handoff_sessions_follow_the_session_rules(app: TestApp) {
     app.clock.advance(time::Duration::minutes(20));
     let page = b.get("/settings/account/confirm").await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
-    assert!(
-        page.shows("Go back to the app you came from"),
-        "{}",
-        page.body
-    );
+    assert!(page.shows("Go back to Keyward and open"), "{}", page.body);
     assert!(page.body.contains(&format!("href=\"{RETURN}\"")));
     assert!(!page.body.contains("name=\"password\""), "{}", page.body);
     // The idle limit ends the session like any other.
@@ -604,11 +601,7 @@ async fn the_team_app_can_disable_a_person(app: TestApp) {
     let again = link(&app, handoff("u-10", "hal@customer.test", "cus_10")).await;
     let res = enter(&mut app.browser(), &again).await;
     assert_eq!(res.status, StatusCode::FORBIDDEN, "{}", res.body);
-    assert!(
-        res.shows("disabled by the app you came from"),
-        "{}",
-        res.body
-    );
+    assert!(res.shows("disabled by Keyward"), "{}", res.body);
     // Enabled again, they come back in.
     let (status, _) = operator(
         &app,
