@@ -91,6 +91,7 @@ impl CurrentUser {
             csrf: self.csrf.clone(),
             flash: session::take_flash(&self.session).await?,
             back_to: self.user.portal_return_url.clone(),
+            handed_in: self.user.external_issuer.is_some(),
         })
     }
 
@@ -171,6 +172,8 @@ pub struct Chrome {
     pub flash: Option<Flash>,
     /// For an account handed in by the team's app: where "Back to …" leads.
     pub back_to: Option<String>,
+    /// The account was handed in by the team's app (it signs in through that app).
+    pub handed_in: bool,
 }
 
 impl Chrome {

@@ -667,9 +667,17 @@ pub async fn logout(
     // Sign-out must not depend on anything else working: delete the server-side session
     // (and expire the cookie) first.
     session.flush().await?;
+    let mut to = "/login?reason=signed_out".to_string();
     if let Some(user_id) = user_id
         && let Some(user) = state.store.user(&user_id).await?
     {
+        // Someone the team's app handed in signs in through that app: back there.
+        if let Some(back) = &user.portal_return_url
+            && crate::portal::api::check_return_url(&state.config.portal_return_origins, back)
+                .is_ok()
+        {
+            to = back.clone();
+        }
         let audit = meta
             .stamp(NewAudit::new(
                 AuditAction::AuthSignedOut,
@@ -680,7 +688,7 @@ pub async fn logout(
         state.store.record(&audit).await?;
         tracing::info!(event = %AuditAction::AuthSignedOut, user_id = %user.id, "signed out");
     }
-    Ok(Redirect::to("/login?reason=signed_out").into_response())
+    Ok(Redirect::to(&to).into_response())
 }
 
 // ------------------------------------------------------------------ password reset

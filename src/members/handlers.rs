@@ -91,6 +91,7 @@ async fn members_page(
                 can_manage && !is_self && (m.role != "owner" || cu.role == Role::Owner);
             MemberView {
                 sign_in: match (m.has_password, m.has_sso) {
+                    _ if m.handed_in => "Through the team's app",
                     (true, true) => "Password or SSO",
                     (false, true) => "SSO",
                     (true, false) => "Password",

@@ -226,11 +226,17 @@ fn validate(
             "The role must be owner, admin, developer or viewer.".into(),
         );
     }
-    if let Some(url) = &body.return_url
-        && let Err(m) = check_return_url(&state.config.portal_return_origins, url)
-    {
-        bad("return_url", m);
-    }
+    // Kept as parsed (normalized), so what is shown is what was checked.
+    let return_url = match body.return_url.as_deref() {
+        None => None,
+        Some(url) => match check_return_url(&state.config.portal_return_origins, url) {
+            Ok(()) => url::Url::parse(url).ok().map(String::from),
+            Err(m) => {
+                bad("return_url", m);
+                None
+            }
+        },
+    };
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -242,7 +248,7 @@ fn validate(
         org_external_id: body.organization.external_id,
         org_name,
         role: role.to_string(),
-        return_url: body.return_url,
+        return_url,
         strong_auth: body.strong_auth,
         created_at: now,
         expires_at: now + LINK_TTL_SECS,

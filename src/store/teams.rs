@@ -25,6 +25,9 @@ pub struct Member {
     pub joined_at: i64,
     pub last_login_at: Option<i64>,
     pub has_password: bool,
+    /// The account was handed in by the team's app (signs in through it).
+    #[sqlx(default)]
+    pub handed_in: bool,
     pub has_sso: bool,
     pub email_verified: bool,
     /// Has a second factor (authenticator app or passkey).
@@ -96,6 +99,7 @@ impl Store {
         let sql = format!(
             "SELECT u.id AS user_id, u.email, u.name, m.role, m.created_at AS joined_at, \
              u.last_login_at, (u.password_hash IS NOT NULL) AS has_password, \
+             (u.external_issuer IS NOT NULL) AS handed_in, \
              EXISTS (SELECT 1 FROM sso_identities i WHERE i.user_id = u.id) AS has_sso, \
              (u.email_verified_at IS NOT NULL) AS email_verified, \
              {} AS two_step \

@@ -111,6 +111,7 @@ async fn a_handoff_signs_the_person_in_once(app: TestApp) {
     assert!(sessions.shows("this session"), "{}", sessions.body);
     let out = b.post("/logout", &[]).await;
     assert_eq!(out.status, StatusCode::SEE_OTHER);
+    assert_eq!(out.location(), RETURN, "back to the team's app");
     assert_eq!(
         b.get("/settings/api-keys").await.status,
         StatusCode::SEE_OTHER,
