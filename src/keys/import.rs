@@ -31,7 +31,7 @@ use sha2::{Digest, Sha256};
 use super::{
     model::{Description, KeyName, Metadata, Scopes},
     service::Keys,
-    token::{Environment, KeyHash, ParseError, PlainKey, plausible_foreign_key},
+    token::{Environment, KeyHash, PlainKey, plausible_foreign_key},
 };
 use crate::{
     audit::AuditAction,
@@ -409,11 +409,7 @@ impl<'a> Keys<'a> {
                 format!("Use at most {MAX_PREFIX} printable ASCII characters, without spaces."),
             );
         }
-        let own_format = |s: &str| {
-            ["live", "test"]
-                .iter()
-                .any(|env| s.starts_with(&format!("{}_{env}_", self.config.key_prefix)))
-        };
+        let own_format = |s: &str| PlainKey::claims(&self.config.key_prefix, s);
         // The secret: Keyward's hash of the key, or the imported scheme's hash of the
         // team's SHA-256; and the import fingerprint.
         let hashed = match (&r.key, &r.hash) {
@@ -435,10 +431,13 @@ impl<'a> Keys<'a> {
                         );
                         None
                     }
-                    Err(ParseError::Checksum) => {
+                    Err(_) if own_format(key) => {
                         bad(
                             "key",
-                            "This key is in this deployment's own format but its checksum does not match, so it could never verify (keys starting with KEYWARD_KEY_PREFIX must be Keyward's).".into(),
+                            format!(
+                                "This key starts like this deployment's own keys ({}_live_…) but is not one (its length or checksum does not match), so it could never verify: choose another KEYWARD_KEY_PREFIX.",
+                                self.config.key_prefix
+                            ),
                         );
                         None
                     }

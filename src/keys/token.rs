@@ -118,6 +118,17 @@ impl PlainKey {
         Ok(env)
     }
 
+    /// Whether `input` starts like one of this deployment's keys (`{prefix}_live_` or
+    /// `{prefix}_test_`). Such strings are this deployment's namespace: they verify only
+    /// by parsing as its keys (format and checksum), never as imported keys, so a typo of
+    /// one of our keys stays malformed without a lookup.
+    pub fn claims(prefix: &str, input: &str) -> bool {
+        input
+            .strip_prefix(prefix)
+            .and_then(|r| r.strip_prefix('_'))
+            .is_some_and(|r| r.starts_with("live_") || r.starts_with("test_"))
+    }
+
     /// The full key. Show it once, never log it.
     pub fn expose(&self) -> &str {
         &self.0
@@ -315,6 +326,16 @@ mod tests {
         assert_ne!(h, KeyHash::imported(&sha, &KeyPepper::new(vec![8u8; 32])));
         assert_ne!(h, KeyHash::of(key, &pepper()));
         assert_ne!(h.0, sha, "never the unkeyed SHA-256");
+    }
+
+    #[test]
+    fn our_namespace_is_claimed_by_prefix_and_environment() {
+        assert!(PlainKey::claims("kw", "kw_live_abc"));
+        assert!(PlainKey::claims("kw", "kw_test_"));
+        assert!(!PlainKey::claims("kw", "kw_prod_abc"));
+        assert!(!PlainKey::claims("kw", "kwx_live_abc"));
+        assert!(!PlainKey::claims("acme", "kw_live_abc"));
+        assert!(!PlainKey::claims("kw", "sk_live_abc"));
     }
 
     #[test]

@@ -456,14 +456,19 @@ impl Verifier {
         };
 
         // Keys in this deployment's format (checksum included) take the fast path: one
-        // keyed hash, the cache, else one lookup. Our format with a wrong checksum is a typo
-        // of one of our keys: malformed, never looked up. Any other string that could be a
-        // key at all may be one the team issued before Keyward and imported (`keyward keys
-        // import`): it takes the slower path below. Malformed strings still count against
-        // the source's budget of invalid attempts, as every lookup does.
+        // keyed hash, the cache, else one lookup. A string starting like our keys
+        // (`kw_live_…`) that does not parse is a typo or garbage: malformed, never looked
+        // up. Any other string that could be a key at all may be one the team issued before
+        // Keyward and imported (`keyward keys import`): it takes the slower path below.
+        // Malformed strings still count against the source's budget of invalid attempts,
+        // as every lookup does.
         let foreign = match PlainKey::check(&me.prefix, presented) {
             Ok(_) => false,
-            Err(ParseError::Format) if plausible_foreign_key(presented) => true,
+            Err(ParseError::Format)
+                if plausible_foreign_key(presented) && !PlainKey::claims(&me.prefix, presented) =>
+            {
+                true
+            }
             Err(_) => {
                 return match &source {
                     Some(src) if !pay(&source) => refuse(src),
