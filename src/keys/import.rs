@@ -597,7 +597,12 @@ impl OrgCache {
         if let Some(o) = self.by_external.get(ext) {
             return Ok(o.clone());
         }
-        let o = store.org_by_external_id(ext).await?;
+        // Nor do external ids (and Postgres refuses NUL in text).
+        let o = if ext.chars().any(char::is_control) {
+            None
+        } else {
+            store.org_by_external_id(ext).await?
+        };
         if let Some(org) = &o {
             self.by_id.insert(org.id.clone(), o.clone());
         }
