@@ -442,14 +442,12 @@ impl<'a> Keys<'a> {
                         None
                     }
                     _ => {
-                        let last4 = if key.len() >= MIN_LEN_FOR_LAST4 {
-                            key[key.len() - 4..].to_string()
-                        } else {
-                            String::new()
-                        };
+                        let last4 = last4_of(key);
                         if !key.starts_with(&prefix) {
                             bad("prefix", "The prefix must be the start of the key.".into());
-                        } else if 2 * (prefix.len() + last4.len()) > key.len() {
+                        } else if 2 * (prefix.chars().count() + last4.chars().count())
+                            > key.chars().count()
+                        {
                             bad(
                                 "prefix",
                                 "The prefix would show too much of the key: together with its last four characters, at most half of it may be shown.".into(),
@@ -573,6 +571,16 @@ fn skipped(line: usize, key_id: &str, reason: String) -> LineOutcome {
     }
 }
 
+/// A plaintext key's last four characters (not bytes: a key may hold any non-space
+/// character), or nothing for a key too short to show them.
+fn last4_of(key: &str) -> String {
+    let n = key.chars().count();
+    if n < MIN_LEN_FOR_LAST4 {
+        return String::new();
+    }
+    key.chars().skip(n - 4).collect()
+}
+
 /// 64 hex digits (either case) as 32 bytes.
 fn decode_sha256(hex_text: &str) -> Option<[u8; 32]> {
     if hex_text.len() != 64 {
@@ -658,6 +666,13 @@ mod tests {
         let read = read_json_lines("{\"name\": \"a\", \"key\": \"sk_live_secret123\"}");
         let debug = format!("{:?}", read[0].record.as_ref().unwrap());
         assert!(!debug.contains("secret123"), "{debug}");
+    }
+
+    #[test]
+    fn last4_counts_characters_not_bytes() {
+        assert_eq!(last4_of("sk_live_abcdefghijkl"), "ijkl");
+        assert_eq!(last4_of("ключ-ключ-ключ-ключ"), "ключ");
+        assert_eq!(last4_of("short"), "");
     }
 
     #[test]
