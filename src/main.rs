@@ -48,6 +48,9 @@ enum Command {
     /// Manage organizations.
     #[command(subcommand)]
     Org(OrgCommand),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Outgoing email.
     #[command(subcommand)]
     Mail(MailCommand),
@@ -101,6 +104,21 @@ enum OrgCommand {
         clear: bool,
         #[command(flatten)]
         store: StoreArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Import keys issued before Keyward from a JSON Lines file, one record per line
+    /// (README: "Importing keys you already issued"). All or nothing: if any record is
+    /// wrong, each is reported with its line number and nothing is imported. Keys already
+    /// imported are skipped. Takes the same settings as `serve` (pepper, key prefix, scope
+    /// catalog).
+    Import {
+        /// The JSON Lines file (`-`: standard input).
+        file: std::path::PathBuf,
+        #[command(flatten)]
+        serve: Box<ServeArgs>,
     },
 }
 
@@ -208,6 +226,10 @@ async fn main() -> anyhow::Result<()> {
                 None => println!("{} ({}) now has no external id", org.id, org.name),
             }
             Ok(())
+        }
+        Some(Command::Keys(KeysCommand::Import { file, serve })) => {
+            init_tracing(false);
+            import_keys(&file, &serve).await
         }
         Some(Command::User(UserCommand::Create {
             email,
@@ -391,6 +413,70 @@ async fn audit_command(cmd: AuditCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `keyward keys import FILE`: the CLI door onto `keyward::keys::import`.
+async fn import_keys(file: &std::path::Path, args: &ServeArgs) -> anyhow::Result<()> {
+    use keyward::keys::{
+        import::{ImportError, read_json_lines},
+        service::Keys,
+    };
+    let text = if file == std::path::Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading the records from stdin")?;
+        text
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
+    };
+    let config = Config::from_args(args)?;
+    let store = Store::connect_with(&args.store.database_url, args.store.store_options())
+        .await
+        .with_context(|| {
+            format!(
+                "opening the database ({})",
+                redact(&args.store.database_url)
+            )
+        })?;
+    store.migrate().await.context("applying migrations")?;
+    // Keys hashed with another pepper than the server's would never verify.
+    store.check_pepper(&config.key_pepper.check_value()).await?;
+    let records = read_json_lines(&text);
+    if records.is_empty() {
+        bail!("{} holds no records", file.display());
+    }
+    let clock = SystemClock;
+    let now = clock.unix();
+    let keys = Keys::new(&store, &clock, &config);
+    let audit = || NewAudit::new(AuditAction::KeyImported, now).actor(None, "operator:cli");
+    let report = match keys.import(records, audit).await {
+        Ok(report) => report,
+        Err(ImportError::Invalid(lines)) => {
+            for l in &lines {
+                eprintln!("line {}: {}: {}", l.line, l.field, l.message);
+            }
+            store.close().await;
+            bail!(
+                "nothing was imported: {} problem(s) in {}; fix them and run the import again",
+                lines.len(),
+                file.display()
+            );
+        }
+        Err(ImportError::Store(e)) => return Err(e.into()),
+    };
+    for r in &report.records {
+        match &r.reason {
+            Some(why) => println!("line {}: {} {} ({why})", r.line, r.status, r.key_id),
+            None => println!("line {}: {} {}", r.line, r.status, r.key_id),
+        }
+    }
+    println!(
+        "imported {} key(s), skipped {} already imported",
+        report.imported, report.skipped
+    );
+    store.close().await;
+    Ok(())
 }
 
 async fn backup(path: &std::path::Path, args: &StoreArgs) -> anyhow::Result<()> {

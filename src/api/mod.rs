@@ -9,6 +9,7 @@
 //! (`crate::keys::api`); its rules live in the keys service, shared with the dashboard.
 
 mod audit;
+pub mod keys_import;
 pub mod openapi;
 pub mod operator;
 pub mod orgs;

@@ -11,7 +11,7 @@ use utoipa::{
 };
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{audit, orgs};
+use super::{audit, keys_import, orgs};
 use crate::keys::api as keys;
 use crate::{state::AppState, verify::http as verify_http};
 
@@ -96,6 +96,11 @@ pub fn split() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(orgs::set_external_id))
         .routes(routes!(crate::portal::api::create))
         .routes(routes!(crate::portal::api::update_user))
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(keys_import::import))
+                .layer(keys_import::body_limit()),
+        )
         .split_for_parts()
 }
 

@@ -82,8 +82,10 @@ pub struct KeyView {
     pub environment: String,
     /// The start of the key, safe to show (`kw_live_AbCd`).
     pub prefix: String,
-    /// The key's last four characters.
+    /// The key's last four characters (empty for an imported key whose are unknown).
     pub last4: String,
+    /// Issued before Keyward and imported (`POST /api/v1/keys/import`).
+    pub imported: bool,
     pub scopes: Vec<String>,
     /// `active`, `expiring_soon`, `expired`, `revoked` or `disabled`.
     pub status: String,
@@ -195,6 +197,7 @@ impl KeyView {
             environment: k.environment.clone(),
             prefix: k.display_prefix.clone(),
             last4: k.last4.clone(),
+            imported: k.is_imported(),
             scopes: k.scope_list(),
             status: status.into(),
             enabled: k.enabled,

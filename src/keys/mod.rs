@@ -7,6 +7,7 @@ mod bulk;
 pub mod credits;
 mod expiry;
 mod hygiene;
+pub mod import;
 pub mod model;
 pub mod notices;
 pub mod policy;

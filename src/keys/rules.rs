@@ -199,6 +199,8 @@ mod tests {
             credits_refilled_at: None,
             credits_low_threshold: None,
             org_external_id: None,
+            hash_scheme: "keyward".into(),
+            imported_at: None,
             lifetime: Default::default(),
             parsed: Default::default(),
         }

@@ -118,6 +118,17 @@ impl PlainKey {
         Ok(env)
     }
 
+    /// Whether `input` starts like one of this deployment's keys (`{prefix}_live_` or
+    /// `{prefix}_test_`). Such strings are this deployment's namespace: they verify only
+    /// by parsing as its keys (format and checksum), never as imported keys, so a typo of
+    /// one of our keys stays malformed without a lookup.
+    pub fn claims(prefix: &str, input: &str) -> bool {
+        input
+            .strip_prefix(prefix)
+            .and_then(|r| r.strip_prefix('_'))
+            .is_some_and(|r| r.starts_with("live_") || r.starts_with("test_"))
+    }
+
     /// The full key. Show it once, never log it.
     pub fn expose(&self) -> &str {
         &self.0
@@ -160,6 +171,50 @@ impl KeyHash {
             .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
         mac.update(key.as_bytes());
         Self(mac.finalize().into_bytes().into())
+    }
+}
+
+/// Longest string the verifier looks up when it is not in this deployment's format (an
+/// imported key); longer strings are malformed without a lookup.
+pub const MAX_FOREIGN_KEY_LEN: usize = 512;
+
+/// Whether `s` could be a key some other system issued: not empty, at most
+/// [`MAX_FOREIGN_KEY_LEN`] bytes, no whitespace or control characters. Only such strings
+/// take the verifier's slower path for imported keys (two lookups); anything else is
+/// malformed at once.
+pub fn plausible_foreign_key(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_FOREIGN_KEY_LEN
+        && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// Domain separation of [`KeyHash::imported`] from [`KeyHash::of`]: the HMAC input of an
+/// imported hash starts with these bytes, and no key string can (it contains a NUL, which
+/// no plausible key holds), so the two schemes can never produce the same input.
+const IMPORTED_DOMAIN: &[u8] = b"keyward/imported-sha256/v1\0";
+
+impl KeyHash {
+    /// The stored hash of a key imported as the team's hex SHA-256 of it (the team never
+    /// had the key to give us): HMAC-SHA-256(pepper, domain || SHA-256(key)).
+    ///
+    /// The unkeyed SHA-256 is never stored: a database dump of unkeyed hashes would let
+    /// anyone confirm a guessed or leaked key offline, which the pepper exists to prevent.
+    /// Keyed like this, the row is as safe as any other. On the key's first successful
+    /// verification the verifier (which then holds the key) replaces it with
+    /// [`KeyHash::of`] the key, so later verifications take one lookup
+    /// (`Store::rehash_imported_key`).
+    pub fn imported(sha256: &[u8; 32], pepper: &KeyPepper) -> Self {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(pepper.expose())
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        mac.update(IMPORTED_DOMAIN);
+        mac.update(sha256);
+        Self(mac.finalize().into_bytes().into())
+    }
+
+    /// [`KeyHash::imported`] of a presented key (SHA-256 first, as the team did).
+    pub fn imported_of(key: &str, pepper: &KeyPepper) -> Self {
+        use sha2::Digest;
+        Self::imported(&Sha256::digest(key.as_bytes()).into(), pepper)
     }
 }
 
@@ -259,6 +314,47 @@ mod tests {
         assert_eq!(k.hash(&pepper()), k.hash(&pepper()));
         assert_ne!(k.hash(&pepper()), k.hash(&KeyPepper::new(vec![8u8; 32])));
         assert!(!format!("{:?}", k).contains(k.expose()));
+    }
+
+    #[test]
+    fn imported_hashes_are_keyed_and_apart_from_keyward_hashes() {
+        use sha2::Digest;
+        let key = "sk_live_51HxQabcdefghijklmnop";
+        let sha: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+        let h = KeyHash::imported(&sha, &pepper());
+        assert_eq!(h, KeyHash::imported_of(key, &pepper()));
+        assert_ne!(h, KeyHash::imported(&sha, &KeyPepper::new(vec![8u8; 32])));
+        assert_ne!(h, KeyHash::of(key, &pepper()));
+        assert_ne!(h.0, sha, "never the unkeyed SHA-256");
+    }
+
+    #[test]
+    fn our_namespace_is_claimed_by_prefix_and_environment() {
+        assert!(PlainKey::claims("kw", "kw_live_abc"));
+        assert!(PlainKey::claims("kw", "kw_test_"));
+        assert!(!PlainKey::claims("kw", "kw_prod_abc"));
+        assert!(!PlainKey::claims("kw", "kwx_live_abc"));
+        assert!(!PlainKey::claims("acme", "kw_live_abc"));
+        assert!(!PlainKey::claims("kw", "sk_live_abc"));
+    }
+
+    #[test]
+    fn foreign_keys_must_be_plausible() {
+        assert!(plausible_foreign_key("sk_live_abc123"));
+        assert!(plausible_foreign_key(
+            "0b7c3f2e-9a41-4c55-8d0e-6f1a2b3c4d5e"
+        ));
+        assert!(plausible_foreign_key(&"a".repeat(MAX_FOREIGN_KEY_LEN)));
+        for bad in [
+            "",
+            "a b",
+            "a\tb",
+            "a\u{0}b",
+            "a\u{85}b",
+            &"a".repeat(MAX_FOREIGN_KEY_LEN + 1),
+        ] {
+            assert!(!plausible_foreign_key(bad), "{bad:?}");
+        }
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub struct KeyView {
     pub name: String,
     pub description: String,
     pub display: String,
+    /// Issued before Keyward and imported (`keyward keys import`).
+    pub imported: bool,
     pub environment: String,
     pub scopes: Vec<String>,
     pub created: TimeView,
@@ -55,7 +57,18 @@ impl KeyView {
             id: k.id.clone(),
             name: k.name.clone(),
             description: k.description.clone(),
-            display: format!("{}…{}", k.display_prefix, k.last4),
+            // An imported key given only as its hash may have no known last characters:
+            // say so rather than invent them.
+            display: format!(
+                "{}…{}",
+                k.display_prefix,
+                if k.last4.is_empty() {
+                    "····"
+                } else {
+                    &k.last4
+                }
+            ),
+            imported: k.is_imported(),
             environment: k.environment.clone(),
             scopes: k.scope_list(),
             created: TimeView::new(k.created_at, now),

@@ -57,6 +57,12 @@ pub struct ApiKey {
     /// `key.credits_low` fires when the balance falls to this or below (`None`: 10 % of
     /// the refill amount, or never without a refill).
     pub credits_low_threshold: Option<i64>,
+    /// How `key_hash` was made: [`HASH_SCHEME_KEYWARD`] or [`HASH_SCHEME_IMPORTED`].
+    #[serde(skip)]
+    pub hash_scheme: String,
+    /// When the key was imported (`None`: made by Keyward).
+    #[serde(skip)]
+    pub imported_at: Option<i64>,
     /// The organization's external id (joined: the team's id for this customer).
     #[sqlx(default)]
     pub org_external_id: Option<String>,
@@ -77,6 +83,12 @@ pub struct ParsedKey {
     scopes: std::sync::OnceLock<Vec<String>>,
     metadata: std::sync::OnceLock<Option<serde_json::Value>>,
 }
+
+/// `key_hash` is HMAC-SHA-256(pepper, key) (`KeyHash::of`).
+pub const HASH_SCHEME_KEYWARD: &str = "keyward";
+/// `key_hash` is the keyed hash of the team's SHA-256 of the key (`KeyHash::imported`),
+/// until the key's first successful verification re-hashes it.
+pub const HASH_SCHEME_IMPORTED: &str = "imported_sha256";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -135,6 +147,11 @@ impl ApiKey {
             (Some(e), Some(r)) => Some(e.min(r)),
             (e, r) => e.or(r),
         }
+    }
+
+    /// Imported from the team's earlier system (`keyward keys import`).
+    pub fn is_imported(&self) -> bool {
+        self.imported_at.is_some()
     }
 
     pub fn scope_list(&self) -> Vec<String> {
@@ -213,6 +230,16 @@ pub struct NewKey {
     pub rolled_from: Option<String>,
     /// Credits (`None`: unlimited), written with the key in the same transaction.
     pub credits: Option<super::credits::KeyCredits>,
+}
+
+/// An imported key to insert: the key itself, how its hash was made and its import
+/// fingerprint ([`KeyHash::imported`](crate::keys::token::KeyHash::imported), unique).
+#[derive(Debug, Clone)]
+pub struct ImportedKey {
+    pub key: NewKey,
+    /// [`HASH_SCHEME_KEYWARD`] (imported as plaintext) or [`HASH_SCHEME_IMPORTED`].
+    pub hash_scheme: &'static str,
+    pub import_hash: Vec<u8>,
 }
 
 /// Editable fields.
@@ -438,6 +465,111 @@ impl Store {
             super::credits::write_new_key_credits!(&mut *tx, key)?;
             commit_key_write!(self, tx, &key.key_hash, audit);
             Ok(())
+        })
+    }
+
+    /// The key imported with this import fingerprint, if any (whatever its hash is now).
+    pub async fn imported_key_id(&self, import_hash: &[u8]) -> Result<Option<String>> {
+        with_pool!(self, |pool| {
+            Ok(
+                sqlx::query_scalar("SELECT id FROM api_keys WHERE import_hash = $1")
+                    .bind(import_hash)
+                    .fetch_optional(pool)
+                    .await?,
+            )
+        })
+    }
+
+    /// Inserts imported keys, each with its `key.imported` event, in one transaction.
+    /// A key whose hash or import fingerprint is already stored (an import running at the
+    /// same time) is skipped without an event. Answers, per key, whether it was inserted.
+    pub async fn insert_imported_keys(
+        &self,
+        keys: &[(ImportedKey, NewAudit)],
+    ) -> Result<Vec<bool>> {
+        const SQL: &str = "INSERT INTO api_keys (id, org_id, created_by, name, description, \
+             environment, key_hash, display_prefix, last4, scopes, metadata, created_at, \
+             updated_at, expires_at, name_lower, hash_scheme, imported_at, import_hash) \
+             VALUES ($1, $2, NULL, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, $14, $11, $15) \
+             ON CONFLICT DO NOTHING";
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let mut inserted = Vec::with_capacity(keys.len());
+            for (k, audit) in keys {
+                let n = &k.key;
+                let done = sqlx::query(SQL)
+                    .bind(&n.id)
+                    .bind(&n.org_id)
+                    .bind(&n.name)
+                    .bind(&n.description)
+                    .bind(&n.environment)
+                    .bind(&n.key_hash)
+                    .bind(&n.display_prefix)
+                    .bind(&n.last4)
+                    .bind(&n.scopes)
+                    .bind(&n.limits.metadata)
+                    .bind(n.created_at)
+                    .bind(n.expires_at)
+                    .bind(n.name.to_lowercase())
+                    .bind(k.hash_scheme)
+                    .bind(&k.import_hash)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                    == 1;
+                if done {
+                    insert_audit!(&mut *tx, audit)?;
+                    // A verification may have cached "unknown" for this hash.
+                    notify_key!(self, &mut *tx, &n.key_hash)?;
+                }
+                inserted.push(done);
+            }
+            tx.commit().await?;
+            for ((k, _), done) in keys.iter().zip(&inserted) {
+                if *done {
+                    self.key_cache.invalidate(&k.key.key_hash);
+                }
+            }
+            Ok(inserted)
+        })
+    }
+
+    /// Replaces an imported key's hash ([`HASH_SCHEME_IMPORTED`]) with Keyward's own
+    /// ([`HASH_SCHEME_KEYWARD`]), after the key verified: from then on it is found with one
+    /// lookup. Both hashes are invalidated on every node (the new one may be cached as
+    /// unknown). No audit event: the key, its string and its settings are unchanged, only
+    /// how it is stored. Answers false when another verification re-hashed it first.
+    pub async fn rehash_imported_key(
+        &self,
+        key_id: &str,
+        old_hash: &[u8],
+        new_hash: &[u8],
+    ) -> Result<bool> {
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let done = sqlx::query(
+                "UPDATE api_keys SET key_hash = $3, hash_scheme = $4 \
+                 WHERE id = $1 AND key_hash = $2 AND hash_scheme = $5",
+            )
+            .bind(key_id)
+            .bind(old_hash)
+            .bind(new_hash)
+            .bind(HASH_SCHEME_KEYWARD)
+            .bind(HASH_SCHEME_IMPORTED)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if done {
+                notify_key!(self, &mut *tx, old_hash)?;
+                notify_key!(self, &mut *tx, new_hash)?;
+            }
+            tx.commit().await?;
+            if done {
+                self.key_cache.invalidate(old_hash);
+                self.key_cache.invalidate(new_hash);
+            }
+            Ok(done)
         })
     }
 

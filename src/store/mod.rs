@@ -37,7 +37,8 @@ pub use audit::{AuditEvent, AuditFilter, NewAudit};
 pub use audit_chain::{ChainHead, Checkpoint};
 pub use credits::{CreditOp, CreditOpOutcome, KeyCredits, Refill, RefillInterval, Spend};
 pub use keys::{
-    ApiKey, Hygiene, HygieneCounts, KeyChanges, KeyFilter, KeyLimits, KeyStatus, NewKey,
+    ApiKey, HASH_SCHEME_IMPORTED, HASH_SCHEME_KEYWARD, Hygiene, HygieneCounts, ImportedKey,
+    KeyChanges, KeyFilter, KeyLimits, KeyStatus, NewKey,
 };
 pub use orgs::{EXTERNAL_ID_MAX, KeyPolicy, Membership, Org, check_external_id};
 pub use portal::{PortalArrival, PortalGrant, PortalRefusal};

@@ -2,7 +2,8 @@
 //! reverse-proxy forward-auth endpoint, the tower layer and in-process calls.
 //!
 //! parse + checksum (malformed keys never reach the store) → HMAC hash → cache, else one
-//! indexed lookup → revoked (honouring a roll's grace deadline) / expired / disabled →
+//! indexed lookup (a string in another format, possibly an imported key: a second lookup
+//! under the imported scheme's hash, and a re-hash on its first success) → revoked (honouring a roll's grace deadline) / expired / disabled →
 //! beyond the organization's maximum lifetime → IP allowlist → required scopes → rate
 //! limit → daily quota → credits → record use (batched). A limit that refuses spends
 //! nothing after it and gives back what the limits before it took (the rate-limit token,
@@ -35,8 +36,8 @@ use self::{
 use crate::{
     clock::Clock,
     config::KeyPepper,
-    keys::token::{KeyHash, PlainKey},
-    store::{ApiKey, Spend, Store, StoreError},
+    keys::token::{KeyHash, ParseError, PlainKey, plausible_foreign_key},
+    store::{ApiKey, HASH_SCHEME_IMPORTED, Spend, Store, StoreError},
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -454,13 +455,30 @@ impl Verifier {
             None => true,
         };
 
-        let Ok(_env) = PlainKey::check(&me.prefix, presented) else {
-            return match &source {
-                Some(src) if !pay(&source) => refuse(src),
-                _ => Ok(Verification::without_key(VerifyCode::InvalidFormat)),
-            };
+        // Keys in this deployment's format (checksum included) take the fast path: one
+        // keyed hash, the cache, else one lookup. A string starting like our keys
+        // (`kw_live_…`) that does not parse is a typo or garbage: malformed, never looked
+        // up. Any other string that could be a key at all may be one the team issued before
+        // Keyward and imported (`keyward keys import`): it takes the slower path below.
+        // Malformed strings still count against the source's budget of invalid attempts,
+        // as every lookup does.
+        let foreign = match PlainKey::check(&me.prefix, presented) {
+            Ok(_) => false,
+            Err(ParseError::Format)
+                if plausible_foreign_key(presented) && !PlainKey::claims(&me.prefix, presented) =>
+            {
+                true
+            }
+            Err(_) => {
+                return match &source {
+                    Some(src) if !pay(&source) => refuse(src),
+                    _ => Ok(Verification::without_key(VerifyCode::InvalidFormat)),
+                };
+            }
         };
         let hash = KeyHash::of(presented, &me.pepper);
+        // The imported-scheme hash the key was found under, to re-hash it once it verifies.
+        let mut imported_under = None;
         let found = match me.store.cached_key(&hash.0, now) {
             Some(found) => found,
             None => {
@@ -469,7 +487,21 @@ impl Verifier {
                 {
                     return refuse(src);
                 }
-                match me.store.key_by_hash_cached(&hash.0, now).await? {
+                let mut found = me.store.key_by_hash_cached(&hash.0, now).await?;
+                if found.is_none() && foreign {
+                    // The slower path: Keyward's own hash of the string was unknown (a
+                    // plaintext import, or an imported key already re-hashed, is found
+                    // under it); try the hash of an import that gave only its SHA-256.
+                    let imported = KeyHash::imported_of(presented, &me.pepper);
+                    found = me.store.key_by_hash_cached(&imported.0, now).await?;
+                    if found
+                        .as_ref()
+                        .is_some_and(|k| k.hash_scheme == HASH_SCHEME_IMPORTED)
+                    {
+                        imported_under = Some(imported);
+                    }
+                }
+                match found {
                     Some(found) => {
                         if let Some(src) = &source {
                             me.sources.give_back(src, source_limit);
@@ -505,6 +537,19 @@ impl Verifier {
         let limits = self.limits(req, &found, now, now_f).await?;
         if limits.code == VerifyCode::Valid {
             me.usage.record(&found, now);
+            if let Some(old) = &imported_under {
+                // First successful use of a key imported as its SHA-256: now that we hold
+                // the key, store Keyward's own hash of it instead, so later verifications
+                // take one lookup. A failure costs nothing but the next verification's
+                // second lookup, which retries.
+                if let Err(e) = me
+                    .store
+                    .rehash_imported_key(&found.id, &old.0, &hash.0)
+                    .await
+                {
+                    tracing::warn!(error = %e, key_id = %found.id, "could not re-hash an imported key; its next verification retries");
+                }
+            }
         }
         let mut result = Verification::for_key(limits.code, found);
         result.ratelimit = limits.ratelimit;

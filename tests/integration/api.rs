@@ -650,6 +650,7 @@ async fn openapi_covers_every_route(app: TestApp) {
         ("put", "/api/v1/orgs/{id}/external-id"),
         ("post", "/api/v1/portal/sessions"),
         ("patch", "/api/v1/portal/users/{external_user_id}"),
+        ("post", "/api/v1/keys/import"),
     ];
     for (m, p) in routes {
         assert!(doc["paths"][p][m].is_object(), "{m} {p} is documented");
@@ -677,6 +678,7 @@ async fn openapi_covers_every_route(app: TestApp) {
             "{}{}",
             app.base,
             p.replace("{id}", "00000000-0000-0000-0000-000000000000")
+                .replace("{external_id}", "cus_1")
         );
         let res = reqwest::Client::new()
             .request(m.to_uppercase().parse().unwrap(), url)

@@ -16,6 +16,7 @@ mod cli;
 mod credits;
 mod email;
 mod first_visit;
+mod import;
 mod in_process;
 mod key_policy;
 mod key_rules;

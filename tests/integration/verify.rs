@@ -79,7 +79,11 @@ async fn every_code_over_the_verify_api(app: TestApp) {
     let cases: Vec<(Value, &str)> = vec![
         (json!({}), "MISSING"),
         (json!({ "key": "" }), "MISSING"),
-        (json!({ "key": "not-a-key" }), "INVALID_FORMAT"),
+        // Starts like one of our keys but is not one: malformed, no lookup.
+        (json!({ "key": "kw_live_not-a-key" }), "INVALID_FORMAT"),
+        // Another format could be an imported key: looked up, unknown.
+        (json!({ "key": "not-a-key" }), "NOT_FOUND"),
+        (json!({ "key": "not a key" }), "INVALID_FORMAT"),
         (json!({ "key": "k".repeat(10_000) }), "INVALID_FORMAT"),
         (json!({ "key": unknown.expose() }), "NOT_FOUND"),
         (json!({ "key": revoked }), "REVOKED"),
