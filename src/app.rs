@@ -86,9 +86,15 @@ pub fn router(state: AppState, sessions: SessionBackend) -> Router {
             crate::branding::scope,
         ));
 
-    // The deadline and JSON errors as one allocation-free layer (the verification hot path).
+    // The deadline and JSON errors as one allocation-free layer (the verification hot path,
+    // and the trivial JSON endpoint the load script compares it with: every route has the
+    // request deadline).
     let api = verify::http::router()
         .merge(crate::leaks::router())
+        .route(
+            "/v1/ping",
+            get(|| async { axum::Json(serde_json::json!({ "ok": true })) }),
+        )
         .layer(crate::deadline::JsonDeadlineLayer(state.clone()));
     // The management API: a session (cookie) or an API key; its own CSRF check (header).
     // `api::router()` renders its own errors; the outer `json_errors` renders the deadline's
@@ -125,11 +131,6 @@ pub fn router(state: AppState, sessions: SessionBackend) -> Router {
         .merge(api)
         .merge(management)
         .merge(probes)
-        // A trivial JSON endpoint: the baseline the load script compares verification with.
-        .route(
-            "/v1/ping",
-            get(|| async { axum::Json(serde_json::json!({ "ok": true })) }),
-        )
         .route("/static/app.css", get(static_css))
         .route("/static/app.js", get(static_js))
         .route("/static/passkeys.js", get(static_passkeys_js))
