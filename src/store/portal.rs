@@ -288,12 +288,7 @@ impl Store {
             // person handed into a new organization becomes its owner, so someone can
             // manage it), and someone who may no longer invite has their open
             // invitations revoked.
-            if self.backend() == "postgres" {
-                sqlx::query("SELECT id FROM organizations WHERE id = $1 FOR UPDATE")
-                    .bind(&org.id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
+            super::teams::lock_org!(self, &mut *tx, &org.id)?;
             let current: Option<(String,)> =
                 sqlx::query_as("SELECT role FROM memberships WHERE org_id = $1 AND user_id = $2")
                     .bind(&org.id)

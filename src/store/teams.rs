@@ -89,6 +89,7 @@ macro_rules! lock_org {
         r
     }};
 }
+pub(super) use lock_org;
 
 /// Open invitations sent by someone who may no longer invite are revoked with them.
 pub(super) const REVOKE_INVITER: &str = "UPDATE invitations SET revoked_at = $3 WHERE org_id = $1 AND invited_by = $2 \
