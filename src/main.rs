@@ -164,6 +164,13 @@ fn init_tracing(json: bool) {
     }
 }
 
+/// mimalloc instead of glibc's malloc: under load glibc's per-arena locks are contended
+/// whenever a buffer made on one worker thread is freed on another (tokio moves tasks
+/// between workers), which showed in profiles as futex waits and context switches on
+/// every door (see README, Performance).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
