@@ -432,7 +432,9 @@ impl Verifier {
         let nanos = me.clock.unix_nanos();
         let now = nanos.div_euclid(1_000_000_000) as i64;
         let now_f = nanos as f64 / 1e9;
-        let source = req.ip.map(source_bucket);
+        // The source's name for the invalid-attempts budget, made only on the paths that
+        // pay from it (a cached key never does).
+        let source_of = || req.ip.map(source_bucket);
         let source_limit = Limit {
             limit: me.options.invalid_attempts_per_minute,
             window_secs: 60,
@@ -470,6 +472,7 @@ impl Verifier {
                 true
             }
             Err(_) => {
+                let source = source_of();
                 return match &source {
                     Some(src) if !pay(&source) => refuse(src),
                     _ => Ok(Verification::without_key(VerifyCode::InvalidFormat)),
@@ -482,18 +485,22 @@ impl Verifier {
         let found = match me.store.cached_key(&hash.0, now) {
             Some(found) => found,
             None => {
+                let source = source_of();
                 if let Some(src) = &source
                     && !pay(&source)
                 {
                     return refuse(src);
                 }
-                let mut found = me.store.key_by_hash_cached(&hash.0, now).await?;
+                // Cold awaits are boxed here and below: the future of a verification is moved at
+                // least once per request, and a cached key's path should not carry the
+                // database's futures inline.
+                let mut found = Box::pin(me.store.key_by_hash_cached(&hash.0, now)).await?;
                 if found.is_none() && foreign {
                     // The slower path: Keyward's own hash of the string was unknown (a
                     // plaintext import, or an imported key already re-hashed, is found
                     // under it); try the hash of an import that gave only its SHA-256.
                     let imported = KeyHash::imported_of(presented, &me.pepper);
-                    found = me.store.key_by_hash_cached(&imported.0, now).await?;
+                    found = Box::pin(me.store.key_by_hash_cached(&imported.0, now)).await?;
                     if found
                         .as_ref()
                         .is_some_and(|k| k.hash_scheme == HASH_SCHEME_IMPORTED)
@@ -542,10 +549,8 @@ impl Verifier {
                 // the key, store Keyward's own hash of it instead, so later verifications
                 // take one lookup. A failure costs nothing but the next verification's
                 // second lookup, which retries.
-                if let Err(e) = me
-                    .store
-                    .rehash_imported_key(&found.id, &old.0, &hash.0)
-                    .await
+                if let Err(e) =
+                    Box::pin(me.store.rehash_imported_key(&found.id, &old.0, &hash.0)).await
                 {
                     tracing::warn!(error = %e, key_id = %found.id, "could not re-hash an imported key; its next verification retries");
                 }
@@ -629,16 +634,14 @@ impl Verifier {
         if let (Some(shared), Some(quota)) = (&me.options.shared, found.daily_quota) {
             let day = usage::day_of(now);
             let stored = || async { me.store.usage_count(&found.id, day).await.ok() };
-            let taken = match shared
-                .take_quota(&found.id, quota, day, now_f, stored)
-                .await
-            {
-                Ok(taken) => taken,
-                Err(e) => {
-                    give_back(QuotaTaken::No);
-                    return Err(StoreError::Unavailable(e.to_string()));
-                }
-            };
+            let taken =
+                match Box::pin(shared.take_quota(&found.id, quota, day, now_f, stored)).await {
+                    Ok(taken) => taken,
+                    Err(e) => {
+                        give_back(QuotaTaken::No);
+                        return Err(StoreError::Unavailable(e.to_string()));
+                    }
+                };
             if let Some((ok, left)) = taken {
                 let q = QuotaState {
                     limit: quota,
@@ -655,8 +658,8 @@ impl Verifier {
                 counted = QuotaTaken::Shared;
             }
         }
-        if counted == QuotaTaken::No {
-            let local = match me.usage.take_quota(&me.store, found, now).await {
+        if counted == QuotaTaken::No && found.daily_quota.is_some() {
+            let local = match Box::pin(me.usage.take_quota(&me.store, found, now)).await {
                 Ok(q) => q,
                 Err(e) => {
                     give_back(QuotaTaken::No);
@@ -678,10 +681,13 @@ impl Verifier {
         // pipeline (exact across nodes; see `store::credits`).
         if found.credits_remaining.is_some() {
             let refill_at = found.credit_refill().map(|r| r.next_boundary(now));
-            let spent = me
-                .store
-                .spend_credits(&found.id, req.cost.max(0), found.credit_boundary(now), now)
-                .await;
+            let spent = Box::pin(me.store.spend_credits(
+                &found.id,
+                req.cost.max(0),
+                found.credit_boundary(now),
+                now,
+            ))
+            .await;
             match spent {
                 Err(e) => {
                     give_back(counted);
@@ -693,7 +699,9 @@ impl Verifier {
                         remaining: level.remaining,
                         refill_at,
                     });
-                    if let Err(e) = me.store.announce_credit_level(found, &level, now).await {
+                    if let Err(e) =
+                        Box::pin(me.store.announce_credit_level(found, &level, now)).await
+                    {
                         tracing::warn!(error = %e, key_id = %found.id, "could not record a credits notice; the next verification retries");
                     }
                 }

@@ -395,9 +395,23 @@ impl SharedLimits {
             });
             return Ok(d);
         }
-        // 2. No lease left: ask Redis now — for a whole lease when no other request of
-        // this node is already doing so and the key is not near its edge, else for one
-        // token (so simultaneous first requests do not pull the bucket into one node).
+        // 2. No lease left: ask Redis now. Boxed, so that the future of every verification
+        // (which embeds this one) stays small on the fast path above.
+        Box::pin(self.take_now(key_id, limit, now, local, lease_size)).await
+    }
+
+    /// [`check`](Self::check) without a lease to spend from: asks Redis for a whole lease
+    /// when no other request of this node is already doing so and the key is not near its
+    /// edge, else for one token (so simultaneous first requests do not pull the bucket into
+    /// one node).
+    async fn take_now(
+        &self,
+        key_id: &str,
+        limit: Limit,
+        now: f64,
+        local: &RateLimiter,
+        lease_size: i64,
+    ) -> Result<Decision, SharedUnavailable> {
         let want = {
             let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
             let l = leases
