@@ -82,6 +82,9 @@ pub struct ApiKey {
 pub struct ParsedKey {
     scopes: std::sync::OnceLock<Vec<String>>,
     metadata: std::sync::OnceLock<Option<serde_json::Value>>,
+    /// The forward-auth door's `X-Keyward-*` headers for the key (built by that door).
+    pub(crate) forward_auth_headers:
+        std::sync::OnceLock<Vec<(axum::http::HeaderName, axum::http::HeaderValue)>>,
 }
 
 /// `key_hash` is HMAC-SHA-256(pepper, key) (`KeyHash::of`).

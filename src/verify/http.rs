@@ -16,13 +16,13 @@ use axum::{
 };
 use serde::Deserialize;
 use serde_json::json;
-use tower_http::set_header::SetResponseHeaderLayer;
 
 use super::{Verification, VerifyCode, VerifyRequest, ratelimit::Decision};
 use crate::{
     error::{AppError, Result},
     metrics::Door,
     state::AppState,
+    store::ApiKey,
 };
 
 /// Largest verify request body.
@@ -30,16 +30,34 @@ const MAX_BODY: usize = 16 * 1024;
 /// Header a proxy sets to list the scopes a route requires (comma or space separated).
 pub const REQUIRE_SCOPES_HEADER: &str = "x-keyward-require-scopes";
 
+// Header names the doors read or write on every request, made once (looking a header up
+// by `&str` parses and hashes the name each time).
+const REQUIRE_SCOPES: HeaderName = HeaderName::from_static(REQUIRE_SCOPES_HEADER);
+const X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
+const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
+const X_KEYWARD_PROXY: HeaderName = HeaderName::from_static("x-keyward-proxy");
+const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+
 pub fn router() -> Router<AppState> {
+    // No layers on these routes beyond the body limit the verify API's JSON needs: every
+    // layer is another boxed service cloned per request, on the hottest path there is.
     Router::new()
-        .route("/v1/keys/verify", post(verify))
+        .route(
+            "/v1/keys/verify",
+            post(verify).layer(DefaultBodyLimit::max(MAX_BODY)),
+        )
         .route("/v1/auth", any(forward_auth))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        // An answer about a key is about this moment: no cache may keep or replay it.
-        .layer(SetResponseHeaderLayer::overriding(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("no-store"),
-        ))
+}
+
+/// An answer about a key is about this moment: no cache may keep or replay it. Set on
+/// every answer of both doors, errors included.
+fn no_store(mut res: Response) -> Response {
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
 }
 
 // ------------------------------------------------------------------ verify API
@@ -104,9 +122,17 @@ pub async fn verify(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: std::result::Result<Json<VerifyBody>, JsonRejection>,
+) -> Response {
+    no_store(verify_answer(&state, &headers, body).await.into_response())
+}
+
+async fn verify_answer(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: std::result::Result<Json<VerifyBody>, JsonRejection>,
 ) -> Result<Response> {
     let started = std::time::Instant::now();
-    if !verifier_authorized(&state, &headers) {
+    if !verifier_authorized(state, headers) {
         tracing::warn!(
             event = "verify.unauthorized",
             "verify API called without a valid verifier credential"
@@ -221,7 +247,7 @@ pub(crate) fn presented_key<'a>(state: &AppState, headers: &'a HeaderMap) -> Opt
     }
     bearer(headers).or_else(|| {
         headers
-            .get("x-api-key")
+            .get(X_API_KEY)
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
     })
@@ -252,6 +278,10 @@ pub(crate) fn client_ip(
     security(("api_key" = [])))]
 // The request by value: extracting `Parts` would copy every header.
 pub async fn forward_auth(State(state): State<AppState>, req: axum::extract::Request) -> Response {
+    no_store(forward_auth_answer(&state, req).await)
+}
+
+async fn forward_auth_answer(state: &AppState, req: axum::extract::Request) -> Response {
     let started = std::time::Instant::now();
     let (uri, headers) = (req.uri(), req.headers());
     let peer = req
@@ -259,8 +289,8 @@ pub async fn forward_auth(State(state): State<AppState>, req: axum::extract::Req
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
     let original_uri = headers
-        .get("x-original-uri")
-        .or_else(|| headers.get("x-forwarded-uri"))
+        .get(X_ORIGINAL_URI)
+        .or_else(|| headers.get(X_FORWARDED_URI))
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let prefix = &state.config.key_prefix;
@@ -277,7 +307,7 @@ pub async fn forward_auth(State(state): State<AppState>, req: axum::extract::Req
     // Every value of the header counts (a proxy that appends rather than replaces must not
     // let a client's own, weaker value win).
     let scopes: Vec<String> = headers
-        .get_all(REQUIRE_SCOPES_HEADER)
+        .get_all(REQUIRE_SCOPES)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split([',', ' ']))
@@ -285,9 +315,9 @@ pub async fn forward_auth(State(state): State<AppState>, req: axum::extract::Req
         .map(str::to_string)
         .collect();
     let req = VerifyRequest {
-        key: presented_key(&state, headers),
+        key: presented_key(state, headers),
         scopes: &scopes,
-        ip: client_ip(&state, headers, peer),
+        ip: client_ip(state, headers, peer),
         ..VerifyRequest::default()
     };
     let result = match state.verifier.check(&req).await {
@@ -298,7 +328,7 @@ pub async fn forward_auth(State(state): State<AppState>, req: axum::extract::Req
         .metrics
         .verification(Door::ForwardAuth, result.code, started);
     let nginx = headers
-        .get("x-keyward-proxy")
+        .get(X_KEYWARD_PROXY)
         .is_some_and(|v| v.as_bytes() == b"nginx");
     let mut res = forward_auth_response(&result, nginx);
     rate_limit_headers(&mut res, &result);
@@ -314,23 +344,13 @@ pub fn forward_auth_response(v: &Verification, nginx: bool) -> Response {
     let (status, code, message) = match v.code {
         VerifyCode::Valid => {
             let mut res = StatusCode::OK.into_response();
-            let h = res.headers_mut();
-            let scopes = v.scope_list().join(" ");
-            for (name, value) in [
-                ("x-keyward-key-id", v.key_id().unwrap_or_default()),
-                ("x-keyward-org-id", v.org_id().unwrap_or_default()),
-                ("x-keyward-scopes", scopes.as_str()),
-                ("x-keyward-environment", v.environment().unwrap_or_default()),
-                (
-                    "x-keyward-org-external-id",
-                    v.external_org_id().unwrap_or_default(),
-                ),
-            ] {
-                if value.is_empty() && name == "x-keyward-org-external-id" {
-                    continue;
-                }
-                if let Ok(value) = HeaderValue::from_str(value) {
-                    h.insert(HeaderName::from_static(name), value);
+            if let Some(key) = v.key.as_deref() {
+                let identity = identity_headers(key);
+                let h = res.headers_mut();
+                // Room for these, the rate-limit headers and the security headers at once.
+                h.reserve(identity.len() + 10);
+                for (name, value) in identity {
+                    h.insert(name.clone(), value.clone());
                 }
             }
             return res;
@@ -424,6 +444,33 @@ pub fn forward_auth_response(v: &Verification, nginx: bool) -> Response {
     res
 }
 
+/// The `X-Keyward-*` headers that tell the upstream whose key it was: built once per
+/// cached key (header values share their bytes when cloned), not once per request.
+fn identity_headers(key: &ApiKey) -> &[(HeaderName, HeaderValue)] {
+    key.parsed.forward_auth_headers.get_or_init(|| {
+        let scopes = key.scopes_parsed().join(" ");
+        [
+            ("x-keyward-key-id", key.id.as_str()),
+            ("x-keyward-org-id", key.org_id.as_str()),
+            ("x-keyward-scopes", scopes.as_str()),
+            ("x-keyward-environment", key.environment.as_str()),
+            (
+                "x-keyward-org-external-id",
+                key.org_external_id.as_deref().unwrap_or_default(),
+            ),
+        ]
+        .into_iter()
+        .filter(|(name, value)| !(value.is_empty() && *name == "x-keyward-org-external-id"))
+        .filter_map(|(name, value)| {
+            Some((
+                HeaderName::from_static(name),
+                HeaderValue::from_str(value).ok()?,
+            ))
+        })
+        .collect()
+    })
+}
+
 pub(crate) fn error_json(status: StatusCode, code: &str, message: &str) -> Response {
     (
         status,
@@ -447,11 +494,11 @@ pub(crate) fn rate_limit_headers(res: &mut Response, v: &Verification) {
     };
     let h = res.headers_mut();
     for (name, value) in [
-        ("x-ratelimit-limit", d.limit),
-        ("x-ratelimit-remaining", d.remaining),
-        ("x-ratelimit-reset", d.reset),
+        (X_RATELIMIT_LIMIT, d.limit),
+        (X_RATELIMIT_REMAINING, d.remaining),
+        (X_RATELIMIT_RESET, d.reset),
     ] {
-        h.insert(HeaderName::from_static(name), HeaderValue::from(value));
+        h.insert(name, HeaderValue::from(value));
     }
 }
 

@@ -696,6 +696,29 @@ async fn verification_answers_are_never_cached(app: TestApp) {
             .send()
             .await
             .unwrap(),
+        // Refusals of the call itself too: no credential, a broken body, one too large.
+        client
+            .post(format!("{}/v1/keys/verify", app.base))
+            .json(&json!({ "key": key }))
+            .send()
+            .await
+            .unwrap(),
+        client
+            .post(format!("{}/v1/keys/verify", app.base))
+            .bearer_auth(keyward::config::TEST_VERIFIER_TOKEN)
+            .header("content-type", "application/json")
+            .body("{")
+            .send()
+            .await
+            .unwrap(),
+        client
+            .post(format!("{}/v1/keys/verify", app.base))
+            .bearer_auth(keyward::config::TEST_VERIFIER_TOKEN)
+            .header("content-type", "application/json")
+            .body(format!("{{\"key\":\"{}\"}}", "x".repeat(20_000)))
+            .send()
+            .await
+            .unwrap(),
     ] {
         assert_eq!(res.headers()["cache-control"], "no-store", "{}", res.url());
         // The IETF draft's fields only when the operator turns them on.
