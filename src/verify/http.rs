@@ -9,7 +9,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::{
     Json, Router,
-    extract::{ConnectInfo, DefaultBodyLimit, State, rejection::JsonRejection},
+    body::Body,
+    extract::{ConnectInfo, FromRequest, Request, State},
     http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{any, post},
@@ -42,13 +43,10 @@ const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-r
 const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
 
 pub fn router() -> Router<AppState> {
-    // No layers on these routes beyond the body limit the verify API's JSON needs: every
-    // layer is another boxed service cloned per request, on the hottest path there is.
+    // No layers on these routes: every layer is another boxed service cloned per request,
+    // on the hottest path there is (the verify API limits its body itself).
     Router::new()
-        .route(
-            "/v1/keys/verify",
-            post(verify).layer(DefaultBodyLimit::max(MAX_BODY)),
-        )
+        .route("/v1/keys/verify", post(verify))
         .route("/v1/auth", any(forward_auth))
 }
 
@@ -118,20 +116,15 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
         (status = 413, body = crate::api::ErrorBody), (status = 503, body = crate::api::ErrorBody),
     ),
     security(("verifier" = [])))]
-pub async fn verify(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: std::result::Result<Json<VerifyBody>, JsonRejection>,
-) -> Response {
-    no_store(verify_answer(&state, &headers, body).await.into_response())
+pub async fn verify(State(state): State<AppState>, req: Request) -> Response {
+    no_store(verify_answer(&state, req).await.into_response())
 }
 
-async fn verify_answer(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: std::result::Result<Json<VerifyBody>, JsonRejection>,
-) -> Result<Response> {
+async fn verify_answer(state: &AppState, req: Request) -> Result<Response> {
     let started = std::time::Instant::now();
+    // Taken apart rather than extracted: axum's `HeaderMap` extractor copies the headers.
+    let (parts, body) = req.into_parts();
+    let headers = &parts.headers;
     if !verifier_authorized(state, headers) {
         tracing::warn!(
             event = "verify.unauthorized",
@@ -143,14 +136,7 @@ async fn verify_answer(
             "Send a verifier credential: Authorization: Bearer <token>.",
         ));
     }
-    let Json(body) = body.map_err(|e| {
-        // Wrong JSON types are as malformed as broken JSON: both 400. Too large stays 413.
-        let status = match e.status() {
-            StatusCode::UNPROCESSABLE_ENTITY => StatusCode::BAD_REQUEST,
-            other => other,
-        };
-        AppError::Rejected(status, format!("Malformed request body: {}", e.body_text()))
-    })?;
+    let body = verify_body(headers, body).await?;
     let ip = match body.ip.as_deref() {
         None | Some("") => None,
         Some(s) => Some(
@@ -178,6 +164,67 @@ async fn verify_answer(
         ietf_rate_limit_headers(&mut res, &result, state.clock.unix());
     }
     Ok(res)
+}
+
+/// The verify API's body: at most [`MAX_BODY`] bytes of JSON (413 beyond), parsed as
+/// [`VerifyBody`].
+///
+/// Written out instead of axum's `Json` extractor behind a `DefaultBodyLimit` layer: that
+/// layer is one more boxed service per request, and `Json` parses through
+/// `serde_path_to_error` every time. Here the usual call (`application/json`, well formed)
+/// is one plain `serde_json` parse; anything else is handed to axum's `Json` itself, so
+/// that its rules and messages (415 for another media type, the path of a wrong field)
+/// stay the only ones.
+async fn verify_body(headers: &HeaderMap, body: Body) -> Result<VerifyBody> {
+    let too_large = || {
+        AppError::Rejected(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "The request body is larger than {} KiB; a verify call is a small JSON object.",
+                MAX_BODY / 1024
+            ),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY) {
+        return Err(too_large());
+    }
+    let bytes = http_body_util::BodyExt::collect(http_body_util::Limited::new(body, MAX_BODY))
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                too_large()
+            } else {
+                AppError::bad_request("The request body could not be read to its end.")
+            }
+        })?
+        .to_bytes();
+    let content_type = headers.get(header::CONTENT_TYPE);
+    if content_type.is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"application/json"))
+        && let Ok(body) = serde_json::from_slice(&bytes)
+    {
+        return Ok(body);
+    }
+    let mut req = Request::new(Body::from(bytes));
+    if let Some(v) = content_type {
+        req.headers_mut().insert(header::CONTENT_TYPE, v.clone());
+    }
+    match Json::<VerifyBody>::from_request(req, &()).await {
+        Ok(Json(body)) => Ok(body),
+        Err(e) => {
+            // Wrong JSON types are as malformed as broken JSON: both 400.
+            let status = match e.status() {
+                StatusCode::UNPROCESSABLE_ENTITY => StatusCode::BAD_REQUEST,
+                other => other,
+            };
+            Err(AppError::Rejected(
+                status,
+                format!("Malformed request body: {}", e.body_text()),
+            ))
+        }
+    }
 }
 
 /// Store failures never produce an answer: 503, and the caller must deny.

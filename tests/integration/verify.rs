@@ -211,6 +211,21 @@ async fn verify_api_requires_its_credential_and_sane_input(app: TestApp) {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    // The message names the field that is wrong.
+    let v: Value = res.json().await.unwrap();
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("key:"),
+        "{v}"
+    );
+    // A JSON media type with parameters is JSON too.
+    let res = send(
+        serde_json::to_vec(&json!({ "key": key })).unwrap(),
+        "application/json; charset=utf-8",
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(code(&res.json::<Value>().await.unwrap()), "VALID");
     let res = send(
         br#"{"key": "x", "org_id": "y"}"#.to_vec(),
         "application/json",
@@ -242,7 +257,7 @@ async fn verify_api_requires_its_credential_and_sane_input(app: TestApp) {
     let res = send(br#"{"key": "x"}"#.to_vec(), "text/plain")
         .await
         .unwrap();
-    assert!(res.status().is_client_error());
+    assert_eq!(res.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     // The service is still fine.
     assert_eq!(
         code(&app.verify_api(json!({ "key": key })).await.1),
