@@ -85,6 +85,8 @@ pub struct ParsedKey {
     /// The forward-auth door's `X-Keyward-*` headers for the key (built by that door).
     pub(crate) forward_auth_headers:
         std::sync::OnceLock<Vec<(axum::http::HeaderName, axum::http::HeaderValue)>>,
+    /// The verify API's JSON fields for the key (built by `Verification::to_json`).
+    pub(crate) answer_fields: std::sync::OnceLock<Box<[u8]>>,
 }
 
 /// `key_hash` is HMAC-SHA-256(pepper, key) (`KeyHash::of`).
@@ -159,6 +161,49 @@ impl ApiKey {
 
     pub fn scope_list(&self) -> Vec<String> {
         crate::keys::scopes::split(&self.scopes)
+    }
+
+    /// A key with every field set to something plausible, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn fixture() -> Self {
+        Self {
+            id: "k".into(),
+            org_id: "o".into(),
+            created_by: None,
+            creator_email: None,
+            creator_removed: false,
+            name: "ci".into(),
+            description: String::new(),
+            environment: "live".into(),
+            key_hash: vec![],
+            display_prefix: "kw_live_ab".into(),
+            last4: "wxyz".into(),
+            scopes: "read keys:write".into(),
+            metadata: "{}".into(),
+            enabled: true,
+            created_at: 0,
+            updated_at: 0,
+            expires_at: Some(1_000),
+            revoked_at: None,
+            last_used_at: None,
+            rolled_from: None,
+            rate_limit: Some(100),
+            rate_window_secs: 60,
+            rate_burst: None,
+            daily_quota: Some(1_000),
+            ip_allowlist: "10.0.0.0/8".into(),
+            credits_remaining: None,
+            credits_refill_interval: None,
+            credits_refill_amount: None,
+            credits_refill_day: None,
+            credits_refilled_at: None,
+            credits_low_threshold: None,
+            org_external_id: None,
+            hash_scheme: "keyward".into(),
+            imported_at: None,
+            lifetime: Default::default(),
+            parsed: Default::default(),
+        }
     }
 
     /// The scopes, split once per (cached) key.

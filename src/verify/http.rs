@@ -158,7 +158,14 @@ async fn verify_answer(state: &AppState, req: Request) -> Result<Response> {
     state
         .metrics
         .verification(Door::VerifyApi, result.code, started);
-    let mut res = Json(&result).into_response();
+    let mut res = (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        result.to_json(),
+    )
+        .into_response();
     rate_limit_headers(&mut res, &result);
     if state.config.ietf_ratelimit_headers {
         ietf_rate_limit_headers(&mut res, &result, state.clock.unix());
