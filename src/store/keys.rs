@@ -78,7 +78,7 @@ pub struct ApiKey {
 
 /// Verification-facing values derived from a key's stored text, computed on first use and
 /// kept with the (cached) key; answers borrow them through the key's `Arc`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct ParsedKey {
     scopes: std::sync::OnceLock<Vec<String>>,
     metadata: std::sync::OnceLock<Option<serde_json::Value>>,
@@ -87,6 +87,14 @@ pub struct ParsedKey {
         std::sync::OnceLock<Vec<(axum::http::HeaderName, axum::http::HeaderValue)>>,
     /// The verify API's JSON fields for the key (built by `Verification::to_json`).
     pub(crate) answer_fields: std::sync::OnceLock<Box<[u8]>>,
+}
+
+/// A copy of a key starts without them: they are derived again from the copy's own fields,
+/// which its holder may change (a copy never answers with its original's name or scopes).
+impl Clone for ParsedKey {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
 }
 
 /// `key_hash` is HMAC-SHA-256(pepper, key) (`KeyHash::of`).

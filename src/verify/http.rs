@@ -46,7 +46,13 @@ pub fn router() -> Router<AppState> {
     // No layers on these routes: every layer is another boxed service cloned per request,
     // on the hottest path there is (the verify API limits its body itself).
     Router::new()
-        .route("/v1/keys/verify", post(verify))
+        .route(
+            "/v1/keys/verify",
+            post(verify).fallback(|| async {
+                // Another method: axum's 405 (it adds `Allow`), kept out of caches too.
+                no_store(StatusCode::METHOD_NOT_ALLOWED.into_response())
+            }),
+        )
         .route("/v1/auth", any(forward_auth))
 }
 
@@ -173,8 +179,8 @@ async fn verify_answer(state: &AppState, req: Request) -> Result<Response> {
     Ok(res)
 }
 
-/// The verify API's body: at most [`MAX_BODY`] bytes of JSON (413 beyond), parsed as
-/// [`VerifyBody`].
+/// The verify API's body: at most [`MAX_BODY`] bytes of JSON (413 beyond, whatever its
+/// media type), parsed as [`VerifyBody`].
 ///
 /// Written out instead of axum's `Json` extractor behind a `DefaultBodyLimit` layer: that
 /// layer is one more boxed service per request, and `Json` parses through

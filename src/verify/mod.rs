@@ -1007,6 +1007,15 @@ mod code_tests {
                 serde_json::to_string(&v).unwrap()
             );
         }
+        // A copy of a key whose fields were serialized answers with its own fields.
+        let mut renamed = (*key).clone();
+        renamed.name = "renamed".into();
+        let v = Verification::for_key(VerifyCode::Valid, Arc::new(renamed));
+        assert_eq!(
+            String::from_utf8(v.to_json()).unwrap(),
+            serde_json::to_string(&v).unwrap()
+        );
+        assert!(String::from_utf8(v.to_json()).unwrap().contains("renamed"));
     }
 
     #[test]

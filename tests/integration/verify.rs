@@ -254,6 +254,32 @@ async fn verify_api_requires_its_credential_and_sane_input(app: TestApp) {
         Ok(res) => assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE),
         Err(e) => assert!(!e.is_timeout(), "{e}"),
     }
+    // Exactly at the limit is fine.
+    let mut exact = serde_json::to_vec(&json!({ "key": key })).unwrap();
+    exact.resize(16 * 1024, b' ');
+    let res = send(exact, "application/json").await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(code(&res.json::<Value>().await.unwrap()), "VALID");
+    // A chunked body (no Content-Length to refuse at once) one byte over the limit: 413.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut request = format!(
+        "POST /v1/keys/verify HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {}\r\n\
+         content-type: application/json\r\ntransfer-encoding: chunked\r\n\
+         connection: close\r\n\r\n",
+        keyward::config::TEST_VERIFIER_TOKEN
+    );
+    for _ in 0..4 {
+        request.push_str(&format!("1000\r\n{}\r\n", " ".repeat(4096)));
+    }
+    request.push_str("1\r\n \r\n0\r\n\r\n");
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    conn.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 413"), "{answer}");
+    assert!(answer.contains("payload_too_large"), "{answer}");
     let res = send(br#"{"key": "x"}"#.to_vec(), "text/plain")
         .await
         .unwrap();
@@ -688,19 +714,29 @@ async fn verification_answers_are_never_cached(app: TestApp) {
     )
     .await;
     let client = reqwest::Client::new();
-    let verify = |key: &str| {
+    let verify_body = |body: String| {
         client
             .post(format!("{}/v1/keys/verify", app.base))
             .bearer_auth(keyward::config::TEST_VERIFIER_TOKEN)
-            .json(&json!({ "key": key }))
+            .header("content-type", "application/json")
+            .body(body)
             .send()
     };
+    let verify = |key: &str| verify_body(json!({ "key": key }).to_string());
     let auth = |key: &str| {
         client
             .get(format!("{}/v1/auth", app.base))
             .bearer_auth(key)
             .send()
     };
+    // Another method than POST: 405, which says what is allowed.
+    let wrong_method = client
+        .get(format!("{}/v1/keys/verify", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_method.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(wrong_method.headers()["allow"], "POST");
     for res in [
         verify(&key).await.unwrap(),
         verify("kw_live_nope").await.unwrap(),
@@ -718,22 +754,11 @@ async fn verification_answers_are_never_cached(app: TestApp) {
             .send()
             .await
             .unwrap(),
-        client
-            .post(format!("{}/v1/keys/verify", app.base))
-            .bearer_auth(keyward::config::TEST_VERIFIER_TOKEN)
-            .header("content-type", "application/json")
-            .body("{")
-            .send()
+        verify_body("{".into()).await.unwrap(),
+        verify_body(json!({ "key": "x".repeat(20_000) }).to_string())
             .await
             .unwrap(),
-        client
-            .post(format!("{}/v1/keys/verify", app.base))
-            .bearer_auth(keyward::config::TEST_VERIFIER_TOKEN)
-            .header("content-type", "application/json")
-            .body(format!("{{\"key\":\"{}\"}}", "x".repeat(20_000)))
-            .send()
-            .await
-            .unwrap(),
+        wrong_method,
     ] {
         assert_eq!(res.headers()["cache-control"], "no-store", "{}", res.url());
         // The IETF draft's fields only when the operator turns them on.
