@@ -10,8 +10,10 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 use anyhow::{Context, bail};
 use base64::{Engine, engine::general_purpose::STANDARD as B64};
 use clap::{Args, ValueEnum};
+use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 use serde::{Deserialize, Serialize};
+use sha2::Sha256;
 
 use crate::{
     audit::chain::AuditSigningKey,
@@ -578,14 +580,30 @@ fn validate_prefix(prefix: &str) -> anyhow::Result<()> {
 }
 
 /// The HMAC key that API-key hashes are computed with. Never printed.
-pub struct KeyPepper(SecretBox<Vec<u8>>);
+pub struct KeyPepper {
+    bytes: SecretBox<Vec<u8>>,
+    /// HMAC-SHA-256 with the pepper already absorbed: keying an HMAC hashes the key's
+    /// inner and outer pad blocks (two of the five SHA-256 blocks of a key's hash), so
+    /// that is done once here and every hash starts from a copy. As secret as the pepper.
+    keyed: Hmac<Sha256>,
+}
 
 impl KeyPepper {
     pub fn new(bytes: Vec<u8>) -> Self {
-        Self(SecretBox::new(Box::new(bytes)))
+        // HMAC accepts keys of any length; `new_from_slice` cannot fail for it.
+        let keyed = <Hmac<Sha256> as Mac>::new_from_slice(&bytes)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        Self {
+            bytes: SecretBox::new(Box::new(bytes)),
+            keyed,
+        }
     }
     pub fn expose(&self) -> &[u8] {
-        self.0.expose_secret()
+        self.bytes.expose_secret()
+    }
+    /// A fresh HMAC-SHA-256 keyed with the pepper (a copy of the keyed state).
+    pub fn mac(&self) -> Hmac<Sha256> {
+        self.keyed.clone()
     }
 
     /// A value that identifies this pepper without revealing it (stored in the database to

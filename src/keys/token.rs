@@ -12,7 +12,7 @@
 //!
 //! Keys are stored only as HMAC-SHA-256(pepper, key); see [`KeyHash`].
 
-use hmac::{Hmac, Mac};
+use hmac::Mac;
 use sha2::Sha256;
 
 use crate::config::KeyPepper;
@@ -82,9 +82,10 @@ impl PlainKey {
                 }
             }
         }
-        let body = format!("{prefix}_{}_{secret}", env.as_str());
-        let checksum = checksum(&body);
-        Ok(Self(body + &checksum))
+        let mut key = format!("{prefix}_{}_{secret}", env.as_str());
+        let sum = checksum(key.as_bytes());
+        key.extend(sum.map(char::from));
+        Ok(Self(key))
     }
 
     /// Parses and checks a presented key. Cheap and allocation-free on failure; never
@@ -106,13 +107,17 @@ impl PlainKey {
             .ok_or(ParseError::Format)?;
         let (env, tail) = rest.split_once('_').ok_or(ParseError::Format)?;
         let env = Environment::parse(env).ok_or(ParseError::Format)?;
+        // Every byte is looked at (a fold, not `all`): without an early exit the compiler
+        // checks the characters many at a time, and this runs on every verification.
         if tail.len() != SECRET_LEN + CHECKSUM_LEN
-            || !tail.bytes().all(|b| b.is_ascii_alphanumeric())
+            || !tail
+                .bytes()
+                .fold(true, |ok, b| ok & b.is_ascii_alphanumeric())
         {
             return Err(ParseError::Format);
         }
         let (body, sum) = input.split_at(input.len() - CHECKSUM_LEN);
-        if checksum(body).as_bytes() != sum.as_bytes() {
+        if checksum(body.as_bytes()) != sum.as_bytes() {
             return Err(ParseError::Checksum);
         }
         Ok(env)
@@ -166,9 +171,7 @@ pub struct KeyHash(pub [u8; 32]);
 
 impl KeyHash {
     pub fn of(key: &str, pepper: &KeyPepper) -> Self {
-        // HMAC accepts keys of any length; `new_from_slice` cannot fail for it.
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(pepper.expose())
-            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        let mut mac = pepper.mac();
         mac.update(key.as_bytes());
         Self(mac.finalize().into_bytes().into())
     }
@@ -204,8 +207,7 @@ impl KeyHash {
     /// [`KeyHash::of`] the key, so later verifications take one lookup
     /// (`Store::rehash_imported_key`).
     pub fn imported(sha256: &[u8; 32], pepper: &KeyPepper) -> Self {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(pepper.expose())
-            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        let mut mac = pepper.mac();
         mac.update(IMPORTED_DOMAIN);
         mac.update(sha256);
         Self(mac.finalize().into_bytes().into())
@@ -224,15 +226,16 @@ impl std::fmt::Debug for KeyHash {
     }
 }
 
-/// CRC32 of `body` as exactly 6 base62 characters (62^6 > 2^32).
-fn checksum(body: &str) -> String {
-    let mut n = crc32fast::hash(body.as_bytes());
+/// CRC32 of `body` as exactly 6 base62 characters (62^6 > 2^32), without an allocation
+/// (it runs on every verification).
+fn checksum(body: &[u8]) -> [u8; CHECKSUM_LEN] {
+    let mut n = crc32fast::hash(body);
     let mut out = [b'0'; CHECKSUM_LEN];
     for slot in out.iter_mut().rev() {
         *slot = BASE62[(n % 62) as usize];
         n /= 62;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
 
 #[cfg(test)]
@@ -358,11 +361,35 @@ mod tests {
     }
 
     #[test]
+    fn key_hashes_are_hmac_sha256_under_the_pepper() {
+        // The pepper's pre-keyed HMAC gives what keying a new one with the pepper gives
+        // (RFC 2104), for every key and call, one after another.
+        use hmac::Hmac;
+        let p = pepper();
+        for key in [
+            "kw_live_abc",
+            "",
+            "another key, longer than one SHA-256 block of 64 bytes!!",
+        ] {
+            for _ in 0..2 {
+                let mut fresh = <Hmac<Sha256> as Mac>::new_from_slice(&[7u8; 32]).unwrap();
+                fresh.update(key.as_bytes());
+                let want: [u8; 32] = fresh.finalize().into_bytes().into();
+                assert_eq!(KeyHash::of(key, &p).0, want, "{key:?}");
+            }
+        }
+        assert_ne!(
+            KeyHash::of("k", &p),
+            KeyHash::of("k", &KeyPepper::new(vec![8u8; 32]))
+        );
+    }
+
+    #[test]
     fn checksum_is_six_base62_chars() {
         for body in ["", "kw_live_x", "a fairly long body of text"] {
-            let c = checksum(body);
+            let c = checksum(body.as_bytes());
             assert_eq!(c.len(), 6);
-            assert!(c.bytes().all(|b| b.is_ascii_alphanumeric()));
+            assert!(c.iter().all(u8::is_ascii_alphanumeric));
         }
     }
 }
