@@ -4,8 +4,9 @@
 # without. Against each, in interleaved rounds, wrk -t1 -c32 -d${DURATION:-5}s measures
 #   GET /v1/ping (trivial JSON)   GET /v1/auth (forward-auth)   POST /v1/keys/verify
 # with a valid, cached key that has a rate limit far from being reached, and prints the
-# median requests/s and p99 of each door over ${ROUNDS:-3} rounds, and each door's share
-# of the same server's trivial endpoint.
+# median requests/s, p99 and server CPU time per request of each door over ${ROUNDS:-3}
+# rounds, and each door's share of the same server's trivial endpoint (the median of its
+# per-round shares).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${DURATION:-5}"
@@ -33,6 +34,7 @@ start() {
     KEYWARD_VERIFIER_TOKENS=load-test-token KEYWARD_REDIS_URL="${3:-}" \
     KEYWARD_REDIS_PREFIX="kwload:$$:" RUST_LOG=warn ./target/release/keyward >"$dir/$1/server.log" 2>&1 &
   pids+=($!)
+  pid[$1]=$!
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$2/healthz" >/dev/null && return; sleep 0.1; done
   echo "server $1 did not start" >&2; cat "$dir/$1/server.log" >&2; exit 1
 }
@@ -58,7 +60,7 @@ new_key() {
     "$base/settings/api-keys" | grep -o 'id="new-key">[^<]*' | sed 's/.*>//'
 }
 
-declare -A base key
+declare -A base key pid
 start redis "$PORT" "redis://127.0.0.1:6379"; base[redis]="http://127.0.0.1:$PORT"
 start local "$((PORT + 1))"; base[local]="http://127.0.0.1:$((PORT + 1))"
 for s in redis local; do
@@ -77,15 +79,23 @@ done
 
 # run SERVER DOOR: one wrk run; appends "rps p99_ms" to $dir/SERVER-DOOR.
 ms() { awk '{ v=$1; if (v ~ /us$/) { sub(/us$/,"",v); v/=1000 } else if (v ~ /ms$/) { sub(/ms$/,"",v) } else if (v ~ /s$/) { sub(/s$/,"",v); v*=1000 } printf "%.2f", v }'; }
+# cpu PID: the process's user + system CPU time so far, in clock ticks.
+cpu() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 run() {
-  local s=$1 door=$2 out
+  local s=$1 door=$2 out t0
+  t0=$(cpu "${pid[$s]}")
   case $door in
     ping) out=$(wrk -t1 -c32 -d"${DURATION}s" --latency "${base[$s]}/v1/ping" 2>&1) ;;
     auth) out=$(wrk -t1 -c32 -d"${DURATION}s" --latency -H "Authorization: Bearer ${key[$s]}" "${base[$s]}/v1/auth" 2>&1) ;;
     verify) out=$(wrk -t1 -c32 -d"${DURATION}s" --latency -s "$dir/verify-$s.lua" "${base[$s]}/v1/keys/verify" 2>&1) ;;
   esac
   if echo "$out" | grep -q "Non-2xx"; then echo "$s $door: non-2xx answers:" >&2; echo "$out" >&2; exit 1; fi
-  echo "$(echo "$out" | awk '/Requests\/sec/ {print $2}') $(echo "$out" | awk '$1=="99%" {print $2}' | ms)" >>"$dir/$s-$door"
+  # The server's CPU time per request (µs): what the door costs the server, whatever wrk
+  # took of the shared cores.
+  local us
+  us=$(awk -v t0="$t0" -v t1="$(cpu "${pid[$s]}")" -v hz="$(getconf CLK_TCK)" -v n="$(echo "$out" | awk '/requests in/ {print $1}')" \
+    'BEGIN { printf "%.1f", (t1 - t0) / hz * 1e6 / n }')
+  echo "$(echo "$out" | awk '/Requests\/sec/ {print $2}') $(echo "$out" | awk '$1=="99%" {print $2}' | ms) $us" >>"$dir/$s-$door"
 }
 median() { sort -n | awk '{ a[NR]=$1 } END { if (NR % 2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
 
@@ -94,22 +104,32 @@ for s in redis local; do
   wrk -t1 -c32 -d2s -s "$dir/verify-$s.lua" "${base[$s]}/v1/keys/verify" >/dev/null 2>&1
   wrk -t1 -c32 -d2s -H "Authorization: Bearer ${key[$s]}" "${base[$s]}/v1/auth" >/dev/null 2>&1
 done
+# The machine's speed drifts over seconds (shared cores, a VM's neighbours): each door is
+# compared with the ping run of its own round, and the order of the doors alternates from
+# round to round, so a drift favours no door.
 for r in $(seq 1 "$ROUNDS"); do
   echo "round $r of $ROUNDS…"
-  for s in redis local; do for door in ping auth verify; do run "$s" "$door"; done; done
+  order=$([ $((r % 2)) = 1 ] && echo "ping auth verify" || echo "verify auth ping")
+  for s in redis local; do for door in $order; do run "$s" "$door"; done; done
 done
 
 echo
 echo "wrk -t1 -c32 -d${DURATION}s, $(nproc) cores, SQLite, medians of $ROUNDS interleaved rounds:"
 for s in redis local; do
-  ping_rps=$(cut -d' ' -f1 "$dir/$s-ping" | median)
   label=$([ "$s" = redis ] && echo "Redis shared limits on" || echo "Redis off (per-node limits)")
   echo "  $label:"
   for door in ping auth verify; do
     rps=$(cut -d' ' -f1 "$dir/$s-$door" | median)
     p99=$(cut -d' ' -f2 "$dir/$s-$door" | median)
+    cpu_us=$(cut -d' ' -f3 "$dir/$s-$door" | median)
     name=$(case $door in ping) echo "GET /v1/ping (trivial JSON)";; auth) echo "GET /v1/auth (forward-auth)";; verify) echo "POST /v1/keys/verify";; esac)
-    share=$(awk -v a="$rps" -v b="$ping_rps" 'BEGIN { printf "%.0f%%", 100 * a / b }')
-    printf '    %-30s %10s req/s  p99 %5s ms  %5s of ping\n' "$name" "$rps" "$p99" "$share"
+    # Share of ping: the median over rounds of this door's rate over its round's ping rate
+    # (and the lowest and highest of those).
+    ratios=$(paste -d' ' <(cut -d' ' -f1 "$dir/$s-$door") <(cut -d' ' -f1 "$dir/$s-ping") \
+      | awk '{ printf "%.4f\n", $1 / $2 }' | sort -n)
+    share=$(echo "$ratios" | median | awk '{ printf "%.0f%%", 100 * $1 }')
+    range=$(echo "$ratios" | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%.0f–%.0f%%", 100 * lo, 100 * hi }')
+    printf '    %-30s %10s req/s  p99 %5s ms  %5s of ping (rounds %s)  server CPU %5s µs/req\n' \
+      "$name" "$rps" "$p99" "$share" "$range" "$cpu_us"
   done
 done
