@@ -77,10 +77,12 @@ wrk.headers["Authorization"] = "Bearer load-test-token"
 LUA
 done
 
-# run SERVER DOOR: one wrk run; appends "rps p99_ms" to $dir/SERVER-DOOR.
+# run SERVER DOOR: one wrk run; appends "rps p99_ms server_cpu_us_per_request" to
+# $dir/SERVER-DOOR (the server's own CPU: Redis's part of a shared limit is not in it).
 ms() { awk '{ v=$1; if (v ~ /us$/) { sub(/us$/,"",v); v/=1000 } else if (v ~ /ms$/) { sub(/ms$/,"",v) } else if (v ~ /s$/) { sub(/s$/,"",v); v*=1000 } printf "%.2f", v }'; }
 # cpu PID: the process's user + system CPU time so far, in clock ticks.
-cpu() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# (Fields counted after the command name, which could hold a space.)
+cpu() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
 run() {
   local s=$1 door=$2 out t0
   t0=$(cpu "${pid[$s]}")
@@ -94,10 +96,10 @@ run() {
   # took of the shared cores.
   local us
   us=$(awk -v t0="$t0" -v t1="$(cpu "${pid[$s]}")" -v hz="$(getconf CLK_TCK)" -v n="$(echo "$out" | awk '/requests in/ {print $1}')" \
-    'BEGIN { printf "%.1f", (t1 - t0) / hz * 1e6 / n }')
+    'BEGIN { if (n > 0) printf "%.1f", (t1 - t0) / hz * 1e6 / n; else printf "0" }')
   echo "$(echo "$out" | awk '/Requests\/sec/ {print $2}') $(echo "$out" | awk '$1=="99%" {print $2}' | ms) $us" >>"$dir/$s-$door"
 }
-median() { sort -n | awk '{ a[NR]=$1 } END { if (NR % 2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
+median() { sort -n | awk '{ a[NR]=$1 } END { if (NR % 2) print a[(NR+1)/2]; else printf "%.4f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
 
 echo "warming up…"
 for s in redis local; do
@@ -106,7 +108,7 @@ for s in redis local; do
 done
 # The machine's speed drifts over seconds (shared cores, a VM's neighbours): each door is
 # compared with the ping run of its own round, and the order of the doors alternates from
-# round to round, so a drift favours no door.
+# round to round (evenly with an even ROUNDS; with an odd one ping goes first once more).
 for r in $(seq 1 "$ROUNDS"); do
   echo "round $r of $ROUNDS…"
   order=$([ $((r % 2)) = 1 ] && echo "ping auth verify" || echo "verify auth ping")
@@ -126,7 +128,7 @@ for s in redis local; do
     # Share of ping: the median over rounds of this door's rate over its round's ping rate
     # (and the lowest and highest of those).
     ratios=$(paste -d' ' <(cut -d' ' -f1 "$dir/$s-$door") <(cut -d' ' -f1 "$dir/$s-ping") \
-      | awk '{ printf "%.4f\n", $1 / $2 }' | sort -n)
+      | awk '{ printf "%.4f\n", ($2 > 0 ? $1 / $2 : 0) }' | sort -n)
     share=$(echo "$ratios" | median | awk '{ printf "%.0f%%", 100 * $1 }')
     range=$(echo "$ratios" | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%.0f–%.0f%%", 100 * lo, 100 * hi }')
     printf '    %-30s %10s req/s  p99 %5s ms  %5s of ping (rounds %s)  server CPU %5s µs/req\n' \

@@ -584,8 +584,10 @@ pub struct KeyPepper {
     bytes: SecretBox<Vec<u8>>,
     /// HMAC-SHA-256 with the pepper already absorbed: keying an HMAC hashes the key's
     /// inner and outer pad blocks (two of the five SHA-256 blocks of a key's hash), so
-    /// that is done once here and every hash starts from a copy. As secret as the pepper.
-    keyed: Hmac<Sha256>,
+    /// that is done once here and every hash starts from a copy. As secret as the pepper;
+    /// boxed, so that moving a `KeyPepper` does not copy it (the hmac crate does not wipe
+    /// its state on drop, as `SecretBox` does the bytes).
+    keyed: Box<Hmac<Sha256>>,
 }
 
 impl KeyPepper {
@@ -595,7 +597,7 @@ impl KeyPepper {
             .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
         Self {
             bytes: SecretBox::new(Box::new(bytes)),
-            keyed,
+            keyed: Box::new(keyed),
         }
     }
     pub fn expose(&self) -> &[u8] {
@@ -603,7 +605,7 @@ impl KeyPepper {
     }
     /// A fresh HMAC-SHA-256 keyed with the pepper (a copy of the keyed state).
     pub fn mac(&self) -> Hmac<Sha256> {
-        self.keyed.clone()
+        Hmac::clone(&self.keyed)
     }
 
     /// A value that identifies this pepper without revealing it (stored in the database to

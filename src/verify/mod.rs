@@ -532,7 +532,10 @@ impl Verifier {
         };
         // In i64 (nanoseconds reach the year 2262): i128 arithmetic is a software division
         // and conversion on every verification.
-        let nanos = i64::try_from(me.clock.unix_nanos()).unwrap_or(i64::MAX);
+        let nanos = me
+            .clock
+            .unix_nanos()
+            .clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
         let now = nanos.div_euclid(1_000_000_000);
         let now_f = nanos as f64 / 1e9;
         // The source's name for the invalid-attempts budget, made only on the paths that
