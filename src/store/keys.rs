@@ -87,6 +87,9 @@ pub struct ParsedKey {
         std::sync::OnceLock<Vec<(axum::http::HeaderName, axum::http::HeaderValue)>>,
     /// The verify API's JSON fields for the key (built by `Verification::to_json`).
     pub(crate) answer_fields: std::sync::OnceLock<Box<[u8]>>,
+    /// The verifier's usage tally for the key, so a successful verification counts itself
+    /// without a lock or a map lookup (bound on the key's first verification).
+    pub(crate) tally: std::sync::OnceLock<std::sync::Arc<crate::verify::usage::Tally>>,
 }
 
 /// A copy of a key starts without them: they are derived again from the copy's own fields,

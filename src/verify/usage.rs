@@ -1,24 +1,135 @@
 //! Usage batching and daily quotas.
 //!
-//! A verification only touches memory: it bumps a pending counter, which a background task
+//! A verification only touches memory: it bumps its key's tally, which a background task
 //! flushes to the store about once a second (and once more on shutdown). Daily quota counts
 //! start from the stored count the first time a key is seen on a day; every flush then
 //! replaces the stored part with the database's new total (which includes the other nodes'
 //! flushed traffic), so with several nodes a quota can be exceeded by at most about one
 //! flush interval of the other nodes' traffic.
+//!
+//! The tally is the one piece of hand-written lock-free code here (no crate counts "per key,
+//! per day, drained by a flusher"): a key's day and its unflushed count share one atomic
+//! word, so a count can never land on the wrong day, and only holders of the lock (a day's
+//! roll, the flusher) ever change the day or take the count.
 
-use std::{collections::HashMap, sync::Mutex};
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicI64, AtomicU64, Ordering::Relaxed},
+    },
+};
 
 use rustc_hash::FxBuildHasher;
 
 use crate::store::{ApiKey, Store, StoreError, UsageDelta};
 
+/// One key's successful verifications on this node that are not yet flushed.
+#[derive(Debug)]
+pub struct Tally {
+    /// The [`Usage`] that flushes it (a key cached in one store may be verified by several
+    /// verifiers; only its owner's verifications take the lock-free path).
+    owner: u64,
+    /// The day (high 32 bits) and that day's unflushed count (low 32 bits).
+    day_count: AtomicU64,
+    /// The earliest and latest use this node has seen (`i64::MAX` / `i64::MIN`: none). The
+    /// store only keeps the latest use, and the earliest for a key's first use ever, so
+    /// these are not split by day.
+    first: AtomicI64,
+    last: AtomicI64,
+}
+
+fn pack(day: u32, count: u32) -> u64 {
+    (u64::from(day) << 32) | u64::from(count)
+}
+
+fn unpack(word: u64) -> (u32, u32) {
+    ((word >> 32) as u32, word as u32)
+}
+
+impl Tally {
+    fn new(owner: u64, day: u32) -> Self {
+        Self {
+            owner,
+            day_count: AtomicU64::new(pack(day, 0)),
+            first: AtomicI64::new(i64::MAX),
+            last: AtomicI64::new(i64::MIN),
+        }
+    }
+
+    /// Counts one verification if the tally is on `day` and has room; otherwise leaves
+    /// the day's roll (or a full count) to the locked path.
+    fn count(&self, day: u32) -> bool {
+        let mut word = self.day_count.load(Relaxed);
+        loop {
+            let (d, n) = unpack(word);
+            if d != day || n == u32::MAX {
+                return false;
+            }
+            match self
+                .day_count
+                .compare_exchange_weak(word, word + 1, Relaxed, Relaxed)
+            {
+                Ok(_) => return true,
+                Err(seen) => word = seen,
+            }
+        }
+    }
+
+    /// Widens the first/last use to `now` (plain loads when nothing changes: the latest use
+    /// moves once a second at most).
+    fn touch(&self, now: i64) {
+        if now > self.last.load(Relaxed) {
+            self.last.fetch_max(now, Relaxed);
+        }
+        if now < self.first.load(Relaxed) {
+            self.first.fetch_min(now, Relaxed);
+        }
+    }
+
+    /// Takes the unflushed count, leaving the day in place. Only under the [`Usage`] lock.
+    fn take(&self) -> (u32, u32) {
+        unpack(self.day_count.fetch_and(!u64::from(u32::MAX), Relaxed))
+    }
+
+    /// The unflushed count, if the tally is on `day`.
+    fn peek(&self, day: i64) -> i64 {
+        let (d, n) = unpack(self.day_count.load(Relaxed));
+        if i64::from(d) == day { i64::from(n) } else { 0 }
+    }
+}
+
+/// A key's tally in the registry, with what a flushed row names.
+#[derive(Debug)]
+struct Entry {
+    tally: Arc<Tally>,
+    org_id: String,
+    key_name: String,
+    /// The latest use the last flush wrote.
+    sent_last: i64,
+}
+
+impl Entry {
+    fn delta(&self, key_id: &str, day: i64, count: i64) -> UsageDelta {
+        let last = self.tally.last.load(Relaxed);
+        UsageDelta {
+            key_id: key_id.to_string(),
+            org_id: self.org_id.clone(),
+            key_name: self.key_name.clone(),
+            day,
+            count,
+            first_used_at: self.tally.first.load(Relaxed).min(last),
+            last_used_at: last,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
-    /// Not yet flushed, by key id (today's counts). Key ids are generated here, never
-    /// chosen by a client, so the fast non-keyed hash (FxHash) is safe: every successful
-    /// verification looks its key up in this map.
-    pending: HashMap<String, UsageDelta, FxBuildHasher>,
+    /// Every key this node verified since its last flush, or still holds in its cache.
+    /// Key ids are generated here, never chosen by a client, so the fast non-keyed hash
+    /// (FxHash) is safe.
+    tallies: HashMap<String, Entry, FxBuildHasher>,
     /// Not yet flushed: days that ended, and batches whose write failed, by (key, day).
     closed: HashMap<(String, i64), UsageDelta>,
     /// Today's total (stored + this node's unflushed), for keys with a quota.
@@ -41,22 +152,50 @@ impl State {
 
     /// Verifications of a key on a day that are counted here but not yet stored.
     fn unflushed(&self, key_id: &str, day: i64) -> i64 {
-        let pending = self
-            .pending
-            .get(key_id)
-            .filter(|d| d.day == day)
-            .map_or(0, |d| d.count);
+        let pending = self.tallies.get(key_id).map_or(0, |e| e.tally.peek(day));
         let closed = self
             .closed
             .get(&(key_id.to_string(), day))
             .map_or(0, |d| d.count);
         pending + closed
     }
+
+    /// Everything not yet flushed, taken out for writing. A tally that counted nothing since
+    /// the last flush and that no cached key holds any more leaves the registry.
+    fn take_batch(&mut self) -> Vec<UsageDelta> {
+        let mut batch: Vec<UsageDelta> = self.closed.drain().map(|(_, d)| d).collect();
+        self.tallies.retain(|key_id, e| {
+            let (day, count) = e.tally.take();
+            let last = e.tally.last.load(Relaxed);
+            // A verification counted in an earlier batch may write its time just after it:
+            // a later batch carries the time alone.
+            let sent = count > 0 || last > e.sent_last;
+            if sent {
+                batch.push(e.delta(key_id, i64::from(day), i64::from(count)));
+                e.sent_last = last;
+            }
+            sent || Arc::strong_count(&e.tally) > 1
+        });
+        batch
+    }
 }
 
-#[derive(Debug, Default)]
+/// Batched usage and daily quota counts of one verifier.
+#[derive(Debug)]
 pub struct Usage {
+    /// Tells this verifier's tallies from another's on the same cached key.
+    id: u64,
     state: Mutex<State>,
+}
+
+impl Default for Usage {
+    fn default() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Self {
+            id: NEXT.fetch_add(1, Relaxed),
+            state: Mutex::default(),
+        }
+    }
 }
 
 /// Outcome of a quota check.
@@ -132,30 +271,70 @@ impl Usage {
     /// Records a successful verification (flushed later).
     pub fn record(&self, key: &ApiKey, now: i64) {
         let day = day_of(now);
-        let mut guard = self.lock();
-        let st = &mut *guard;
-        // The hot path: the key already has a pending entry for today (no allocation).
-        if let Some(d) = st.pending.get_mut(key.id.as_str()) {
-            if d.day == day {
-                d.count += 1;
-                d.last_used_at = d.last_used_at.max(now);
+        // The hot path: the key's tally is bound and on today (no lock, no lookup).
+        if let Some(t) = key.parsed.tally.get()
+            && t.owner == self.id
+            && u32::try_from(day).is_ok_and(|d| t.count(d))
+        {
+            t.touch(now);
+            return;
+        }
+        self.record_locked(key, day, now);
+    }
+
+    /// A key's first verification here, a new day, a full count, or another verifier's key.
+    fn record_locked(&self, key: &ApiKey, day: i64, now: i64) {
+        let mut st = self.lock();
+        let entry = st.tallies.entry(key.id.clone()).or_insert_with(|| Entry {
+            tally: Arc::new(Tally::new(self.id, u32::try_from(day).unwrap_or(0))),
+            org_id: key.org_id.clone(),
+            key_name: key.name.clone(),
+            sent_last: i64::MIN,
+        });
+        if entry.key_name != key.name {
+            entry.key_name.clone_from(&key.name);
+        }
+        let tally = Arc::clone(&entry.tally);
+        // Touched before it is bound or counted, and both under the lock: a flush never
+        // sees a count without a time.
+        tally.touch(now);
+        // Binds the tally to the cached key (a no-op when another verifier bound its own).
+        let _ = key.parsed.tally.set(Arc::clone(&tally));
+        let Ok(today) = u32::try_from(day) else {
+            // Outside the days a tally holds (before 1970): straight to the batch.
+            let d = st.tallies[&key.id].delta(&key.id, day, 1);
+            st.keep(d);
+            return;
+        };
+        loop {
+            if tally.count(today) {
                 return;
             }
-            let finished = d.clone();
-            st.keep(finished);
+            let word = tally.day_count.load(Relaxed);
+            let (d, n) = unpack(word);
+            if d > today {
+                // The clock was read before midnight and the day rolled since: that day's
+                // row takes it.
+                let delta = st.tallies[&key.id].delta(&key.id, day, 1);
+                st.keep(delta);
+                return;
+            }
+            if d == today && n < u32::MAX {
+                continue; // counted concurrently in between: try again
+            }
+            // A new day (or a full count): what the tally holds moves to the batch of its
+            // own day, and the tally starts on today. Fast-path counts of the old day that
+            // land before the swap are moved with it; none can land after it.
+            if tally
+                .day_count
+                .compare_exchange(word, pack(today, 0), Relaxed, Relaxed)
+                .is_ok()
+                && n > 0
+            {
+                let delta = st.tallies[&key.id].delta(&key.id, i64::from(d), i64::from(n));
+                st.keep(delta);
+            }
         }
-        st.pending.insert(
-            key.id.clone(),
-            UsageDelta {
-                key_id: key.id.clone(),
-                org_id: key.org_id.clone(),
-                key_name: key.name.clone(),
-                day,
-                count: 1,
-                first_used_at: now,
-                last_used_at: now,
-            },
-        );
     }
 
     /// Writes unflushed usage to the store; on failure keeps it (merged per key and day) for
@@ -165,9 +344,7 @@ impl Usage {
             let mut st = self.lock();
             let today = day_of(now);
             st.counts.retain(|(_, day), _| *day >= today);
-            let mut batch: Vec<UsageDelta> = st.closed.drain().map(|(_, d)| d).collect();
-            batch.extend(st.pending.drain().map(|(_, d)| d));
-            batch
+            st.take_batch()
         };
         if batch.is_empty() {
             return Ok(0);
@@ -209,6 +386,172 @@ mod tests {
             count,
             first_used_at: 10,
             last_used_at: 20,
+        }
+    }
+
+    const DAY: i64 = 86_400;
+    const D1: i64 = 20_000 * DAY;
+
+    fn key(id: &str) -> ApiKey {
+        ApiKey {
+            id: id.into(),
+            ..ApiKey::fixture()
+        }
+    }
+
+    fn batch(u: &Usage) -> Vec<(String, i64, i64, i64, i64)> {
+        let mut b: Vec<_> = u
+            .lock()
+            .take_batch()
+            .into_iter()
+            .map(|d| (d.key_id, d.day, d.count, d.first_used_at, d.last_used_at))
+            .collect();
+        b.sort();
+        b
+    }
+
+    #[test]
+    fn counts_per_day_with_first_and_last_use() {
+        let u = Usage::default();
+        let k = key("k1");
+        u.record(&k, D1 + 100);
+        u.record(&k, D1 + 150);
+        // The first use binds the key's tally; the second took the lock-free path.
+        assert!(k.parsed.tally.get().is_some());
+        assert_eq!(u.lock().unflushed("k1", day_of(D1)), 2);
+        // A new day rolls the tally: the first day's count is closed with its own day.
+        u.record(&k, D1 + DAY + 5);
+        u.record(&k, D1 + DAY + 7);
+        assert_eq!(u.lock().unflushed("k1", day_of(D1)), 2);
+        assert_eq!(u.lock().unflushed("k1", day_of(D1 + DAY)), 2);
+        let b = batch(&u);
+        assert_eq!(b.len(), 2);
+        assert_eq!((b[0].1, b[0].2), (day_of(D1), 2));
+        assert_eq!((b[1].1, b[1].2), (day_of(D1) + 1, 2));
+        // The closed day carries the latest use known when it rolled.
+        assert_eq!((b[0].3, b[0].4), (D1 + 100, D1 + DAY + 5));
+        assert_eq!((b[1].3, b[1].4), (D1 + 100, D1 + DAY + 7));
+        // Nothing new: nothing to write.
+        assert!(batch(&u).is_empty());
+        u.record(&k, D1 + DAY + 9);
+        assert_eq!(
+            batch(&u),
+            vec![("k1".into(), day_of(D1) + 1, 1, D1 + 100, D1 + DAY + 9)]
+        );
+    }
+
+    #[test]
+    fn a_verification_read_before_midnight_counts_on_its_own_day() {
+        let u = Usage::default();
+        let k = key("k1");
+        u.record(&k, D1 + DAY + 1);
+        u.record(&k, D1 + DAY - 1);
+        let b = batch(&u);
+        assert_eq!(
+            b.iter().map(|r| (r.1, r.2)).collect::<Vec<_>>(),
+            vec![(day_of(D1), 1), (day_of(D1) + 1, 1)]
+        );
+    }
+
+    #[test]
+    fn a_time_written_after_its_count_was_flushed_is_flushed_alone() {
+        let u = Usage::default();
+        let k = key("k1");
+        u.record(&k, D1 + 10);
+        let t = Arc::clone(k.parsed.tally.get().unwrap());
+        // A verification counted, then flushed before it wrote its time.
+        assert!(t.count(day_of(D1) as u32));
+        assert_eq!(
+            batch(&u),
+            vec![("k1".into(), day_of(D1), 2, D1 + 10, D1 + 10)]
+        );
+        t.touch(D1 + 12);
+        assert_eq!(
+            batch(&u),
+            vec![("k1".into(), day_of(D1), 0, D1 + 10, D1 + 12)]
+        );
+    }
+
+    #[test]
+    fn a_tally_leaves_once_flushed_and_no_cached_key_holds_it() {
+        let u = Usage::default();
+        let k = key("k1");
+        u.record(&k, D1);
+        assert_eq!(batch(&u).len(), 1);
+        assert!(batch(&u).is_empty());
+        assert_eq!(u.lock().tallies.len(), 1, "the cached key still holds it");
+        // The key leaves the cache after one more use: the count is written, then the tally goes.
+        u.record(&k, D1 + 1);
+        drop(k);
+        assert_eq!(batch(&u).len(), 1);
+        assert!(batch(&u).is_empty());
+        assert!(u.lock().tallies.is_empty());
+        // A fresh copy of the key (the cache reloaded it) starts a new tally.
+        let k = key("k1");
+        u.record(&k, D1 + 2);
+        assert_eq!(
+            batch(&u),
+            vec![("k1".into(), day_of(D1), 1, D1 + 2, D1 + 2)]
+        );
+    }
+
+    #[test]
+    fn two_verifiers_on_one_cached_key_each_count_their_own() {
+        let (a, b) = (Usage::default(), Usage::default());
+        let k = key("k1");
+        a.record(&k, D1);
+        b.record(&k, D1);
+        b.record(&k, D1);
+        a.record(&k, D1);
+        a.record(&k, D1);
+        assert_eq!(batch(&a)[0].2, 3);
+        assert_eq!(batch(&b)[0].2, 2);
+    }
+
+    #[test]
+    fn concurrent_counts_across_midnight_and_flushes_add_up() {
+        const THREADS: i64 = 4;
+        const EACH: i64 = 20_000;
+        const PER_DAY: i64 = 200;
+        let u = Arc::new(Usage::default());
+        let keys: Arc<Vec<ApiKey>> = Arc::new((0..3).map(|i| key(&format!("k{i}"))).collect());
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flusher = {
+            let (u, done) = (Arc::clone(&u), Arc::clone(&done));
+            std::thread::spawn(move || {
+                let mut all = Vec::new();
+                while !done.load(std::sync::atomic::Ordering::Acquire) {
+                    all.extend(u.lock().take_batch());
+                    std::thread::yield_now();
+                }
+                all
+            })
+        };
+        let workers: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (u, keys) = (Arc::clone(&u), Arc::clone(&keys));
+                std::thread::spawn(move || {
+                    for i in 0..EACH {
+                        // A new day every PER_DAY records: each thread crosses midnight on its
+                        // own, some while others still count the day before.
+                        u.record(&keys[((i + t) % 3) as usize], D1 + (i / PER_DAY) * DAY);
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::Release);
+        let mut all = flusher.join().unwrap();
+        all.extend(u.lock().take_batch());
+        for day in 0..EACH / PER_DAY {
+            let on = all
+                .iter()
+                .filter(|d| d.day == day_of(D1) + day)
+                .map(|d| d.count)
+                .sum::<i64>();
+            assert_eq!(on, THREADS * PER_DAY, "day {day}");
         }
     }
 
