@@ -22,10 +22,23 @@ pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
         self.unix_nanos() as f64 / 1e9
     }
 
-    /// The current time as Unix nanoseconds (the verifier's one reading per request).
+    /// The current time as Unix nanoseconds.
     fn unix_nanos(&self) -> i128 {
         self.now().unix_timestamp_nanos()
     }
+
+    /// The current time as whole Unix seconds and as seconds with fractions: the verifier's
+    /// one reading per request (expiry and days in seconds, rate-limit buckets in fractions).
+    fn unix_secs_and_f64(&self) -> (i64, f64) {
+        secs_and_f64(self.unix_nanos())
+    }
+}
+
+/// Unix nanoseconds as whole seconds (rounded down) and as seconds with fractions, in i64
+/// (clamped: nanoseconds reach the years 1677 and 2262).
+fn secs_and_f64(nanos: i128) -> (i64, f64) {
+    let nanos = nanos.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
+    (nanos.div_euclid(1_000_000_000), nanos as f64 / 1e9)
 }
 
 /// The real clock.
@@ -45,6 +58,19 @@ impl Clock for SystemClock {
         match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
             Ok(d) => d.as_nanos() as i128,
             Err(before) => -(before.duration().as_nanos() as i128),
+        }
+    }
+
+    // Straight from the seconds and nanoseconds the system gives (no 128-bit product, no
+    // division); a time before 1970 takes the general path.
+    #[allow(clippy::disallowed_methods)]
+    fn unix_secs_and_f64(&self) -> (i64, f64) {
+        match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) if d.as_secs() < i64::MAX as u64 / 2 => (
+                d.as_secs() as i64,
+                d.as_secs() as f64 + f64::from(d.subsec_nanos()) * 1e-9,
+            ),
+            _ => secs_and_f64(self.unix_nanos()),
         }
     }
 }
@@ -95,5 +121,22 @@ mod tests {
         assert_eq!(c.unix(), 0);
         c.advance(Duration::hours(1));
         assert_eq!(c.unix(), 3600);
+    }
+
+    #[test]
+    fn seconds_and_fractions_agree_with_the_nanoseconds() {
+        assert_eq!(secs_and_f64(1_500_000_000), (1, 1.5));
+        // Before 1970 whole seconds round down, not toward zero.
+        assert_eq!(secs_and_f64(-1_500_000_000), (-2, -1.5));
+        assert_eq!(secs_and_f64(i128::MAX).0, i64::MAX / 1_000_000_000);
+        let c = ManualClock::new(OffsetDateTime::UNIX_EPOCH + Duration::milliseconds(-250));
+        assert_eq!(c.unix_secs_and_f64(), (-1, -0.25));
+        // The system clock's own path gives the same reading as the general one.
+        let (secs, f) = SystemClock.unix_secs_and_f64();
+        let (secs2, f2) = secs_and_f64(SystemClock.unix_nanos());
+        assert!(
+            secs2 - secs <= 1 && (f2 - f).abs() < 1.0,
+            "{secs} {f} vs {secs2} {f2}"
+        );
     }
 }

@@ -531,14 +531,7 @@ impl Verifier {
         let Some(presented) = req.key.map(trim_key).filter(|s| !s.is_empty()) else {
             return Ok(Verification::without_key(VerifyCode::Missing));
         };
-        // In i64 (nanoseconds reach the year 2262): i128 arithmetic is a software division
-        // and conversion on every verification.
-        let nanos = me
-            .clock
-            .unix_nanos()
-            .clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
-        let now = nanos.div_euclid(1_000_000_000);
-        let now_f = nanos as f64 / 1e9;
+        let (now, now_f) = me.clock.unix_secs_and_f64();
         // The source's name for the invalid-attempts budget, made only on the paths that
         // pay from it (a cached key never does).
         let source_of = || req.ip.map(source_bucket);
