@@ -135,8 +135,15 @@ mod tests {
         let (secs, f) = SystemClock.unix_secs_and_f64();
         let (secs2, f2) = secs_and_f64(SystemClock.unix_nanos());
         assert!(
-            secs2 - secs <= 1 && (f2 - f).abs() < 1.0,
+            secs2 - secs <= 1 && (f2 - f).abs() < 0.5,
             "{secs} {f} vs {secs2} {f2}"
         );
+        // The fraction is there (a reading falls on a whole second once in 10⁹).
+        let frac = f - secs as f64;
+        assert!((0.0..=1.0).contains(&frac), "{secs} {f}");
+        assert!((0..5).any(|_| {
+            let (s, f) = SystemClock.unix_secs_and_f64();
+            f != s as f64
+        }));
     }
 }

@@ -13,7 +13,7 @@
 //! roll, the flusher) ever change the day or take the count.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{
         Arc, Mutex,
         atomic::{AtomicI64, AtomicU64, Ordering::Relaxed},
@@ -57,20 +57,21 @@ impl Tally {
         }
     }
 
-    /// Counts one verification if the tally is on `day` and has room; otherwise leaves
-    /// the day's roll (or a full count) to the locked path.
-    fn count(&self, day: u32) -> bool {
+    /// Counts one verification if the tally is on `day` and has room (`Some(true)`: the
+    /// first count since the last flush took the count); otherwise (`None`) leaves the
+    /// day's roll, or a full count, to the locked path.
+    fn count(&self, day: u32) -> Option<bool> {
         let mut word = self.day_count.load(Relaxed);
         loop {
             let (d, n) = unpack(word);
             if d != day || n == u32::MAX {
-                return false;
+                return None;
             }
             match self
                 .day_count
                 .compare_exchange_weak(word, word + 1, Relaxed, Relaxed)
             {
-                Ok(_) => return true,
+                Ok(_) => return Some(n == 0),
                 Err(seen) => word = seen,
             }
         }
@@ -97,6 +98,10 @@ impl Tally {
         let (d, n) = unpack(self.day_count.load(Relaxed));
         if i64::from(d) == day { i64::from(n) } else { 0 }
     }
+
+    fn last(&self) -> i64 {
+        self.last.load(Relaxed)
+    }
 }
 
 /// A key's tally in the registry, with what a flushed row names.
@@ -110,8 +115,7 @@ struct Entry {
 }
 
 impl Entry {
-    fn delta(&self, key_id: &str, day: i64, count: i64) -> UsageDelta {
-        let last = self.tally.last.load(Relaxed);
+    fn delta(&self, key_id: &str, day: i64, count: i64, last: i64) -> UsageDelta {
         UsageDelta {
             key_id: key_id.to_string(),
             org_id: self.org_id.clone(),
@@ -124,12 +128,20 @@ impl Entry {
     }
 }
 
+/// Flushes between two sweeps of the registry for tallies no cached key holds any more.
+const SWEEP_EVERY: u32 = 60;
+
 #[derive(Debug, Default)]
 struct State {
-    /// Every key this node verified since its last flush, or still holds in its cache.
+    /// Every key this node verified since its last sweep, or still holds in its cache.
     /// Key ids are generated here, never chosen by a client, so the fast non-keyed hash
     /// (FxHash) is safe.
     tallies: HashMap<String, Entry, FxBuildHasher>,
+    /// The keys a flush visits (not every cached key): those counted since the last flush
+    /// (each tally's first count after a flush adds its key), and those the last flush
+    /// wrote (a verification counted in that batch may write its time just after it).
+    dirty: HashSet<String, FxBuildHasher>,
+    flushes: u32,
     /// Not yet flushed: days that ended, and batches whose write failed, by (key, day).
     closed: HashMap<(String, i64), UsageDelta>,
     /// Today's total (stored + this node's unflushed), for keys with a quota.
@@ -160,23 +172,40 @@ impl State {
         pending + closed
     }
 
-    /// Everything not yet flushed, taken out for writing. A tally that counted nothing since
-    /// the last flush and that no cached key holds any more leaves the registry.
+    /// Everything not yet flushed, taken out for writing; every [`SWEEP_EVERY`] flushes,
+    /// also [sweeps](Self::sweep) the registry.
     fn take_batch(&mut self) -> Vec<UsageDelta> {
         let mut batch: Vec<UsageDelta> = self.closed.drain().map(|(_, d)| d).collect();
-        self.tallies.retain(|key_id, e| {
+        for key_id in std::mem::take(&mut self.dirty) {
+            let Some(e) = self.tallies.get_mut(&key_id) else {
+                continue;
+            };
             let (day, count) = e.tally.take();
-            let last = e.tally.last.load(Relaxed);
-            // A verification counted in an earlier batch may write its time just after it:
-            // a later batch carries the time alone.
-            let sent = count > 0 || last > e.sent_last;
-            if sent {
-                batch.push(e.delta(key_id, i64::from(day), i64::from(count)));
+            let last = e.tally.last();
+            // A time written after its count was taken goes out alone.
+            if count > 0 || last > e.sent_last {
+                batch.push(e.delta(&key_id, i64::from(day), i64::from(count), last));
                 e.sent_last = last;
+                self.dirty.insert(key_id);
             }
-            sent || Arc::strong_count(&e.tally) > 1
-        });
+        }
+        self.flushes = self.flushes.wrapping_add(1);
+        if self.flushes.is_multiple_of(SWEEP_EVERY) {
+            self.sweep();
+        }
         batch
+    }
+
+    /// Drops the tallies that no cached key holds any more (nothing can count into them)
+    /// and that have nothing left to write.
+    fn sweep(&mut self) {
+        let dirty = &self.dirty;
+        self.tallies.retain(|key_id, e| {
+            Arc::strong_count(&e.tally) > 1
+                || dirty.contains(key_id)
+                || unpack(e.tally.day_count.load(Relaxed)).1 > 0
+                || e.tally.last() > e.sent_last
+        });
     }
 }
 
@@ -274,9 +303,14 @@ impl Usage {
         // The hot path: the key's tally is bound and on today (no lock, no lookup).
         if let Some(t) = key.parsed.tally.get()
             && t.owner == self.id
-            && u32::try_from(day).is_ok_and(|d| t.count(d))
+            && let Ok(d) = u32::try_from(day)
+            && let Some(first) = t.count(d)
         {
             t.touch(now);
+            if first {
+                // Once per key and flush: the flusher visits only the keys listed.
+                self.lock().dirty.insert(key.id.clone());
+            }
             return;
         }
         self.record_locked(key, day, now);
@@ -285,29 +319,55 @@ impl Usage {
     /// A key's first verification here, a new day, a full count, or another verifier's key.
     fn record_locked(&self, key: &ApiKey, day: i64, now: i64) {
         let mut st = self.lock();
-        let entry = st.tallies.entry(key.id.clone()).or_insert_with(|| Entry {
-            tally: Arc::new(Tally::new(self.id, u32::try_from(day).unwrap_or(0))),
-            org_id: key.org_id.clone(),
-            key_name: key.name.clone(),
-            sent_last: i64::MIN,
-        });
-        if entry.key_name != key.name {
-            entry.key_name.clone_from(&key.name);
-        }
-        let tally = Arc::clone(&entry.tally);
+        let Ok(today) = u32::try_from(day) else {
+            // Outside the days a tally holds (before 1970, a test's clock): straight to
+            // the batch.
+            st.keep(UsageDelta {
+                key_id: key.id.clone(),
+                org_id: key.org_id.clone(),
+                key_name: key.name.clone(),
+                day,
+                count: 1,
+                first_used_at: now,
+                last_used_at: now,
+            });
+            return;
+        };
+        let tally = match st.tallies.get_mut(key.id.as_str()) {
+            Some(e) => {
+                if e.key_name != key.name {
+                    e.key_name.clone_from(&key.name);
+                }
+                Arc::clone(&e.tally)
+            }
+            None => {
+                let tally = Arc::new(Tally::new(self.id, today));
+                st.tallies.insert(
+                    key.id.clone(),
+                    Entry {
+                        tally: Arc::clone(&tally),
+                        org_id: key.org_id.clone(),
+                        key_name: key.name.clone(),
+                        sent_last: i64::MIN,
+                    },
+                );
+                tally
+            }
+        };
         // Touched before it is bound or counted, and both under the lock: a flush never
         // sees a count without a time.
         tally.touch(now);
-        // Binds the tally to the cached key (a no-op when another verifier bound its own).
+        // Binds the tally to the cached key (a no-op when another verifier bound its own:
+        // that key's verifications here keep taking this path until the cache reloads it).
         let _ = key.parsed.tally.set(Arc::clone(&tally));
-        let Ok(today) = u32::try_from(day) else {
-            // Outside the days a tally holds (before 1970): straight to the batch.
-            let d = st.tallies[&key.id].delta(&key.id, day, 1);
-            st.keep(d);
-            return;
+        let closing = |st: &State, day: i64, count: i64| {
+            st.tallies[key.id.as_str()].delta(&key.id, day, count, tally.last())
         };
         loop {
-            if tally.count(today) {
+            if let Some(first) = tally.count(today) {
+                if first {
+                    st.dirty.insert(key.id.clone());
+                }
                 return;
             }
             let word = tally.day_count.load(Relaxed);
@@ -315,7 +375,7 @@ impl Usage {
             if d > today {
                 // The clock was read before midnight and the day rolled since: that day's
                 // row takes it.
-                let delta = st.tallies[&key.id].delta(&key.id, day, 1);
+                let delta = closing(&st, day, 1);
                 st.keep(delta);
                 return;
             }
@@ -331,7 +391,7 @@ impl Usage {
                 .is_ok()
                 && n > 0
             {
-                let delta = st.tallies[&key.id].delta(&key.id, i64::from(d), i64::from(n));
+                let delta = closing(&st, i64::from(d), i64::from(n));
                 st.keep(delta);
             }
         }
@@ -446,6 +506,8 @@ mod tests {
         let k = key("k1");
         u.record(&k, D1 + DAY + 1);
         u.record(&k, D1 + DAY - 1);
+        // The tally stays on the later day.
+        assert_eq!(k.parsed.tally.get().unwrap().peek(day_of(D1) + 1), 1);
         let b = batch(&u);
         assert_eq!(
             b.iter().map(|r| (r.1, r.2)).collect::<Vec<_>>(),
@@ -460,7 +522,7 @@ mod tests {
         u.record(&k, D1 + 10);
         let t = Arc::clone(k.parsed.tally.get().unwrap());
         // A verification counted, then flushed before it wrote its time.
-        assert!(t.count(day_of(D1) as u32));
+        assert_eq!(t.count(day_of(D1) as u32), Some(false));
         assert_eq!(
             batch(&u),
             vec![("k1".into(), day_of(D1), 2, D1 + 10, D1 + 10)]
@@ -479,12 +541,17 @@ mod tests {
         u.record(&k, D1);
         assert_eq!(batch(&u).len(), 1);
         assert!(batch(&u).is_empty());
+        u.lock().sweep();
         assert_eq!(u.lock().tallies.len(), 1, "the cached key still holds it");
-        // The key leaves the cache after one more use: the count is written, then the tally goes.
+        // The key leaves the cache after one more use: the count is written, then the
+        // tally goes.
         u.record(&k, D1 + 1);
         drop(k);
+        u.lock().sweep();
+        assert_eq!(u.lock().tallies.len(), 1, "its count is not written yet");
         assert_eq!(batch(&u).len(), 1);
         assert!(batch(&u).is_empty());
+        u.lock().sweep();
         assert!(u.lock().tallies.is_empty());
         // A fresh copy of the key (the cache reloaded it) starts a new tally.
         let k = key("k1");
@@ -493,6 +560,51 @@ mod tests {
             batch(&u),
             vec![("k1".into(), day_of(D1), 1, D1 + 2, D1 + 2)]
         );
+        // Flushes sweep on their own now and then.
+        drop(k);
+        for _ in 0..SWEEP_EVERY {
+            let _ = batch(&u);
+        }
+        assert!(u.lock().tallies.is_empty());
+    }
+
+    #[test]
+    fn a_flush_visits_only_the_keys_counted_since_the_last() {
+        let u = Usage::default();
+        let (k1, k2) = (key("k1"), key("k2"));
+        u.record(&k1, D1);
+        u.record(&k2, D1);
+        let _ = batch(&u);
+        let _ = batch(&u);
+        assert!(u.lock().dirty.is_empty());
+        // Counting again after a flush lists the key again (from the lock-free path too).
+        u.record(&k1, D1 + 1);
+        assert_eq!(u.lock().dirty.iter().collect::<Vec<_>>(), vec!["k1"]);
+        assert_eq!(batch(&u), vec![("k1".into(), day_of(D1), 1, D1, D1 + 1)]);
+    }
+
+    #[test]
+    fn a_full_count_moves_to_the_batch_instead_of_spilling_into_the_day() {
+        let u = Usage::default();
+        let k = key("k1");
+        u.record(&k, D1);
+        let t = Arc::clone(k.parsed.tally.get().unwrap());
+        t.day_count
+            .store(pack(day_of(D1) as u32, u32::MAX), Relaxed);
+        u.record(&k, D1 + 1);
+        assert_eq!(t.peek(day_of(D1)), 1);
+        let total: i64 = batch(&u).iter().map(|r| r.2).sum();
+        assert_eq!(total, i64::from(u32::MAX) + 1);
+    }
+
+    #[test]
+    fn before_1970_counts_without_a_tally() {
+        let u = Usage::default();
+        let k = key("k1");
+        u.record(&k, -5);
+        assert!(u.lock().tallies.is_empty() && k.parsed.tally.get().is_none());
+        assert_eq!(batch(&u), vec![("k1".into(), -1, 1, -5, -5)]);
+        assert!(batch(&u).is_empty());
     }
 
     #[test]
