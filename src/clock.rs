@@ -19,7 +19,7 @@ pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
 
     /// The current time as Unix seconds with fractions (for attempt budgets).
     fn unix_f64(&self) -> f64 {
-        self.unix_nanos() as f64 / 1e9
+        self.unix_secs_and_f64().1
     }
 
     /// The current time as Unix nanoseconds.
