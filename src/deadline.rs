@@ -22,12 +22,12 @@ use std::{
 };
 
 use axum::{
-    body::{Body, BodyDataStream, Bytes, HttpBody},
+    body::{Body, Bytes, HttpBody},
     extract::{Request, State},
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use futures_util::Stream;
+use http_body::{Frame, SizeHint};
 
 use crate::{error::AppError, state::AppState};
 
@@ -50,8 +50,8 @@ fn tracked(req: Request) -> (Request, Option<Arc<AtomicBool>>) {
         return (Request::from_parts(parts, body), None);
     }
     let received = Arc::new(AtomicBool::new(false));
-    let body = Body::from_stream(Tracked {
-        inner: body.into_data_stream(),
+    let body = Body::new(Tracked {
+        inner: body,
         received: received.clone(),
     });
     (Request::from_parts(parts, body), Some(received))
@@ -154,19 +154,87 @@ where
 }
 
 /// A request body that records when it has been read to the end.
+///
+/// A body of its own rather than a stream (`Body::from_stream`): it passes on the inner
+/// body's end-of-stream and size hint, so a handler can stop reading as soon as all of a
+/// `Content-Length` has arrived instead of waiting for hyper to close the body on the
+/// connection's next turn (see the verify API's body reader).
 struct Tracked {
-    inner: BodyDataStream,
+    inner: Body,
     received: Arc<AtomicBool>,
 }
 
-impl Stream for Tracked {
-    type Item = Result<Bytes, axum::Error>;
+impl HttpBody for Tracked {
+    type Data = Bytes;
+    type Error = axum::Error;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let next = Pin::new(&mut self.inner).poll_next(cx);
-        if let Poll::Ready(None) = next {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let next = Pin::new(&mut self.inner).poll_frame(cx);
+        let ended = match &next {
+            Poll::Ready(None) => true,
+            Poll::Ready(Some(Ok(_))) => self.inner.is_end_stream(),
+            _ => false,
+        };
+        if ended {
             self.received.store(true, Ordering::Relaxed);
         }
         next
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    fn request(body: Body) -> Request {
+        Request::builder().uri("/").body(body).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_body_of_known_length_ends_with_its_last_byte() {
+        let (req, received) = tracked(request(Body::from("{\"key\":1}")));
+        let received = received.expect("a body is watched");
+        let mut body = req.into_body();
+        assert!(!body.is_end_stream());
+        let frame = body.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), "{\"key\":1}");
+        // Its end is known without another poll: a reader may stop here, and the client
+        // counts as having sent its body.
+        assert!(body.is_end_stream());
+        assert!(received.load(Ordering::Relaxed));
+    }
+
+    #[tokio::test]
+    async fn a_streamed_body_is_received_only_at_its_end() {
+        let chunks = futures_util::stream::iter([
+            Ok::<_, std::io::Error>(Bytes::from("ab")),
+            Ok(Bytes::from("cd")),
+        ]);
+        let (req, received) = tracked(request(Body::from_stream(chunks)));
+        let received = received.expect("a body is watched");
+        let mut body = req.into_body();
+        body.frame().await.unwrap().unwrap();
+        body.frame().await.unwrap().unwrap();
+        assert!(!received.load(Ordering::Relaxed));
+        assert!(body.frame().await.is_none());
+        assert!(received.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn an_empty_body_is_not_watched() {
+        let (_, received) = tracked(request(Body::empty()));
+        assert!(received.is_none());
     }
 }

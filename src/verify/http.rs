@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::{
     Json, Router,
-    body::Body,
+    body::{Body, Bytes},
     extract::{ConnectInfo, FromRequest, Request, State},
     http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
@@ -204,16 +204,13 @@ async fn verify_body(headers: &HeaderMap, body: Body) -> Result<VerifyBody> {
     if declared.is_some_and(|n| n > MAX_BODY) {
         return Err(too_large());
     }
-    let bytes = http_body_util::BodyExt::collect(http_body_util::Limited::new(body, MAX_BODY))
-        .await
-        .map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                too_large()
-            } else {
-                AppError::bad_request("The request body could not be read to its end.")
-            }
-        })?
-        .to_bytes();
+    let bytes = read_to_end(body).await.map_err(|e| {
+        if e.is::<http_body_util::LengthLimitError>() {
+            too_large()
+        } else {
+            AppError::bad_request("The request body could not be read to its end.")
+        }
+    })?;
     let content_type = headers.get(header::CONTENT_TYPE);
     if content_type.is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"application/json"))
         && let Ok(body) = serde_json::from_slice(&bytes)
@@ -238,6 +235,44 @@ async fn verify_body(headers: &HeaderMap, body: Body) -> Result<VerifyBody> {
             ))
         }
     }
+}
+
+/// The whole body, at most [`MAX_BODY`] bytes (a `LengthLimitError` beyond).
+///
+/// Written out instead of `BodyExt::collect`, which reads until the body is closed: hyper
+/// hands a request body over through a channel that it closes only on a later pass over
+/// the connection, so `collect` polls the channel once more after the last chunk and waits
+/// for that pass. Here reading stops as soon as the body reports its end (all of its
+/// `Content-Length` received), which for the usual verify call is right after its one
+/// chunk: one poll of the channel per call instead of two (counted under callgrind).
+async fn read_to_end(body: Body) -> std::result::Result<Bytes, axum::BoxError> {
+    use axum::body::HttpBody;
+    use http_body_util::BodyExt;
+    let mut body = http_body_util::Limited::new(body, MAX_BODY);
+    // One chunk is kept as it came; several are copied into one buffer (at most MAX_BODY).
+    let mut first = Bytes::new();
+    let mut joined = Vec::new();
+    while !body.is_end_stream() {
+        let Some(frame) = body.frame().await else {
+            break;
+        };
+        let Ok(data) = frame?.into_data() else {
+            continue; // trailers: not part of the JSON
+        };
+        if first.is_empty() && joined.is_empty() {
+            first = data;
+        } else {
+            if joined.is_empty() {
+                joined.extend_from_slice(&first);
+            }
+            joined.extend_from_slice(&data);
+        }
+    }
+    Ok(if joined.is_empty() {
+        first
+    } else {
+        Bytes::from(joined)
+    })
 }
 
 /// Store failures never produce an answer: 503, and the caller must deny.
@@ -595,7 +630,31 @@ pub(crate) fn ietf_rate_limit_headers(res: &mut Response, v: &Verification, now:
 
 #[cfg(test)]
 mod tests {
-    use super::key_in_query;
+    use super::{Body, Bytes, MAX_BODY, key_in_query, read_to_end};
+
+    #[tokio::test]
+    async fn a_body_is_read_whole() {
+        // One chunk is handed on as it came.
+        let one = read_to_end(Body::from("{\"key\":\"k\"}")).await.unwrap();
+        assert_eq!(one, "{\"key\":\"k\"}");
+        // Several are joined in order, empty ones included.
+        let chunks =
+            ["{\"ke", "", "y\":", "\"k\"}"].map(|c| Ok::<_, std::io::Error>(Bytes::from(c)));
+        let joined = read_to_end(Body::from_stream(futures_util::stream::iter(chunks)))
+            .await
+            .unwrap();
+        assert_eq!(joined, "{\"key\":\"k\"}");
+        assert_eq!(read_to_end(Body::empty()).await.unwrap(), "");
+        // One byte over the limit, in pieces, is the limit's error.
+        let big = vec![
+            Ok::<_, std::io::Error>(Bytes::from(vec![b' '; MAX_BODY])),
+            Ok(Bytes::from("x")),
+        ];
+        let err = read_to_end(Body::from_stream(futures_util::stream::iter(big)))
+            .await
+            .unwrap_err();
+        assert!(err.is::<http_body_util::LengthLimitError>(), "{err}");
+    }
 
     #[test]
     fn keys_in_urls_are_spotted() {
