@@ -7,11 +7,27 @@
 # median requests/s, p99 and server CPU time per request of each door over ${ROUNDS:-3}
 # rounds, and each door's share of the same server's trivial endpoint (the median of its
 # per-round shares).
+#
+# PIN=1 keeps the load generator off the server's cores: the servers run on the first half
+# of the cores (`taskset`, with as many tokio workers as cores), wrk on the other half.
+# Without it (the default) wrk, Redis and the server share every core, and a request also
+# waits whenever the scheduler slices a core between them: that shows in the p99.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${DURATION:-5}"
 ROUNDS="${ROUNDS:-3}"
 PORT="${PORT:-18080}"
+PIN="${PIN:-0}"
+
+server_pin=() wrk_pin=() server_workers=""
+if [ "$PIN" = 1 ]; then
+  cores=$(nproc)
+  [ "$cores" -ge 2 ] || { echo "PIN=1 needs at least 2 cores" >&2; exit 1; }
+  command -v taskset >/dev/null 2>&1 || { echo "PIN=1 needs taskset (util-linux)" >&2; exit 1; }
+  half=$((cores / 2))
+  server_pin=(taskset -c "0-$((half - 1))") wrk_pin=(taskset -c "$half-$((cores - 1))")
+  server_workers=$half
+fi
 
 if ! command -v wrk >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -32,7 +48,8 @@ start() {
   mkdir -p "$dir/$1"
   KEYWARD_BIND="127.0.0.1:$2" DATABASE_URL="sqlite://$dir/$1/kw.db" KEYWARD_SECRETS_FILE="$dir/$1/secrets" \
     KEYWARD_VERIFIER_TOKENS=load-test-token KEYWARD_REDIS_URL="${3:-}" \
-    KEYWARD_REDIS_PREFIX="kwload:$$:" RUST_LOG=warn ./target/release/keyward >"$dir/$1/server.log" 2>&1 &
+    KEYWARD_REDIS_PREFIX="kwload:$$:" RUST_LOG=warn \
+    env ${server_workers:+TOKIO_WORKER_THREADS=$server_workers} "${server_pin[@]}" ./target/release/keyward >"$dir/$1/server.log" 2>&1 &
   pids+=($!)
   pid[$1]=$!
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$2/healthz" >/dev/null && return; sleep 0.1; done
@@ -87,9 +104,9 @@ run() {
   local s=$1 door=$2 out t0
   t0=$(cpu "${pid[$s]}")
   case $door in
-    ping) out=$(wrk -t1 -c32 -d"${DURATION}s" --latency "${base[$s]}/v1/ping" 2>&1) ;;
-    auth) out=$(wrk -t1 -c32 -d"${DURATION}s" --latency -H "Authorization: Bearer ${key[$s]}" "${base[$s]}/v1/auth" 2>&1) ;;
-    verify) out=$(wrk -t1 -c32 -d"${DURATION}s" --latency -s "$dir/verify-$s.lua" "${base[$s]}/v1/keys/verify" 2>&1) ;;
+    ping) out=$("${wrk_pin[@]}" wrk -t1 -c32 -d"${DURATION}s" --latency "${base[$s]}/v1/ping" 2>&1) ;;
+    auth) out=$("${wrk_pin[@]}" wrk -t1 -c32 -d"${DURATION}s" --latency -H "Authorization: Bearer ${key[$s]}" "${base[$s]}/v1/auth" 2>&1) ;;
+    verify) out=$("${wrk_pin[@]}" wrk -t1 -c32 -d"${DURATION}s" --latency -s "$dir/verify-$s.lua" "${base[$s]}/v1/keys/verify" 2>&1) ;;
   esac
   if echo "$out" | grep -q "Non-2xx"; then echo "$s $door: non-2xx answers:" >&2; echo "$out" >&2; exit 1; fi
   # The server's CPU time per request (µs): what the door costs the server, whatever wrk
@@ -103,8 +120,8 @@ median() { sort -n | awk '{ a[NR]=$1 } END { if (NR % 2) print a[(NR+1)/2]; else
 
 echo "warming up…"
 for s in redis local; do
-  wrk -t1 -c32 -d2s -s "$dir/verify-$s.lua" "${base[$s]}/v1/keys/verify" >/dev/null 2>&1
-  wrk -t1 -c32 -d2s -H "Authorization: Bearer ${key[$s]}" "${base[$s]}/v1/auth" >/dev/null 2>&1
+  "${wrk_pin[@]}" wrk -t1 -c32 -d2s -s "$dir/verify-$s.lua" "${base[$s]}/v1/keys/verify" >/dev/null 2>&1
+  "${wrk_pin[@]}" wrk -t1 -c32 -d2s -H "Authorization: Bearer ${key[$s]}" "${base[$s]}/v1/auth" >/dev/null 2>&1
 done
 # The machine's speed drifts over seconds (shared cores, a VM's neighbours): each door is
 # compared with the ping run of its own round, and the order of the doors alternates from
@@ -116,7 +133,9 @@ for r in $(seq 1 "$ROUNDS"); do
 done
 
 echo
-echo "wrk -t1 -c32 -d${DURATION}s, $(nproc) cores, SQLite, medians of $ROUNDS interleaved rounds:"
+placement=$([ "$PIN" = 1 ] && echo "server pinned to cores ${server_pin[2]} with $server_workers tokio worker(s), wrk to ${wrk_pin[2]}" \
+  || echo "wrk, Redis and the server sharing them")
+echo "wrk -t1 -c32 -d${DURATION}s, $(nproc) cores ($placement), SQLite, medians of $ROUNDS interleaved rounds:"
 for s in redis local; do
   label=$([ "$s" = redis ] && echo "Redis shared limits on" || echo "Redis off (per-node limits)")
   echo "  $label:"
