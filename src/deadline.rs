@@ -5,7 +5,7 @@
 //! database work and outbound calls. When it passes, the handler's future is dropped (which
 //! cancels a stuck query: sqlx closes that connection) and the surface's error renderer turns
 //! [`AppError::TimedOut`] into a page or JSON. The answer says whose side was slow: 408 when
-//! the client had not finished sending its body (RFC 9110 §15.5.9), else 503 with
+//! Keyward was waiting for the rest of the client's body (RFC 9110 §15.5.9), else 503 with
 //! `Retry-After`.
 //!
 //! Not covered here: a client that never finishes its *headers* holds only its connection
@@ -34,39 +34,39 @@ use crate::{error::AppError, state::AppState};
 /// Runs the request under the configured deadline. Layer it inside the surface's error
 /// renderer (`html_errors` / `json_errors`) so that the timeout is rendered like any error.
 pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let (req, received) = tracked(req);
+    let (req, waiting) = tracked(req);
     let (method, uri) = (req.method().clone(), req.uri().clone());
     match tokio::time::timeout(state.config.request_timeout, next.run(req)).await {
         Ok(res) => res,
-        Err(_) => timed_out(&state, &method, &uri, &received),
+        Err(_) => timed_out(&state, &method, &uri, &waiting),
     }
 }
 
 /// The request with its body watched (no wrapping when it has none), and the flag that
-/// tells whether the client finished sending it.
+/// tells whether the request is waiting for more of the client's body.
 fn tracked(req: Request) -> (Request, Option<Arc<AtomicBool>>) {
     let (parts, body) = req.into_parts();
     if body.is_end_stream() {
         return (Request::from_parts(parts, body), None);
     }
-    let received = Arc::new(AtomicBool::new(false));
+    let waiting = Arc::new(AtomicBool::new(false));
     let body = Body::new(Tracked {
         inner: body,
-        received: received.clone(),
+        waiting: waiting.clone(),
     });
-    (Request::from_parts(parts, body), Some(received))
+    (Request::from_parts(parts, body), Some(waiting))
 }
 
-/// The answer when the deadline passed: 408 when the client had not sent its body, else 503.
+/// The answer when the deadline passed: 408 when Keyward was waiting for the rest of the
+/// client's body, else 503 (Keyward's own work was slow, whether or not it had read the
+/// body yet).
 fn timed_out(
     state: &AppState,
     method: &axum::http::Method,
     uri: &axum::http::Uri,
-    received: &Option<Arc<AtomicBool>>,
+    waiting: &Option<Arc<AtomicBool>>,
 ) -> Response {
-    let slow_client = received
-        .as_ref()
-        .is_some_and(|r| !r.load(Ordering::Relaxed));
+    let slow_client = waiting.as_ref().is_some_and(|w| w.load(Ordering::Relaxed));
     tracing::warn!(
         event = "request_timed_out",
         %method,
@@ -113,14 +113,14 @@ where
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        let (req, received) = tracked(req);
+        let (req, waiting) = tracked(req);
         let (method, uri) = (req.method().clone(), req.uri().clone());
         JsonDeadlineFuture {
             inner: tokio::time::timeout(self.state.config.request_timeout, self.inner.call(req)),
             state: self.state.clone(),
             method,
             uri,
-            received,
+            waiting,
         }
     }
 }
@@ -132,7 +132,7 @@ pin_project_lite::pin_project! {
         state: AppState,
         method: axum::http::Method,
         uri: axum::http::Uri,
-        received: Option<Arc<AtomicBool>>,
+        waiting: Option<Arc<AtomicBool>>,
     }
 }
 
@@ -147,21 +147,22 @@ where
         let res = match std::task::ready!(this.inner.poll(cx)) {
             Ok(Ok(res)) => res,
             Ok(Err(e)) => return Poll::Ready(Err(e)),
-            Err(_) => timed_out(this.state, this.method, this.uri, this.received),
+            Err(_) => timed_out(this.state, this.method, this.uri, this.waiting),
         };
         Poll::Ready(Ok(crate::error::render_json_error(res)))
     }
 }
 
-/// A request body that records when it has been read to the end.
+/// A request body that records whether its reader is waiting for the client: its last
+/// poll found no data yet. A body the handler has not started reading does not count: if
+/// the deadline passes then, Keyward was slow, not the client.
 ///
 /// A body of its own rather than a stream (`Body::from_stream`): it passes on the inner
-/// body's end-of-stream and size hint, so a handler can stop reading as soon as all of a
-/// `Content-Length` has arrived instead of waiting for hyper to close the body on the
-/// connection's next turn (see the verify API's body reader).
+/// body's end-of-stream and size hint, so a reader can stop as soon as all of a
+/// `Content-Length` has arrived (see the verify API's body reader).
 struct Tracked {
     inner: Body,
-    received: Arc<AtomicBool>,
+    waiting: Arc<AtomicBool>,
 }
 
 impl HttpBody for Tracked {
@@ -173,14 +174,7 @@ impl HttpBody for Tracked {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let next = Pin::new(&mut self.inner).poll_frame(cx);
-        let ended = match &next {
-            Poll::Ready(None) => true,
-            Poll::Ready(Some(Ok(_))) => self.inner.is_end_stream(),
-            _ => false,
-        };
-        if ended {
-            self.received.store(true, Ordering::Relaxed);
-        }
+        self.waiting.store(next.is_pending(), Ordering::Relaxed);
         next
     }
 
@@ -202,39 +196,56 @@ mod tests {
         Request::builder().uri("/").body(body).unwrap()
     }
 
-    #[tokio::test]
-    async fn a_body_of_known_length_ends_with_its_last_byte() {
-        let (req, received) = tracked(request(Body::from("{\"key\":1}")));
-        let received = received.expect("a body is watched");
+    /// Polls the body once, without waiting.
+    fn poll_once(body: &mut Body) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let waker = std::task::Waker::noop();
+        Pin::new(body).poll_frame(&mut Context::from_waker(waker))
+    }
+
+    #[test]
+    fn a_body_of_known_length_reports_its_end_through_the_wrapper() {
+        let (req, waiting) = tracked(request(Body::from("{\"key\":1}")));
+        let waiting = waiting.expect("a body is watched");
         let mut body = req.into_body();
         assert!(!body.is_end_stream());
-        let frame = body.frame().await.unwrap().unwrap();
+        assert_eq!(body.size_hint().exact(), Some(9));
+        let Poll::Ready(Some(Ok(frame))) = poll_once(&mut body) else {
+            panic!("the frame is there");
+        };
         assert_eq!(frame.into_data().unwrap(), "{\"key\":1}");
-        // Its end is known without another poll: a reader may stop here, and the client
-        // counts as having sent its body.
+        // Its end is known without another poll: a reader may stop here.
         assert!(body.is_end_stream());
-        assert!(received.load(Ordering::Relaxed));
+        assert!(!waiting.load(Ordering::Relaxed));
     }
 
     #[tokio::test]
-    async fn a_streamed_body_is_received_only_at_its_end() {
-        let chunks = futures_util::stream::iter([
-            Ok::<_, std::io::Error>(Bytes::from("ab")),
-            Ok(Bytes::from("cd")),
-        ]);
-        let (req, received) = tracked(request(Body::from_stream(chunks)));
-        let received = received.expect("a body is watched");
+    async fn only_a_reader_waiting_for_the_client_blames_the_client() {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+        let pieces = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|piece| (piece, rx))
+        });
+        let (req, waiting) = tracked(request(Body::from_stream(pieces)));
+        let waiting = waiting.expect("a body is watched");
         let mut body = req.into_body();
-        body.frame().await.unwrap().unwrap();
-        body.frame().await.unwrap().unwrap();
-        assert!(!received.load(Ordering::Relaxed));
+        // Not read yet: a deadline passing now is Keyward's (503).
+        assert!(!waiting.load(Ordering::Relaxed));
+        // Read, and nothing has come: the client's (408).
+        assert!(poll_once(&mut body).is_pending());
+        assert!(waiting.load(Ordering::Relaxed));
+        // A piece arrives and is read: Keyward's again until it waits once more.
+        tx.send(Ok(Bytes::from("ab"))).await.unwrap();
+        assert!(matches!(poll_once(&mut body), Poll::Ready(Some(Ok(_)))));
+        assert!(!waiting.load(Ordering::Relaxed));
+        assert!(poll_once(&mut body).is_pending());
+        assert!(waiting.load(Ordering::Relaxed));
+        drop(tx);
         assert!(body.frame().await.is_none());
-        assert!(received.load(Ordering::Relaxed));
+        assert!(!waiting.load(Ordering::Relaxed));
     }
 
     #[test]
     fn an_empty_body_is_not_watched() {
-        let (_, received) = tracked(request(Body::empty()));
-        assert!(received.is_none());
+        let (_, waiting) = tracked(request(Body::empty()));
+        assert!(waiting.is_none());
     }
 }

@@ -39,7 +39,7 @@ pub enum AppError {
     #[error("busy")]
     Busy,
     /// The request ran past `KEYWARD_REQUEST_TIMEOUT_SECONDS` ([`crate::deadline`]);
-    /// `slow_client` when the client had not finished sending its body by then.
+    /// `slow_client` when Keyward was waiting for the rest of the client's body by then.
     #[error("request timed out")]
     TimedOut { slow_client: bool },
     /// A client's budget of attempts is spent (per source address); retry after N seconds.

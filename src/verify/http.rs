@@ -211,6 +211,13 @@ async fn verify_body(headers: &HeaderMap, body: Body) -> Result<VerifyBody> {
             AppError::bad_request("The request body could not be read to its end.")
         }
     })?;
+    // hyper's HTTP/1 reader already refuses a body shorter than its `Content-Length`; this
+    // holds the early stop above to it whatever the protocol.
+    if declared.is_some_and(|n| n != bytes.len()) {
+        return Err(AppError::bad_request(
+            "The request body is not as long as its Content-Length says.",
+        ));
+    }
     let content_type = headers.get(header::CONTENT_TYPE);
     if content_type.is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"application/json"))
         && let Ok(body) = serde_json::from_slice(&bytes)
@@ -239,12 +246,12 @@ async fn verify_body(headers: &HeaderMap, body: Body) -> Result<VerifyBody> {
 
 /// The whole body, at most [`MAX_BODY`] bytes (a `LengthLimitError` beyond).
 ///
-/// Written out instead of `BodyExt::collect`, which reads until the body is closed: hyper
-/// hands a request body over through a channel that it closes only on a later pass over
-/// the connection, so `collect` polls the channel once more after the last chunk and waits
-/// for that pass. Here reading stops as soon as the body reports its end (all of its
-/// `Content-Length` received), which for the usual verify call is right after its one
-/// chunk: one poll of the channel per call instead of two (counted under callgrind).
+/// Written out instead of `BodyExt::collect`, which reads until the body says `None`:
+/// hyper hands a request body over through a channel, and `collect` polls it once more
+/// after the last chunk to learn that it is closed. Here reading stops as soon as the body
+/// reports its end (all of its `Content-Length` received), which for the usual verify call
+/// is right after its one chunk: one poll of the channel per call instead of two (counted
+/// under callgrind; a lock and a waker's registration saved, no more).
 async fn read_to_end(body: Body) -> std::result::Result<Bytes, axum::BoxError> {
     use axum::body::HttpBody;
     use http_body_util::BodyExt;
@@ -630,7 +637,35 @@ pub(crate) fn ietf_rate_limit_headers(res: &mut Response, v: &Verification, now:
 
 #[cfg(test)]
 mod tests {
-    use super::{Body, Bytes, MAX_BODY, key_in_query, read_to_end};
+    use super::{Body, Bytes, MAX_BODY, key_in_query, read_to_end, verify_body};
+    use axum::{
+        http::{HeaderMap, HeaderValue, StatusCode, header},
+        response::IntoResponse,
+    };
+
+    #[tokio::test]
+    async fn a_body_must_be_as_long_as_it_says() {
+        let headers = |n: usize| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+            h
+        };
+        let json = r#"{"key":"k"}"#;
+        let body = verify_body(&headers(json.len()), Body::from(json))
+            .await
+            .unwrap();
+        assert_eq!(body.key.as_deref(), Some("k"));
+        for n in [json.len() - 1, json.len() + 1] {
+            let err = verify_body(&headers(n), Body::from(json))
+                .await
+                .unwrap_err();
+            assert_eq!(err.into_response().status(), StatusCode::BAD_REQUEST);
+        }
+    }
 
     #[tokio::test]
     async fn a_body_is_read_whole() {

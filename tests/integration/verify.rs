@@ -280,6 +280,69 @@ async fn verify_api_requires_its_credential_and_sane_input(app: TestApp) {
     let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
     assert!(answer.starts_with("http/1.1 413"), "{answer}");
     assert!(answer.contains("payload_too_large"), "{answer}");
+    // The door stops reading at the body's declared end: the connection stays usable.
+    // Two calls written back to back on one connection, both answered in order:
+    let call = |body: &str, last: bool| {
+        format!(
+            "POST /v1/keys/verify HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {}\r\n\
+             content-type: application/json\r\ncontent-length: {}\r\n{}\r\n{body}",
+            keyward::config::TEST_VERIFIER_TOKEN,
+            body.len(),
+            if last { "connection: close\r\n" } else { "" },
+        )
+    };
+    let first = json!({ "key": key }).to_string();
+    let second = json!({ "key": key, "scopes": ["no-such-scope"] }).to_string();
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    conn.write_all(format!("{}{}", call(&first, false), call(&second, true)).as_bytes())
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    conn.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert_eq!(answer.matches("HTTP/1.1 200").count(), 2, "{answer}");
+    let (valid, refused) = (
+        answer.find(r#""code":"VALID""#),
+        answer.find(r#""code":"INSUFFICIENT_SCOPE""#),
+    );
+    assert!(valid.is_some() && valid < refused, "{answer}");
+    // `Expect: 100-continue`: the body is asked for, then read.
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = call(&first, true);
+    let (head, body) = head.split_at(head.len() - first.len());
+    conn.write_all(
+        head.replacen("\r\n\r\n", "\r\nexpect: 100-continue\r\n\r\n", 1)
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut interim = [0u8; 25];
+    conn.read_exact(&mut interim).await.unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    conn.write_all(body.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    conn.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r#""code":"VALID""#), "{answer}");
+    // A chunked body in pieces, with a trailer, then another call on the connection.
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (a, b) = first.split_at(5);
+    let chunked = format!(
+        "POST /v1/keys/verify HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {}\r\n\
+         content-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n\
+         {:x}\r\n{a}\r\n{:x}\r\n{b}\r\n0\r\nx-trailer: 1\r\n\r\n",
+        keyward::config::TEST_VERIFIER_TOKEN,
+        a.len(),
+        b.len(),
+    );
+    conn.write_all(format!("{chunked}{}", call(&first, true)).as_bytes())
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    conn.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert_eq!(answer.matches(r#""code":"VALID""#).count(), 2, "{answer}");
     let res = send(br#"{"key": "x"}"#.to_vec(), "text/plain")
         .await
         .unwrap();
