@@ -800,6 +800,25 @@ async fn verification_answers_are_never_cached(app: TestApp) {
         .unwrap();
     assert_eq!(wrong_method.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(wrong_method.headers()["allow"], "POST");
+    // The verify API's answer is put together by hand: its media type, its length and the
+    // app's security headers are all there.
+    for res in [
+        verify(&key).await.unwrap(),
+        verify("kw_live_nope").await.unwrap(),
+    ] {
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(res.headers()["content-type"], "application/json");
+        assert_eq!(res.headers()["x-frame-options"], "DENY");
+        let length: usize = res.headers()["content-length"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let body = res.bytes().await.unwrap();
+        assert_eq!(body.len(), length);
+        let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(answer["code"].is_string(), "{answer}");
+    }
     for res in [
         verify(&key).await.unwrap(),
         verify("kw_live_nope").await.unwrap(),
@@ -824,6 +843,12 @@ async fn verification_answers_are_never_cached(app: TestApp) {
         wrong_method,
     ] {
         assert_eq!(res.headers()["cache-control"], "no-store", "{}", res.url());
+        assert_eq!(
+            res.headers()["x-content-type-options"],
+            "nosniff",
+            "{}",
+            res.url()
+        );
         // The IETF draft's fields only when the operator turns them on.
         assert!(res.headers().get("ratelimit-policy").is_none());
     }
